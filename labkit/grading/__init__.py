@@ -1,0 +1,1 @@
+"""Grading: the checks labs call, instructor release and nbval-based grading."""

@@ -1,0 +1,1 @@
+"""Pruning: masks, importance criteria, model surgery, ratios and schedules."""
