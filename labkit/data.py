@@ -141,16 +141,16 @@ def _cifar10_folder(root: Path) -> Path:
     """The folder that holds the CIFAR-10 batch files, or a clear error."""
     if not root.is_dir():
         raise FileNotFoundError(f"CIFAR-10 root folder {str(root)!r} does not exist")
-    for folder in (root / CIFAR10_FOLDER, root):
-        missing = [b for b in (*CIFAR10_TRAIN_BATCHES, CIFAR10_TEST_BATCH)
-                   if not (folder / b).is_file()]
-        if not missing:
-            return folder
-    raise FileNotFoundError(
-        f"CIFAR-10 batches not found in {str(root)!r} or {str(root / CIFAR10_FOLDER)!r}: "
-        f"missing {', '.join(missing)}. Put the python version of CIFAR-10 there "
-        "(labkit.data.download_cifar10 fetches it where there is internet)."
-    )
+    folder = root / CIFAR10_FOLDER if (root / CIFAR10_FOLDER).is_dir() else root
+    missing = [b for b in (*CIFAR10_TRAIN_BATCHES, CIFAR10_TEST_BATCH)
+               if not (folder / b).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"CIFAR-10 batches not found in {str(folder)!r}: missing {', '.join(missing)}. "
+            f"Put the python version of CIFAR-10 in {str(root / CIFAR10_FOLDER)!r} "
+            "(labkit.data.download_cifar10 fetches it where there is internet)."
+        )
+    return folder
 
 
 def _read_cifar10_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,44 @@
+# The workbook's commands. `make book` builds the site, `make test` runs every test.
+# Both create the course environment in .venv on first use (Python 3.10+, pinned by
+# constraints.txt so torch is the CPU build).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+JOBS ?= auto
+SUBMISSIONS ?= submissions
+
+.PHONY: book test lab execute student grade clean env
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]" -c constraints.txt
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n $(JOBS) tests
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile --nbval-lax labs
+
+lab: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev,lab]" -c constraints.txt
+	$(BIN)/jupyter lab labs
+
+execute: $(STAMP)
+	$(BIN)/python -m labkit execute labs/*.ipynb
+
+student: $(STAMP)
+	$(BIN)/labkit release labs --out student
+
+grade: $(STAMP)
+	$(BIN)/labkit grade $(SUBMISSIONS) --labs labs --out grades.csv
+
+clean:
+	rm -rf _build .pytest_cache .ruff_cache .hypothesis student
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

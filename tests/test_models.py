@@ -1,0 +1,39 @@
+import pytest
+import torch
+
+from labkit import device
+from labkit.models import CIFAR_WIDTHS, MLP, VGG
+
+
+def test_vgg_layer_names_and_shapes():
+    model = VGG((8, "M", 16), in_channels=1, num_classes=10)
+    names = [name for name, _ in model.backbone.named_children()]
+    assert names == ["conv0", "bn0", "relu0", "pool0", "conv1", "bn1", "relu1"]
+    assert model.classifier.in_features == 16
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_cifar_vgg_matches_the_original_lab():
+    model = VGG(CIFAR_WIDTHS, in_channels=3)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 8
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_mlp_shapes():
+    assert MLP(64, (32, 16), 10)(torch.randn(3, 1, 8, 8)).shape == (3, 10)
+
+
+@pytest.mark.parametrize("widths", [("M",), (8, 0), (8, "X")])
+def test_vgg_bad_widths(widths):
+    with pytest.raises(ValueError, match="widths"):
+        VGG(widths)
+
+
+def test_mlp_bad_hidden():
+    with pytest.raises(ValueError, match="hidden"):
+        MLP(64, (0,))
+
+
+def test_device_is_cpu_without_cuda():
+    assert device().type == ("cuda" if torch.cuda.is_available() else "cpu")

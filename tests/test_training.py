@@ -1,0 +1,75 @@
+import pytest
+import torch
+
+from labkit import training
+from labkit.models import VGG
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return VGG((8, "M", 16))
+
+
+def test_training_learns_and_keeps_best_validation_epoch(digits):
+    train_loader, val_loader, test_loader = digits.loaders(64)
+    model = tiny_model()
+    before = training.evaluate(model, val_loader)
+    history = training.train(model, train_loader, val_loader, epochs=4, progress=False)
+    assert len(history.val_accuracy) == 4
+    assert history.best_val_accuracy == max(history.val_accuracy)
+    assert training.evaluate(model, val_loader) == pytest.approx(history.best_val_accuracy)
+    assert history.best_val_accuracy > before + 30
+    assert training.evaluate(model, test_loader) > 60
+    assert not model.training
+
+
+def test_training_is_deterministic_with_a_seed(digits):
+    train_loader, val_loader, _ = digits.loaders(64, seed=1)
+    a, b = tiny_model(), tiny_model()
+    training.train(a, train_loader, val_loader, epochs=1, seed=5, progress=False)
+    train_loader, val_loader, _ = digits.loaders(64, seed=1)
+    training.train(b, train_loader, val_loader, epochs=1, seed=5, progress=False)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_after_step_runs_once_per_batch(digits):
+    train_loader, _, _ = digits.loaders(256)
+    calls = []
+    training.train(tiny_model(), train_loader, epochs=2, after_step=[lambda: calls.append(1)],
+                   progress=False)
+    assert len(calls) == 2 * len(train_loader)
+
+
+def test_learning_rate_is_stepped_per_epoch(digits, monkeypatch):
+    seen = []
+    original = torch.optim.SGD.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", spy)
+    train_loader, _, _ = digits.loaders(512)
+    training.train(tiny_model(), train_loader, epochs=2, lr=0.1, progress=False)
+    batches = len(train_loader)
+    assert seen[:batches] == [0.1] * batches
+    assert seen[batches:] == [pytest.approx(0.05)] * batches
+
+
+def test_finetune_uses_a_tenth_of_the_training_rate():
+    assert training.FINETUNE_LR == pytest.approx(training.TRAIN_LR / 10)
+
+
+def test_extra_loss_is_added(digits):
+    plain, penalised = tiny_model(), tiny_model()
+    h1 = training.train(plain, digits.loaders(512)[0], epochs=1, progress=False)
+    h2 = training.train(penalised, digits.loaders(512)[0], epochs=1, progress=False,
+                        extra_loss=lambda m: torch.tensor(10.0))
+    assert h2.train_loss[0] == pytest.approx(h1.train_loss[0] + 10.0, rel=1e-4)
+
+
+@pytest.mark.parametrize("kwargs, match", [({"epochs": 0}, "epochs"), ({"lr": 0}, "lr")])
+def test_bad_arguments(digits, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        training.train(tiny_model(), digits.loaders()[0], **kwargs)
