@@ -122,15 +122,30 @@ MiB = 8 * 1024**2
 
 
 @torch.no_grad()
-def count_macs(model: nn.Module, inputs: torch.Tensor) -> int:
-    """Multiply-accumulates of one forward pass on ``inputs`` (FlopCounterMode / 2)."""
+def _count_flops(model: nn.Module, inputs: torch.Tensor) -> FlopCounterMode:
+    """Run one forward pass in eval mode under a FlopCounterMode and return the counter."""
     was_training = model.training
     model.eval()
     counter = FlopCounterMode(display=False)
     with counter:
         model(inputs)
     model.train(was_training)
-    return counter.get_total_flops() // 2
+    return counter
+
+
+def count_macs(model: nn.Module, inputs: torch.Tensor) -> int:
+    """Multiply-accumulates of one forward pass on ``inputs`` (FlopCounterMode / 2)."""
+    return _count_flops(model, inputs).get_total_flops() // 2
+
+
+def macs_per_layer(model: nn.Module, inputs: torch.Tensor) -> dict[str, int]:
+    """MACs of each prunable layer in one forward pass, by qualified name."""
+    counts = _count_flops(model, inputs).get_flop_counts()
+    prefix = type(model).__name__
+    return {
+        name: sum(counts.get(f"{prefix}.{name}", {}).values()) // 2
+        for name in prunable_layers(model)
+    }
 
 
 @dataclass(frozen=True)

@@ -100,3 +100,12 @@ def test_latency_reports_median_and_iqr():
 def test_bad_latency_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         measure.measure_latency(nn.Linear(2, 2), torch.randn(1, 2), **kwargs)
+
+
+def test_macs_per_layer_sum_to_the_total():
+    model = VGG((4, "M", 8))
+    inputs = torch.randn(1, 1, 8, 8)
+    per_layer = measure.macs_per_layer(model, inputs)
+    assert per_layer == {"backbone.conv0": 64 * 9 * 4, "backbone.conv1": 16 * 9 * 4 * 8,
+                         "classifier": 80}
+    assert sum(per_layer.values()) == measure.count_macs(model, inputs)
