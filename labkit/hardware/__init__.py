@@ -1,0 +1,1 @@
+"""Hardware support for sparsity: EIE, 2:4 structured sparsity, sparse 3-D convolution."""

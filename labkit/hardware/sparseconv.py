@@ -1,0 +1,288 @@
+"""Sparse 3-D convolution on voxelised point clouds (Choy et al. 2019; Tang et al. 2022).
+
+A point cloud fills a tiny fraction of its voxel grid, so a dense ``conv3d`` spends almost
+all of its work on empty voxels. Sparse convolution (MinkowskiEngine, Choy et al. 2019;
+TorchSparse, Tang et al. 2022) keeps only the active voxels, integer coordinates ``c_i``
+with feature vectors ``x_i``, and in submanifold mode computes outputs at the input sites:
+
+    y_o = sum over offsets d in {-k//2, ..., k//2}^3 with c_o + d active of  W_d x_{i(c_o + d)}
+
+TorchSparse computes it offset by offset. The kernel map ``M_d = {(i, o) : c_i = c_o + d}``
+is found with a hash table of coordinates; then for each ``d``: gather the ``x_i`` of
+``M_d``, multiply them by ``W_d`` in one matrix product (GEMM), and scatter-add the rows
+into the ``y_o``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+SHAPES = ("sphere", "torus", "box")
+TORUS_MAJOR_RADIUS = 1.0
+TORUS_MINOR_RADIUS = 0.4
+
+
+@dataclass(frozen=True)
+class KernelMap:
+    """For each kernel offset ``d``, the pairs ``(input index, output index)`` it connects.
+
+    ``offsets``: int64 ``k^3 x 3``, in the order of ``weight.flatten(2)`` for a ``conv3d``
+    weight ``(C_out, C_in, k, k, k)``. ``pairs[n]``: int64 ``P_n x 2`` for ``offsets[n]``.
+    """
+
+    kernel_size: int
+    offsets: torch.Tensor
+    pairs: tuple[torch.Tensor, ...]
+
+    @property
+    def num_pairs(self) -> int:
+        """Input-output pairs over all offsets: one ``C_in x C_out`` product each."""
+        return sum(len(pairs) for pairs in self.pairs)
+
+
+@dataclass(frozen=True)
+class ConvMacs:
+    """Multiply-accumulates of one convolution, sparse versus dense ``conv3d``."""
+
+    sparse: int
+    dense: int
+
+    @property
+    def reduction(self) -> float:
+        """``dense / sparse``: how many times fewer MACs the sparse convolution does."""
+        return self.dense / self.sparse
+
+
+def synthetic_point_cloud(
+    shape: str, n_points: int, noise: float = 0.0, seed: int = 0
+) -> torch.Tensor:
+    """``n_points`` points on the surface of a shape, plus Gaussian noise of std ``noise``.
+
+    * ``"sphere"``: the unit sphere, uniform (normalised Gaussian vectors);
+    * ``"torus"``: ``((R + r cos v) cos u, (R + r cos v) sin u, r sin v)`` with
+      ``R = 1``, ``r = 0.4`` and angles ``u, v`` uniform in ``[0, 2 pi)``;
+    * ``"box"``: the surface of the cube ``[-1, 1]^3``, a face chosen uniformly, a point
+      uniform on it.
+
+    Returns float32 ``n_points x 3``, the same for the same ``seed``.
+    """
+    if shape not in SHAPES:
+        raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
+    if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 1:
+        raise ValueError(f"n_points must be a positive int, got {n_points!r}")
+    if not noise >= 0:
+        raise ValueError(f"noise must be a standard deviation >= 0, got {noise!r}")
+    generator = torch.Generator().manual_seed(seed)
+    surface = {"sphere": _sphere, "torus": _torus, "box": _box}[shape]
+    points = surface(n_points, generator)
+    return points + noise * torch.randn(n_points, 3, generator=generator)
+
+
+def voxelize(
+    points: torch.Tensor, voxel_size: float, features: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Voxelise points: ``c = floor(p / voxel_size)``, one voxel per distinct ``c``.
+
+    Each voxel's feature is the mean of the features of its points (the points' own
+    coordinates when ``features`` is None). Returns ``(coords, feats)``: the unique
+    coordinates, int64 ``M x 3`` in lexicographic order, and float32 ``M x F``.
+    """
+    _check_points(points)
+    if not voxel_size > 0:
+        raise ValueError(f"voxel_size must be positive, got {voxel_size!r}")
+    features = points if features is None else features
+    if not isinstance(features, torch.Tensor) or features.ndim != 2 or len(features) != len(points):
+        raise ValueError(f"features must be a {len(points)} x F tensor, one row per point")
+    coords = torch.floor(points / voxel_size).long()
+    coords, voxel_of_point, points_per_voxel = torch.unique(
+        coords, dim=0, return_inverse=True, return_counts=True
+    )
+    feature_sums = torch.zeros(len(coords), features.shape[1]).index_add_(
+        0, voxel_of_point, features.float()
+    )
+    return coords, feature_sums / points_per_voxel.unsqueeze(1)
+
+
+def kernel_offsets(kernel_size: int) -> torch.Tensor:
+    """The ``k^3`` offsets ``d`` in ``{-k//2, ..., k//2}^3``, last axis fastest.
+
+    That is the order of ``weight.flatten(2)``: ``weight[:, :, a, b, c]`` multiplies the
+    input at ``c_o + (a, b, c) - k//2`` (``conv3d`` is a cross-correlation).
+    """
+    _check_kernel_size(kernel_size)
+    steps = torch.arange(kernel_size) - kernel_size // 2
+    return torch.cartesian_prod(steps, steps, steps)
+
+
+def build_kernel_map(coords: torch.Tensor, kernel_size: int) -> KernelMap:
+    """The submanifold kernel map ``M_d = {(i, o) : c_i = c_o + d}`` for every offset ``d``.
+
+    The coordinates go into a hash table (a Python dict) keyed by one integer per voxel,
+    the coordinates shifted to be non-negative and packed ``key = (x * Y + y) * Z + z``
+    with room for the offsets, so that ``key(c + d) = key(c) + key_step(d)``. For each
+    offset, every output voxel ``o`` looks up ``key(c_o) + key_step(d)``; a hit is an input
+    ``i`` (Tang et al. 2022 build the same map with a GPU hash table).
+    """
+    _check_coords(coords)
+    offsets = kernel_offsets(kernel_size)
+    keys, strides = _packed_keys(coords, margin=kernel_size // 2)
+    table = {key: index for index, key in enumerate(keys.tolist())}
+    if len(table) != len(coords):
+        raise ValueError("coords must be unique: one row per active voxel")
+    output_keys = keys.tolist()
+    outputs = torch.arange(len(coords))
+    pairs = []
+    for offset in offsets:
+        step = int((offset * strides).sum())
+        inputs = torch.tensor([table.get(key + step, -1) for key in output_keys])
+        found = inputs >= 0
+        pairs.append(torch.stack([inputs[found], outputs[found]], dim=1))
+    return KernelMap(kernel_size=kernel_size, offsets=offsets, pairs=tuple(pairs))
+
+
+def sparse_conv3d(
+    coords: torch.Tensor,
+    feats: torch.Tensor,
+    weight: torch.Tensor,
+    kernel_map: KernelMap | None = None,
+) -> torch.Tensor:
+    """Submanifold sparse convolution: gather, GEMM per offset, scatter-add (Tang et al. 2022).
+
+    ``y = 0``; for each offset ``d`` with pairs ``(i, o)`` in ``M_d``:
+    ``y[o] += feats[i] @ W_d.T``, where ``W_d = weight[:, :, a, b, c]`` is ``C_out x C_in``.
+    Equal to ``conv3d(grid, weight, padding=k//2)`` read at the active sites.
+
+    ``coords``: int64 ``M x 3`` unique; ``feats``: ``M x C_in``;
+    ``weight``: ``(C_out, C_in, k, k, k)`` with odd ``k``; ``kernel_map``: from
+    :func:`build_kernel_map` (built here when None). Returns ``M x C_out``.
+    """
+    _check_coords(coords)
+    _check_conv_weight(weight, feats, len(coords))
+    kernel_size = weight.shape[-1]
+    if kernel_map is None:
+        kernel_map = build_kernel_map(coords, kernel_size)
+    if kernel_map.kernel_size != kernel_size:
+        raise ValueError(
+            f"kernel_map was built for kernel_size={kernel_map.kernel_size}, "
+            f"but weight has kernel size {kernel_size}"
+        )
+    weight_per_offset = weight.flatten(2)
+    output = torch.zeros(len(coords), weight.shape[0], dtype=feats.dtype)
+    for index, pairs in enumerate(kernel_map.pairs):
+        gathered = feats[pairs[:, 0]]
+        products = gathered @ weight_per_offset[:, :, index].T
+        output.index_add_(0, pairs[:, 1], products)
+    return output
+
+
+def to_dense_grid(coords: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+    """The voxels as a dense ``1 x C x D x H x W`` grid, zeros at empty voxels.
+
+    Voxel ``c`` lands at ``c - min(coords)``; the grid just covers the coordinates.
+    """
+    _check_coords(coords)
+    if not isinstance(feats, torch.Tensor) or feats.ndim != 2 or len(feats) != len(coords):
+        raise ValueError(f"feats must be a {len(coords)} x C tensor, one row per voxel")
+    local = coords - coords.amin(dim=0)
+    extent = (local.amax(dim=0) + 1).tolist()
+    grid = torch.zeros(feats.shape[1], *extent, dtype=feats.dtype)
+    grid[:, local[:, 0], local[:, 1], local[:, 2]] = feats.T
+    return grid.unsqueeze(0)
+
+
+def gather_active_sites(grid: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """Read a ``1 x C x D x H x W`` grid back at the voxels of :func:`to_dense_grid`: ``M x C``."""
+    _check_coords(coords)
+    local = coords - coords.amin(dim=0)
+    return grid[0][:, local[:, 0], local[:, 1], local[:, 2]].T
+
+
+def conv_macs(coords: torch.Tensor, kernel_map: KernelMap, weight: torch.Tensor) -> ConvMacs:
+    """MACs of the sparse convolution against ``conv3d`` on the grid of :func:`to_dense_grid`.
+
+    * sparse: ``sum_d |M_d| * C_in * C_out``, one matrix-vector product per pair;
+    * dense: ``D * H * W * k^3 * C_in * C_out``, every output voxel times every tap,
+      zeros included (what ``FlopCounterMode`` counts, halved).
+    """
+    _check_coords(coords)
+    out_channels, in_channels, kernel_size = weight.shape[0], weight.shape[1], weight.shape[-1]
+    extent = coords.amax(dim=0) - coords.amin(dim=0) + 1
+    per_product = in_channels * out_channels
+    return ConvMacs(
+        sparse=kernel_map.num_pairs * per_product,
+        dense=math.prod(extent.tolist()) * kernel_size**3 * per_product,
+    )
+
+
+def _sphere(n_points: int, generator: torch.Generator) -> torch.Tensor:
+    directions = torch.randn(n_points, 3, generator=generator)
+    return directions / directions.norm(dim=1, keepdim=True)
+
+
+def _torus(n_points: int, generator: torch.Generator) -> torch.Tensor:
+    u, v = 2 * math.pi * torch.rand(2, n_points, generator=generator)
+    ring = TORUS_MAJOR_RADIUS + TORUS_MINOR_RADIUS * torch.cos(v)
+    height = TORUS_MINOR_RADIUS * torch.sin(v)
+    return torch.stack([ring * torch.cos(u), ring * torch.sin(u), height], dim=1)
+
+
+def _box(n_points: int, generator: torch.Generator) -> torch.Tensor:
+    points = 2 * torch.rand(n_points, 3, generator=generator) - 1
+    face_axis = torch.randint(0, 3, (n_points,), generator=generator)
+    face_side = 2.0 * torch.randint(0, 2, (n_points,), generator=generator) - 1
+    points[torch.arange(n_points), face_axis] = face_side
+    return points
+
+
+def _packed_keys(coords: torch.Tensor, margin: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One integer key per voxel, and the strides ``(Y * Z, Z, 1)`` that make it."""
+    shifted = coords - coords.amin(dim=0) + margin
+    extent = shifted.amax(dim=0) + margin + 1
+    strides = torch.stack([extent[1] * extent[2], extent[2], torch.ones_like(extent[2])])
+    return (shifted * strides).sum(dim=1), strides
+
+
+def _check_points(points: torch.Tensor) -> None:
+    if not isinstance(points, torch.Tensor) or not points.is_floating_point():
+        raise TypeError("points must be a floating-point torch.Tensor")
+    if points.ndim != 2 or points.shape[1] != 3 or len(points) == 0:
+        raise ValueError(f"points must have shape (N, 3) with N >= 1, got {tuple(points.shape)}")
+
+
+def _check_coords(coords: torch.Tensor) -> None:
+    if (
+        not isinstance(coords, torch.Tensor)
+        or coords.is_floating_point()
+        or coords.dtype == torch.bool
+    ):
+        raise TypeError("coords must be an integer torch.Tensor of voxel coordinates")
+    if coords.ndim != 2 or coords.shape[1] != 3 or len(coords) == 0:
+        raise ValueError(f"coords must have shape (M, 3) with M >= 1, got {tuple(coords.shape)}")
+
+
+def _check_kernel_size(kernel_size: int) -> None:
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int):
+        raise TypeError(f"kernel_size must be an int, got {type(kernel_size).__name__}")
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be an odd int >= 1 (1, 3, 5, ...), got {kernel_size}")
+
+
+def _check_conv_weight(weight: torch.Tensor, feats: torch.Tensor, num_voxels: int) -> None:
+    if not isinstance(weight, torch.Tensor) or weight.ndim != 5:
+        found = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
+        raise ValueError(f"weight must have shape (C_out, C_in, k, k, k), got {found}")
+    kernel = tuple(weight.shape[2:])
+    if len(set(kernel)) != 1 or kernel[0] % 2 == 0:
+        raise ValueError(f"weight must have a cubic kernel of odd size, got kernel {kernel}")
+    if not isinstance(feats, torch.Tensor) or feats.shape != (num_voxels, weight.shape[1]):
+        found = tuple(feats.shape) if isinstance(feats, torch.Tensor) else type(feats).__name__
+        raise ValueError(
+            f"feats must have shape ({num_voxels}, {weight.shape[1]}) = (voxels, C_in), got {found}"
+        )
+    if feats.dtype != weight.dtype:
+        raise TypeError(
+            f"feats and weight must share a dtype, got {feats.dtype} and {weight.dtype}"
+        )
