@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 JOBS ?= auto
 SUBMISSIONS ?= submissions
 
-.PHONY: book test lab execute student grade clean env
+.PHONY: book test test-browser lab execute student grade clean env
 
 env: $(STAMP)
 
@@ -20,11 +20,16 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 book: $(STAMP)
-	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
+	$(BIN)/jupyter-book build . --warningiserror --keep-going
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(JOBS) tests
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile --nbval-lax labs
+
+test-browser: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev,browser]" -c constraints.txt
+	test -f _build/html/index.html || $(MAKE) book
+	$(BIN)/python -m pytest -p no:cacheprovider browser_tests
 
 lab: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev,lab]" -c constraints.txt
