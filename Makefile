@@ -22,9 +22,11 @@ $(STAMP): pyproject.toml constraints.txt
 book: $(STAMP)
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
 
+# Tests and labs run in parallel, one process per core, each on one thread: small
+# tensors gain nothing from more threads, and oversubscribed cores slow everything.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(JOBS) tests
-	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile --nbval-lax labs
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) --dist loadfile --nbval-lax labs
 
 test-browser: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev,browser]" -c constraints.txt
