@@ -293,6 +293,7 @@ def test_fisher_diagonal_of_named_parameters_and_an_empty_loader():
     fisher = criteria.fisher_diagonal(model, DataLoader(tiny_data(8), batch_size=4), conv)
     assert list(fisher) == ["backbone.conv1.weight"]
     assert fisher["backbone.conv1.weight"].shape == (4, 4, 3, 3)
+    assert not fisher["backbone.conv1.weight"].requires_grad
     with pytest.raises(ValueError, match="loader is empty"):
         empty = TensorDataset(torch.zeros(0, 1, 4, 4), torch.zeros(0, dtype=torch.int64))
         criteria.fisher_diagonal(model, DataLoader(empty, batch_size=4))

@@ -179,8 +179,9 @@ def hutchinson_hessian_diagonal(
     Each sample costs one Hessian-vector product (a backward pass through the gradient),
     whatever the number of weights, so it scales to a whole model. The estimate of
     ``h_ii`` has variance ``sum_{j != i} h_ij^2 / samples``: it is noisy wherever the
-    off-diagonal of the Hessian outweighs its diagonal, as in a trained network. The Hessian is that of ``loss`` over all ``parameters``
-    jointly (a dict name -> tensor, e.g. :func:`prunable_weights`).
+    off-diagonal of the Hessian outweighs its diagonal, as in a trained network. The
+    Hessian is that of ``loss`` over all ``parameters`` jointly (a dict name -> tensor,
+    e.g. :func:`prunable_weights`).
     """
     _check_positive_int(samples, "samples")
     names = list(parameters)
@@ -225,7 +226,8 @@ def fisher_diagonal(
     converged model (Martens 2020). Computed **exactly**, with no sampling: per-sample
     gradients (:func:`torch.func.vmap` over :func:`torch.func.grad`) for every class,
     weighted by the model's probabilities; one batched backward pass per class and
-    batch. Eval mode (restored afterwards); ``parameters`` defaults to
+    batch (under ``no_grad``: ``torch.func.grad`` differentiates anyway, and no graph to
+    the other parameters is kept). Eval mode (restored afterwards); ``parameters`` defaults to
     :func:`prunable_weights`. Used with OBD as in Fisher pruning (Theis et al. 2018).
     """
     parameters = prunable_weights(model) if parameters is None else parameters
@@ -246,11 +248,12 @@ def fisher_diagonal(
         inputs = inputs.to(device)
         with torch.no_grad():
             probabilities = F.softmax(model(inputs), dim=1)
-        for label in range(probabilities.shape[1]):
-            labels = torch.full((inputs.shape[0],), label, device=device)
-            gradients = per_sample_gradients(values, inputs, labels)
-            for name, gradient in gradients.items():
-                sums[name] += torch.einsum("n,n...->...", probabilities[:, label], gradient**2)
+            for label in range(probabilities.shape[1]):
+                labels = torch.full((inputs.shape[0],), label, device=device)
+                gradients = per_sample_gradients(values, inputs, labels)
+                for name, gradient in gradients.items():
+                    sums[name] += torch.einsum("n,n...->...", probabilities[:, label],
+                                               gradient**2)
         count += inputs.shape[0]
     model.train(was_training)
     if count == 0:

@@ -1,0 +1,240 @@
+import copy
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from labkit.grading import checks
+from labkit.measure import count_macs
+from labkit.models import MLP, VGG
+from labkit.pruning import channels
+
+WIDTHS = (4, "M", 6, 5)
+
+
+def trained_looking_vgg(widths=WIDTHS, seed=0) -> VGG:
+    """A small VGG whose BatchNorms hold non-trivial statistics and affine parameters."""
+    torch.manual_seed(seed)
+    model = VGG(widths)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.5, 0.5)
+                module.running_mean.uniform_(-0.3, 0.3)
+                module.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def masked_copy(model: VGG, keep: list[torch.Tensor]) -> VGG:
+    """The same model with every other channel's activation forced to zero."""
+    masked = copy.deepcopy(model)
+    with torch.no_grad():
+        for (conv_name, bn_name), kept in zip(channels.conv_blocks(masked), keep, strict=True):
+            conv, bn = getattr(masked.backbone, conv_name), getattr(masked.backbone, bn_name)
+            dropped = torch.ones(conv.out_channels, dtype=torch.bool)
+            dropped[kept] = False
+            conv.weight[dropped] = 0
+            bn.weight[dropped] = 0
+            bn.bias[dropped] = 0
+    return masked
+
+
+def inputs(batch=3, seed=1):
+    return torch.randn(batch, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+
+
+def vgg_macs(model: VGG, height: int, width: int) -> int:
+    """MACs of a VGG by hand: H*W*C_in*C_out*kh*kw per conv, in*out for the head."""
+    macs = 0
+    for module in model.backbone:
+        if isinstance(module, nn.MaxPool2d):
+            height, width = height // 2, width // 2
+        elif isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            macs += height * width * module.in_channels * module.out_channels * kh * kw
+    return macs + model.classifier.in_features * model.classifier.out_features
+
+
+@pytest.mark.parametrize(("channels_in", "ratio", "expected"), [
+    (32, 0.3, 22), (10, 0.0, 10), (64, 0.5, 32), (3, 0.9, 1), (1, 0.5, 1), (7, 0.5, 4),
+])
+def test_get_num_channels_to_keep(channels_in, ratio, expected):
+    assert channels.get_num_channels_to_keep(channels_in, ratio) == expected
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 512), st.floats(0, 0.999))
+def test_channels_to_keep_is_the_rounded_remainder(channels_in, ratio):
+    kept = channels.get_num_channels_to_keep(channels_in, ratio)
+    assert 1 <= kept <= channels_in
+    assert kept == 1 or abs(kept - (1 - ratio) * channels_in) <= 0.5
+
+
+@pytest.mark.parametrize("ratio", [1.0, -0.1, 1.5, "0.5", True, float("nan")])
+def test_ratio_outside_zero_one_is_an_error(ratio):
+    with pytest.raises(ValueError, match=r"prune_ratio must be a number in \[0, 1\)"):
+        channels.get_num_channels_to_keep(8, ratio)
+    with pytest.raises(ValueError, match="prune_ratio"):
+        channels.channel_prune(trained_looking_vgg(), ratio)
+
+
+@pytest.mark.parametrize("count", [0, -3, 2.0])
+def test_channel_count_must_be_positive_int(count):
+    with pytest.raises(ValueError, match="channels must be a positive int"):
+        channels.get_num_channels_to_keep(count, 0.5)
+
+
+def test_input_channel_importance_is_the_l2_norm_per_input_channel():
+    linear = torch.tensor([[3.0, -2.0], [1.0, -5.0]])
+    expected = torch.tensor([10.0, 29.0]).sqrt()
+    assert torch.allclose(channels.get_input_channel_importance(linear), expected)
+    conv = torch.randn(5, 3, 3, 3, generator=torch.Generator().manual_seed(0))
+    by_loop = torch.stack([conv[:, c].norm() for c in range(3)])
+    assert torch.allclose(channels.get_input_channel_importance(conv), by_loop)
+
+
+def test_input_channel_importance_rejects_bad_weights():
+    with pytest.raises(ValueError, match="2-d .* or 4-d"):
+        channels.get_input_channel_importance(torch.ones(3))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        channels.get_input_channel_importance([[1.0]])
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.data())
+def test_removal_computes_what_the_masked_model_computes(data):
+    model = trained_looking_vgg()
+    keep = [
+        torch.tensor(sorted(data.draw(st.sets(st.integers(0, w - 1), min_size=1, max_size=w))))
+        for w in (4, 6, 5)
+    ]
+    pruned = channels.remove_channels(model, keep)
+    with torch.no_grad():
+        expected = masked_copy(model, keep)(inputs())
+        assert torch.allclose(pruned(inputs()), expected, atol=1e-5)
+
+
+def test_removal_rebuilds_module_attributes_and_leaves_the_input_untouched():
+    model = trained_looking_vgg()
+    before = copy.deepcopy(model.state_dict())
+    pruned = channels.remove_channels(model, [[0, 2], [5, 1, 3], [4]])
+    b = pruned.backbone
+    assert (b.conv0.in_channels, b.conv0.out_channels, b.bn0.num_features) == (1, 2, 2)
+    assert (b.conv1.in_channels, b.conv1.out_channels, b.bn1.num_features) == (2, 3, 3)
+    assert (b.conv2.in_channels, b.conv2.out_channels, b.bn2.num_features) == (3, 1, 1)
+    assert b.conv1.weight.shape == (3, 2, 3, 3)
+    assert pruned.classifier.in_features == 1 and pruned.classifier.weight.shape == (10, 1)
+    assert pruned.widths == (2, "M", 3, 1)
+    assert torch.equal(b.bn1.running_mean, model.backbone.bn1.running_mean[[5, 1, 3]])
+    assert pruned is not model and model.backbone.conv1.out_channels == 6
+    assert not pruned.training and not b.bn1.training
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+
+
+def test_pruned_model_trains():
+    pruned = channels.channel_prune(trained_looking_vgg().train(), 0.5)
+    pruned(inputs()).sum().backward()
+    assert all(p.grad is not None for p in pruned.parameters())
+
+
+def test_removal_rejects_bad_keep_lists():
+    model = trained_looking_vgg()
+    with pytest.raises(ValueError, match="each of the 3 convs, got 2"):
+        channels.remove_channels(model, [[0], [0]])
+    with pytest.raises(ValueError, match=r"indices in \[0, 5\]"):
+        channels.remove_channels(model, [[0], [6], [0]])
+    with pytest.raises(ValueError, match="empty"):
+        channels.remove_channels(model, [[0], [], [0]])
+    with pytest.raises(ValueError, match="repeats"):
+        channels.remove_channels(model, [[0, 0], [1], [0]])
+
+
+def test_channel_sorting_changes_no_output_and_sorts_by_importance():
+    model = trained_looking_vgg((8, 8, "M", 16, 12))
+    sorted_model = channels.apply_channel_sorting(model)
+    with torch.no_grad():
+        assert torch.allclose(sorted_model(inputs()), model(inputs()), atol=1e-5)
+    next_weights = [sorted_model.backbone.conv1.weight, sorted_model.backbone.conv2.weight,
+                    sorted_model.backbone.conv3.weight, sorted_model.classifier.weight]
+    for weight in next_weights:
+        importance = channels.get_input_channel_importance(weight)
+        assert torch.all(importance[:-1] >= importance[1:])
+    assert not torch.equal(sorted_model.backbone.conv0.weight, model.backbone.conv0.weight)
+
+
+def test_sorting_then_pruning_keeps_the_most_important_channels():
+    model = trained_looking_vgg()
+    pruned = channels.channel_prune(channels.apply_channel_sorting(model), 0.5)
+    importance = channels.get_input_channel_importance(model.backbone.conv1.weight)
+    top_two = torch.topk(importance, 2).indices
+    assert torch.equal(pruned.backbone.bn0.running_mean,
+                       model.backbone.bn0.running_mean[top_two])
+
+
+def test_channel_prune_uniform_and_per_layer():
+    model = trained_looking_vgg()
+    assert channels.channel_prune(model, 0.5).widths == (2, "M", 3, 2)
+    assert channels.channel_prune(model, [0.0, 0.5, 0.8]).widths == (4, "M", 3, 1)
+    assert channels.channel_prune(model, 0.0).widths == WIDTHS
+    with pytest.raises(ValueError, match="each of the 3 convs, got 2"):
+        channels.channel_prune(model, [0.1, 0.2])
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.3, 0.5, [0.1, 0.6, 0.25, 0.9]])
+def test_pruned_macs_match_flop_counter_exactly(ratio):
+    model = trained_looking_vgg((8, 8, "M", 16, 16, "M"))
+    pruned = channels.channel_prune(model, ratio)
+    assert count_macs(pruned, inputs(batch=1)) == vgg_macs(pruned, 8, 8)
+    assert count_macs(pruned, inputs(batch=4)) == 4 * vgg_macs(pruned, 8, 8)
+
+
+def test_thirty_percent_of_channels_leaves_about_half_the_macs():
+    model = trained_looking_vgg((64, 64, "M", 128, 128))
+    ratio = count_macs(channels.channel_prune(model, 0.3), inputs(1)) / count_macs(model, inputs(1))
+    assert ratio == pytest.approx(0.7**2, abs=0.03)
+
+
+def test_unsupported_models_are_clear_errors():
+    with pytest.raises(TypeError, match="must be a labkit.models.VGG, got MLP"):
+        channels.channel_prune(MLP(), 0.5)
+    model = trained_looking_vgg()
+    model.backbone.relu0 = nn.Dropout()
+    with pytest.raises(TypeError, match="'relu0' is a Dropout"):
+        channels.channel_prune(model, 0.5)
+    model = trained_looking_vgg()
+    model.backbone.bn1 = nn.Identity()
+    with pytest.raises(TypeError, match="Identity"):
+        channels.apply_channel_sorting(model)
+
+
+def test_channel_checks_accept_the_reference_and_reject_wrong_sorting(capsys):
+    checks.check_get_num_channels_to_keep(channels.get_num_channels_to_keep)
+    checks.check_input_channel_importance(channels.get_input_channel_importance)
+    checks.check_channel_sorting(channels.apply_channel_sorting)
+    assert capsys.readouterr().out.splitlines() == [
+        "get_num_channels_to_keep: 7/7 cases passed",
+        "get_input_channel_importance: 4/4 cases passed",
+        "apply_channel_sorting: 3/3 cases passed",
+    ]
+    with pytest.raises(checks.CheckFailed, match="expected \\(\\("):
+        checks.check_channel_sorting(copy.deepcopy)
+
+    def sorts_in_place(model):
+        sorted_model = channels.apply_channel_sorting(model)
+        model.load_state_dict(sorted_model.state_dict())
+        return sorted_model
+
+    with pytest.raises(checks.CheckFailed, match="input model was changed"):
+        checks.check_channel_sorting(sorts_in_place)
+
+    def forgets_the_next_layer(model):
+        sorted_model = channels.apply_channel_sorting(model)
+        sorted_model.classifier = copy.deepcopy(model.classifier)
+        return sorted_model
+
+    with pytest.raises(checks.CheckFailed, match="computes something else"):
+        checks.check_channel_sorting(forgets_the_next_layer)

@@ -1,0 +1,190 @@
+import copy
+import functools
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from labkit.grading import checks
+from labkit.models import VGG
+from labkit.pruning import neurons
+
+# The lecture's APoZ example: ReLU outputs of 2 images x 3 channels x 4 x 4. Channel 0
+# has 5 + 6 = 11 zeros of 32 entries, channel 1 has 6 + 6 = 12 and channel 2 has 7 + 7 = 14.
+LECTURE_ACTIVATIONS = torch.tensor([
+    [
+        [[0, 1, 0, 2], [3, 0, 4, 1], [0, 2, 5, 3], [1, 0, 3, 2]],
+        [[2, 0, 0, 1], [0, 3, 1, 0], [4, 0, 2, 1], [0, 1, 3, 2]],
+        [[0, 0, 1, 0], [2, 0, 3, 1], [0, 4, 0, 2], [1, 3, 0, 5]],
+    ],
+    [
+        [[1, 0, 2, 0], [0, 3, 0, 1], [2, 0, 1, 4], [0, 5, 2, 1]],
+        [[0, 2, 1, 0], [1, 0, 0, 3], [2, 4, 0, 1], [3, 0, 2, 1]],
+        [[3, 0, 0, 1], [0, 2, 0, 4], [1, 0, 3, 0], [2, 2, 1, 0]],
+    ],
+], dtype=torch.float32)
+
+
+def images_loader(count=24, batch_size=8, seed=0):
+    images = torch.randn(count, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+    return DataLoader(TensorDataset(images, torch.zeros(count, dtype=torch.long)),
+                      batch_size=batch_size)
+
+
+def small_vgg(widths=(6, "M", 5, 4), seed=0):
+    torch.manual_seed(seed)
+    return VGG(widths).eval()
+
+
+def test_apoz_of_the_lecture_example():
+    assert LECTURE_ACTIVATIONS.shape == (2, 3, 4, 4)
+    expected = torch.tensor([11.0, 12.0, 14.0]) / 32
+    assert torch.equal(neurons.apoz(LECTURE_ACTIVATIONS), expected)
+    assert neurons.apoz(LECTURE_ACTIVATIONS).argmax().item() == 2
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.lists(st.sampled_from([0.0, 0.5, 2.0]), min_size=3, max_size=3),
+                min_size=1, max_size=6))
+def test_apoz_of_linear_activations_counts_zeros_per_column(rows):
+    activations = torch.tensor(rows)
+    expected = [sum(row[c] == 0 for row in rows) / len(rows) for c in range(3)]
+    assert neurons.apoz(activations).tolist() == pytest.approx(expected)
+
+
+def test_apoz_rejects_bad_input():
+    with pytest.raises(ValueError, match="channel dim"):
+        neurons.apoz(torch.zeros(4))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        neurons.apoz([[0.0]])
+
+
+def test_collect_apoz_over_a_loader_equals_apoz_of_all_activations():
+    model = small_vgg()
+    loader = images_loader()
+    result = neurons.collect_apoz(model, loader)
+    assert list(result) == ["backbone.relu0", "backbone.relu1", "backbone.relu2"]
+    images = loader.dataset.tensors[0]
+    with torch.no_grad():
+        first = torch.relu(model.backbone.bn0(model.backbone.conv0(images)))
+    assert torch.allclose(result["backbone.relu0"], neurons.apoz(first))
+    one_batch = neurons.collect_apoz(model, images_loader(batch_size=24))
+    for name in result:
+        assert torch.allclose(result[name], one_batch[name])
+    assert not model.training
+
+
+def test_collect_apoz_needs_relus_and_data():
+    with pytest.raises(ValueError, match="no nn.ReLU"):
+        neurons.collect_apoz(nn.Linear(2, 2), images_loader())
+    with pytest.raises(ValueError, match="empty"):
+        neurons.collect_apoz(small_vgg(), [])
+
+
+def test_sample_holds_patches_whose_contributions_sum_to_the_output():
+    model = small_vgg()
+    sample = neurons.sample_next_conv(model, 0, images_loader(), positions_per_image=7)
+    assert sample.patches.shape == (24 * 7, 6, 9)
+    assert sample.outputs.shape == (24 * 7, 5)
+    total = neurons.channel_contributions(sample, model.backbone.conv1.weight).sum(dim=2)
+    assert torch.allclose(total, sample.outputs, atol=1e-5)
+
+
+@functools.cache
+def small_vgg_sample() -> tuple[neurons.ConvSample, torch.Tensor]:
+    model = small_vgg()
+    return neurons.sample_next_conv(model, 0, images_loader()), model.backbone.conv1.weight
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.sets(st.integers(0, 5), min_size=1, max_size=6))
+def test_least_squares_never_increases_the_reconstruction_error(kept):
+    sample, weight = small_vgg_sample()
+    keep = torch.tensor(sorted(kept))
+    refit = neurons.least_squares_weight(sample, keep, (3, 3))
+    without = neurons.reconstruction_error(sample, weight[:, keep], keep)
+    assert neurons.reconstruction_error(sample, refit, keep) <= without + 1e-6
+    if len(kept) == 6:
+        assert neurons.reconstruction_error(sample, refit, keep) < 1e-8
+
+
+def model_with_dead_heavy_channels() -> VGG:
+    """conv0's channels 0-2 are always zero after ReLU but have the largest weights in conv1.
+
+    Magnitude selection keeps exactly the dead channels (relative error 1: nothing of Z is
+    reconstructed); the live channels 3-5 reproduce Z exactly.
+    """
+    model = small_vgg((6, 4))
+    with torch.no_grad():
+        model.backbone.bn0.weight[:3] = 0
+        model.backbone.bn0.bias[:3] = -1
+        model.backbone.conv1.weight[:, :3] *= 100
+    return model
+
+
+def test_lasso_with_least_squares_beats_magnitude_where_it_must():
+    model = model_with_dead_heavy_channels()
+    weight = model.backbone.conv1.weight
+    sample = neurons.sample_next_conv(model, 0, images_loader())
+    assert neurons.magnitude_channel_selection(weight, 3).tolist() == [0, 1, 2]
+    assert neurons.lasso_channel_selection(sample, weight, 3).tolist() == [3, 4, 5]
+    errors = neurons.compare_selections(sample, weight, 3)
+    assert errors["magnitude"] == pytest.approx(1.0)
+    assert errors["magnitude + LS"] == pytest.approx(1.0)
+    assert errors["LASSO + LS"] < 1e-6
+
+
+def test_compare_selections_on_a_random_model_orders_the_methods():
+    model = small_vgg((8, 8))
+    weight = model.backbone.conv1.weight
+    fit = neurons.sample_next_conv(model, 0, images_loader(count=48), seed=0)
+    for keep in (2, 4, 6):
+        errors = neurons.compare_selections(fit, weight, keep)
+        assert errors["magnitude + LS"] <= errors["magnitude"] + 1e-6
+        assert 0 <= errors["LASSO + LS"] <= errors["magnitude"] + 1e-6
+    held_out = neurons.sample_next_conv(model, 0, images_loader(seed=1))
+    assert set(neurons.compare_selections(fit, weight, 4, held_out)) == {
+        "magnitude", "magnitude + LS", "LASSO + LS"}
+
+
+def test_regression_channel_prune_builds_a_new_refit_model():
+    model = model_with_dead_heavy_channels()
+    before = copy.deepcopy(model.state_dict())
+    pruned = neurons.regression_channel_prune(model, 0, 3, images_loader())
+    assert pruned.widths == (3, 4)
+    assert pruned.backbone.conv1.in_channels == 3 and pruned.backbone.bn0.num_features == 3
+    images = images_loader().dataset.tensors[0]
+    with torch.no_grad():
+        assert torch.allclose(pruned(images), model(images), atol=1e-4)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+
+
+def test_regression_rejects_bad_arguments():
+    model = small_vgg()
+    with pytest.raises(ValueError, match=r"conv_index must be an int in \[0, 1\]"):
+        neurons.regression_channel_prune(model, 2, 1, images_loader())
+    with pytest.raises(ValueError, match=r"num_keep must be an int in \[1, 6\]"):
+        neurons.regression_channel_prune(model, 0, 7, images_loader())
+    with pytest.raises(ValueError, match=r"num_keep must be an int in \[1, 6\]"):
+        neurons.magnitude_channel_selection(model.backbone.conv1.weight, 0)
+    with pytest.raises(ValueError, match=r"num_alphas must be an int in \[2, inf\)"):
+        neurons.lasso_channel_selection(small_vgg_sample()[0], small_vgg_sample()[1], 2,
+                                        num_alphas=1)
+    with pytest.raises(ValueError, match="positions_per_image"):
+        neurons.sample_next_conv(model, 0, images_loader(), positions_per_image=0)
+    sample = neurons.sample_next_conv(model, 0, images_loader())
+    with pytest.raises(ValueError, match="conv weight"):
+        neurons.channel_contributions(sample, torch.zeros(5, 6, 3))
+    with pytest.raises(ValueError, match="empty"):
+        neurons.sample_next_conv(model, 0, [])
+
+
+def test_apoz_check_accepts_the_reference_and_names_a_wrong_case(capsys):
+    checks.check_apoz(neurons.apoz)
+    assert capsys.readouterr().out == "apoz: 5/5 cases passed\n"
+    with pytest.raises(checks.CheckFailed, match="lecture's 2x3x4x4 example"):
+        checks.check_apoz(lambda activations: (activations > 0).float().mean(dim=(0, 2, 3)))
