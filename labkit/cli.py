@@ -53,6 +53,44 @@ def _cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _release(args: argparse.Namespace) -> int:
+    from labkit.grading.release import release_folder
+
+    try:
+        written = release_folder(Path(args.labs), Path(args.out), force=args.force)
+    except ValueError as error:
+        print(f"labkit release: {error}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"released {path}")
+    return 0
+
+
+def _grade(args: argparse.Namespace) -> int:
+    from labkit.grading.grade import LabGrade, Limits, grade, table_paths
+
+    def report(lab_grade: LabGrade) -> None:
+        notes = f"  ({'; '.join(lab_grade.notes)})" if lab_grade.notes else ""
+        print(f"{lab_grade.student} {lab_grade.lab}: {lab_grade.earned}/{lab_grade.points}"
+              f"{notes}", flush=True)
+
+    try:
+        limits = Limits(args.cell_timeout, args.timeout, args.memory)
+        for name in sorted(zoo.RECIPES):  # train once here, so no kernel trains
+            zoo.pretrained(name, progress=False)
+        start = time.perf_counter()
+        _, ignored = grade(Path(args.submissions), Path(args.labs), Path(args.out),
+                           jobs=args.jobs, limits=limits, cache=zoo.cache_dir(), on_graded=report)
+    except ValueError as error:
+        print(f"labkit grade: {error}", file=sys.stderr)
+        return 1
+    for line in ignored:
+        print(f"ignored {line}", file=sys.stderr)
+    print(f"graded in {time.perf_counter() - start:.1f} s; wrote "
+          f"{', '.join(str(path) for path in table_paths(Path(args.out)))}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labkit", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -65,6 +103,27 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("action", choices=("path", "fill", "clear"),
                        help="print its folder, train every model into it, or empty it")
     cache.set_defaults(run=_cache)
+
+    release = commands.add_parser("release", help="write the student notebooks of the labs")
+    release.add_argument("labs", help="folder of instructor notebooks (labs/)")
+    release.add_argument("--out", required=True, help="folder for the student notebooks")
+    release.add_argument("--force", action="store_true",
+                         help="write into a non-empty --out folder, overwriting notebooks")
+    release.set_defaults(run=_release)
+
+    grade = commands.add_parser(
+        "grade", help="grade submitted notebooks with nbval",
+        description="SUBMISSIONS holds <student>/<lab>.ipynb or <student>__<lab>.ipynb.")
+    grade.add_argument("submissions", help="folder of submitted notebooks")
+    grade.add_argument("--labs", required=True, help="folder of instructor notebooks (labs/)")
+    grade.add_argument("--out", required=True,
+                       help="grade table (CSV); -totals.csv and -questions.csv beside it")
+    grade.add_argument("--jobs", type=int, default=None,
+                       help="kernels at once (default: one per available CPU core)")
+    grade.add_argument("--cell-timeout", type=float, default=120, help="seconds per cell")
+    grade.add_argument("--timeout", type=float, default=900, help="seconds per notebook")
+    grade.add_argument("--memory", type=float, default=4, help="GiB of address space per process")
+    grade.set_defaults(run=_grade)
     return parser
 
 

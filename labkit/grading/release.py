@@ -1,0 +1,141 @@
+"""Release: turn an instructor notebook into the notebook students receive.
+
+An instructor notebook holds the solutions. In a code cell tagged ``exercise`` each
+solution sits between a line ``### BEGIN SOLUTION`` and a line ``### END SOLUTION``;
+a markdown cell tagged ``question`` holds only the model answer. Releasing replaces
+
+- every solution block by ``# YOUR CODE HERE`` and ``raise NotImplementedError()``,
+  indented like the ``### BEGIN SOLUTION`` line, so a function body stays a body;
+- every question cell's text by :data:`ANSWER_PLACEHOLDER`;
+
+and clears the outputs and execution counts of exercise and check cells (a check's
+stored output is the expected line nbval compares against; the student should run it,
+not read it). Everything else (cell ids, tags, metadata, other outputs, widget state)
+is kept as it is: the grader matches a student's cells to the instructor's by cell id.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from pathlib import Path
+
+import nbformat
+from nbformat import NotebookNode
+
+BEGIN_SOLUTION = "### BEGIN SOLUTION"
+END_SOLUTION = "### END SOLUTION"
+CODE_PLACEHOLDER = ("# YOUR CODE HERE", "raise NotImplementedError()")
+ANSWER_PLACEHOLDER = "_Write your answer here._"
+
+
+class ReleaseError(ValueError):
+    """An instructor notebook cannot be released: it names the notebook and the cell."""
+
+
+def tags(cell: NotebookNode) -> set[str]:
+    """The cell's metadata tags, as a set."""
+    return set(cell.get("metadata", {}).get("tags", []))
+
+
+def strip_solutions(source: str, where: str = "cell") -> str:
+    """``source`` with each solution block replaced by the code placeholder.
+
+    ``where`` names the cell in error messages. Raises :class:`ReleaseError` when the
+    source has no solution block or when the markers do not pair up.
+    """
+    released: list[str] = []
+    indent: str | None = None
+    blocks = 0
+    for number, line in enumerate(source.splitlines(), start=1):
+        marker = line.strip()
+        if marker == BEGIN_SOLUTION:
+            if indent is not None:
+                raise ReleaseError(f"{where}: line {number} opens a solution inside another")
+            indent = line[: len(line) - len(line.lstrip())]
+            released.extend(indent + placeholder for placeholder in CODE_PLACEHOLDER)
+        elif marker == END_SOLUTION:
+            if indent is None:
+                raise ReleaseError(f"{where}: line {number} closes a solution never opened")
+            indent = None
+            blocks += 1
+        elif indent is None:
+            released.append(line)
+    if indent is not None:
+        raise ReleaseError(f"{where}: a solution is opened but never closed")
+    if blocks == 0:
+        raise ReleaseError(f"{where}: an exercise cell needs a {BEGIN_SOLUTION!r} block")
+    return "\n".join(released) + ("\n" if source.endswith("\n") else "")
+
+
+def _has_marker(source: str) -> bool:
+    return any(line.strip() in (BEGIN_SOLUTION, END_SOLUTION) for line in source.splitlines())
+
+
+def release_notebook(notebook: NotebookNode, name: str = "notebook") -> NotebookNode:
+    """The student version of ``notebook`` (a new notebook; the input is not changed).
+
+    ``name`` names the notebook in error messages. A solution marker outside an
+    exercise cell is an error too: it would ship a solution to the students.
+    """
+    released = copy.deepcopy(notebook)
+    for index, cell in enumerate(released.cells):
+        where = f"{name}, cell {index} (id {cell.get('id', '?')})"
+        cell_tags = tags(cell)
+        if "exercise" in cell_tags:
+            if cell.cell_type != "code":
+                raise ReleaseError(f"{where}: an exercise cell must be a code cell")
+            cell.source = strip_solutions(cell.source, where)
+        elif _has_marker(cell.source):
+            raise ReleaseError(f"{where}: solution markers in a cell not tagged 'exercise'")
+        if "question" in cell_tags:
+            if cell.cell_type != "markdown":
+                raise ReleaseError(f"{where}: a question cell must be a markdown cell")
+            cell.source = ANSWER_PLACEHOLDER
+        if cell.cell_type == "code" and cell_tags & {"exercise", "check"}:
+            cell.outputs = []
+            cell.execution_count = None
+    return released
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def release_folder(labs: Path, out: Path, force: bool = False) -> list[Path]:
+    """Release every ``labs/*.ipynb`` into ``out``; returns the paths written.
+
+    Every notebook is released in memory before anything is written, so an error in
+    one notebook leaves ``out`` untouched. Refuses a non-empty ``out`` unless ``force``
+    (then it overwrites the notebooks of the same name and leaves other files alone),
+    and refuses to write into ``labs`` itself.
+    """
+    labs, out = Path(labs), Path(out)
+    if not labs.is_dir():
+        raise ValueError(f"labs must be a folder of instructor notebooks, got {str(labs)!r}")
+    sources = sorted(labs.glob("*.ipynb"))
+    if not sources:
+        raise ValueError(f"labs must hold at least one .ipynb notebook, {str(labs)!r} has none")
+    if out.resolve() == labs.resolve():
+        raise ValueError(f"out must differ from labs, got {str(out)!r} for both")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out must be a folder, {str(out)!r} is a file")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ValueError(f"out folder {str(out)!r} is not empty; pass force=True (--force)")
+    released = {
+        out / source.name: release_notebook(nbformat.read(source, as_version=4), source.name)
+        for source in sources
+    }
+    for path, notebook in released.items():
+        write_atomically(path, nbformat.writes(notebook) + "\n")
+    return list(released)

@@ -1,0 +1,582 @@
+"""Grading: merged notebooks, nbval in a sandboxed kernel, and the grade tables.
+
+Most tests use a tiny instructor notebook written into ``tmp_path``, whose checks are
+plain Python in labkit's format (so its kernels start in a second and short timeouts
+are safe); one end-to-end test grades made-up submissions of the shipped lab 00, with
+labkit's own checks, through the command line.
+"""
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+from labkit import zoo
+from labkit.cli import main
+from labkit.grading.grade import (
+    ALL_LABS,
+    Answer,
+    CheckResult,
+    LabGrade,
+    Limits,
+    NbvalRun,
+    Submission,
+    SubmissionError,
+    check_cells,
+    find_submissions,
+    grade,
+    load_labs,
+    merge,
+    question_answers,
+    read_submission,
+    review_notes,
+    score,
+    table_paths,
+    write_tables,
+)
+from labkit.grading.release import ANSWER_PLACEHOLDER, release_notebook
+
+LABS = Path(__file__).resolve().parents[1] / "labs"
+LAB_00 = LABS / "00_baseline.ipynb"
+SHIPPED = sorted(LABS.glob("*.ipynb"))
+TINY = "01_tiny"
+TINY_LIMITS = Limits(cell_timeout_s=8, notebook_timeout_s=300)
+
+SETUP = '''class CheckFailed(AssertionError):
+    pass
+
+def run_check(name, function, cases):
+    for label, argument, expected in cases:
+        try:
+            actual = function(argument)
+        except NotImplementedError:
+            raise CheckFailed(f"{name}: not implemented yet (case {label!r})") from None
+        if actual != expected:
+            raise CheckFailed(f"{name}: case {label!r} failed: expected {expected}, got {actual}")
+    print(f"{name}: {len(cases)}/{len(cases)} cases passed")
+
+def check_double(f):
+    run_check("double", f, [("one", 1, 2), ("minus three", -3, -6)])
+
+def check_triple(f):
+    run_check("triple", f, [("two", 2, 6)])'''
+
+
+def checked(source: str, output: str, count: int, **metadata) -> nbformat.NotebookNode:
+    """A check cell as the instructor's executed notebook holds it."""
+    return new_code_cell(source, execution_count=count,
+                         metadata={"tags": ["check", "nbval-check-output"], **metadata},
+                         outputs=[new_output("stream", name="stdout", text=output)])
+
+
+def tiny_instructor() -> nbformat.NotebookNode:
+    """Setup, two exercises each with its check (2 points and 1 point), one question."""
+    cells = [
+        new_code_cell(SETUP, execution_count=1),
+        new_markdown_cell("## Doubling"),
+        new_code_cell("def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n"
+                      "    ### END SOLUTION", execution_count=2, metadata={"tags": ["exercise"]}),
+        checked("check_double(double)", "double: 2/2 cases passed\n", 3, points=2),
+        new_code_cell("def triple(x):\n    ### BEGIN SOLUTION\n    return 3 * x\n"
+                      "    ### END SOLUTION", execution_count=4, metadata={"tags": ["exercise"]}),
+        checked("check_triple(triple)", "triple: 1/1 cases passed\n", 5),
+        new_markdown_cell("## Question\nWhy is doubling linear?"),
+        new_markdown_cell("Because 2(a + b) = 2a + 2b.", metadata={"tags": ["question"]}),
+    ]
+    for number, cell in enumerate(cells):
+        cell.id = f"cell-{number}"
+    return new_notebook(cells=cells, metadata={
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+
+
+@pytest.fixture
+def tiny_labs(tmp_path) -> Path:
+    labs = tmp_path / "labs"
+    labs.mkdir()
+    nbformat.write(tiny_instructor(), labs / f"{TINY}.ipynb")
+    return labs
+
+
+def student_copy(instructor, **sources) -> nbformat.NotebookNode:
+    """The released notebook with the cells named ``cell_<n>`` given new sources."""
+    notebook = release_notebook(instructor)
+    for cell in notebook.cells:
+        key = cell.id.replace("-", "_")
+        if key in sources:
+            cell.source = sources[key]
+    return notebook
+
+
+def solutions(instructor) -> dict[str, str]:
+    """The instructor's exercise sources, as a student who solved everything has them."""
+    return {cell.id.replace("-", "_"): cell.source for cell in instructor.cells
+            if "exercise" in cell.metadata.get("tags", [])}
+
+
+def read_csv(path: Path) -> list[tuple]:
+    with open(path, newline="") as file:
+        return [tuple(row) for row in csv.reader(file)]
+
+
+def assert_rows(actual: list[tuple], expected: list[tuple]) -> None:
+    """Compare tables cell by cell; an expected cell may be a compiled regex."""
+    assert len(actual) == len(expected), actual
+    for got, want in zip(actual, expected, strict=True):
+        assert len(got) == len(want), got
+        for cell, pattern in zip(got, want, strict=True):
+            if isinstance(pattern, re.Pattern):
+                assert pattern.fullmatch(cell), (got, pattern.pattern)
+            else:
+                assert cell == pattern, got
+
+
+# --- instructor notebooks and submissions (no kernel) ----------------------------------
+
+
+@pytest.mark.parametrize("field", ["cell_timeout_s", "notebook_timeout_s", "memory_gib",
+                                   "file_size_mib"])
+@pytest.mark.parametrize("value", [0, -1, "10", True])
+def test_limits_reject_non_positive_numbers(field, value):
+    with pytest.raises(ValueError, match=f"{field} must be a positive number, got {value!r}"):
+        Limits(**{field: value})
+
+
+def test_check_cells_are_named_by_their_check_function_with_their_points():
+    checks = check_cells(tiny_instructor())
+    assert [(c.code_index, c.cell_id, c.name, c.points) for c in checks] == [
+        (2, "cell-3", "check_double", 2), (4, "cell-5", "check_triple", 1)]
+
+
+@pytest.mark.parametrize("points", [-1, 1.5, "2", True])
+def test_check_cells_reject_bad_points(points):
+    notebook = tiny_instructor()
+    notebook.cells[3].metadata["points"] = points
+    with pytest.raises(ValueError, match=f"lab.ipynb, check cell cell-3: points must be an int "
+                                         f">= 0, got {re.escape(repr(points))}"):
+        check_cells(notebook, "lab.ipynb")
+
+
+def test_load_labs_rejects_notebooks_without_cell_ids(tmp_path):
+    old = {"cells": [{"cell_type": "code", "source": "x = 1", "metadata": {}, "outputs": [],
+                      "execution_count": None}], "metadata": {}, "nbformat": 4,
+           "nbformat_minor": 4}
+    (tmp_path / "old.ipynb").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="old.ipynb: every cell needs an id"):
+        load_labs(tmp_path)
+
+
+def test_load_labs_rejects_a_lab_that_was_not_executed(tiny_labs):
+    notebook = tiny_instructor()
+    notebook.cells[5].outputs = []
+    nbformat.write(notebook, tiny_labs / "02_raw.ipynb")
+    assert list(load_labs(tiny_labs, [TINY])) == [TINY]
+    with pytest.raises(ValueError, match="02_raw.ipynb, check cell cell-5: no stored output"):
+        load_labs(tiny_labs)
+
+
+def test_find_submissions_reads_both_layouts_and_says_what_it_ignored(tmp_path):
+    root = tmp_path / "submissions"
+    (root / "alice").mkdir(parents=True)
+    (root / "alice" / f"{TINY}.ipynb").write_text("{}")
+    (root / "alice" / "notes.txt").write_text("")
+    (root / "alice" / "99_unknown.ipynb").write_text("{}")
+    (root / "alice" / ".ipynb_checkpoints").mkdir()
+    (root / f"bob__{TINY}.ipynb").write_text("{}")
+    (root / f"alice__{TINY}.ipynb").write_text("{}")
+    (root / "carol").mkdir()
+    (root / "stray.ipynb").write_text("{}")
+    found, ignored = find_submissions(root, [TINY, "02_other"])
+    assert found == [Submission("alice", TINY, root / "alice" / f"{TINY}.ipynb"),
+                     Submission("bob", TINY, root / f"bob__{TINY}.ipynb"),
+                     Submission("carol", TINY, None)]
+    assert ignored == [
+        f"{root / 'alice' / '99_unknown.ipynb'}: no lab named '99_unknown' "
+        f"(labs: {TINY}, 02_other)",
+        f"{root / 'alice' / 'notes.txt'}: not <student>/<lab>.ipynb or <student>__<lab>.ipynb",
+        f"{root / f'alice__{TINY}.ipynb'}: a second submission of {TINY} by alice",
+        f"{root / 'stray.ipynb'}: not <student>/<lab>.ipynb or <student>__<lab>.ipynb",
+    ]
+
+
+def test_find_submissions_rejects_a_missing_folder(tmp_path):
+    with pytest.raises(ValueError, match="submissions must be a folder"):
+        find_submissions(tmp_path / "nowhere", [TINY])
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    (b"{ not json", "NotJSONError"),
+    (b'{"hello": "world"}', ""),
+    (b'{"cells": 3, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}', ""),
+    (b"\x89PNG\r\n\x1a\n\x00\x00", "UnicodeDecodeError"),
+])
+def test_read_submission_rejects_what_is_not_a_notebook(tmp_path, content, problem):
+    path = tmp_path / "bad.ipynb"
+    path.write_bytes(content)
+    with pytest.raises(SubmissionError, match=f"not a readable notebook \\(.*{problem}"):
+        read_submission(path)
+
+
+def test_read_submission_rejects_a_huge_file(tmp_path, monkeypatch):
+    monkeypatch.setattr("labkit.grading.grade.MAX_SUBMISSION_BYTES", 10)
+    path = tmp_path / "big.ipynb"
+    path.write_text("x" * 11)
+    with pytest.raises(SubmissionError, match="11 bytes, more than 10"):
+        read_submission(path)
+
+
+def test_merge_takes_only_exercise_and_question_sources_by_cell_id():
+    instructor = tiny_instructor()
+    answers = {"cell-2": "def double(x):\n    return x + x", "cell-3": "print('I pass')",
+               "cell-0": "import os", "cell-7": "It is linear."}
+    merged, missing = merge(instructor, answers)
+    assert missing == ["cell-4"]
+    assert merged.cells[2].source == answers["cell-2"]
+    assert (merged.cells[2].outputs, merged.cells[2].execution_count) == ([], None)
+    assert merged.cells[4].source == release_notebook(instructor).cells[4].source
+    assert merged.cells[7].source == "It is linear."
+    for index in (0, 1, 3, 5, 6):
+        assert merged.cells[index] == instructor.cells[index]
+    assert instructor == tiny_instructor()
+
+
+def test_question_answers_list_the_prompt_and_blank_a_placeholder():
+    instructor = tiny_instructor()
+    assert question_answers(instructor, {"cell-7": " It is linear.\n"}) == [
+        Answer("cell-7", "Why is doubling linear?", "It is linear.")]
+    assert [a.answer for a in question_answers(instructor, {"cell-7": ANSWER_PLACEHOLDER})] == [""]
+    assert [a.answer for a in question_answers(instructor, {})] == [""]
+    instructor.cells[6].source = "## Question 3"
+    assert question_answers(instructor, {})[0].prompt == "Question 3"
+
+
+def test_review_notes_flag_exercise_code_that_reaches_for_the_checks():
+    instructor = tiny_instructor()
+    answers = {"cell-2": "import builtins\nchecks.check_double = print", "cell-4": "x = 3",
+               "cell-0": "import importlib"}
+    assert review_notes(instructor, answers) == [
+        "review exercise cell cell-2: it uses builtins, checks"]
+
+
+@pytest.mark.parametrize("lab", SHIPPED, ids=[path.stem for path in SHIPPED])
+def test_shipped_labs_merge_their_released_and_solved_notebooks(tmp_path, lab):
+    instructor = nbformat.read(lab, as_version=4)
+    checks = check_cells(instructor, lab.name)
+    code = [cell for cell in instructor.cells if cell.cell_type == "code"]
+    assert checks and all(code[check.code_index].outputs for check in checks), \
+        f"{lab.name} needs check cells, executed"
+    nbformat.write(release_notebook(instructor), tmp_path / "released.ipynb")
+    unanswered, missing = merge(instructor, read_submission(tmp_path / "released.ipynb"))
+    assert missing == []
+    solved, _ = merge(instructor, {cell.id: cell.source for cell in instructor.cells})
+    for cell, blank, full in zip(instructor.cells, unanswered.cells, solved.cells, strict=True):
+        graded_by_student = {"exercise", "question"} & set(cell.metadata.get("tags", []))
+        assert full.source == cell.source
+        assert (blank.source != cell.source) == bool(graded_by_student)
+        if not graded_by_student:
+            assert blank == cell == full
+
+
+# --- reading nbval's report (no kernel) ---------------------------------------------
+
+
+def junit(*cases: str) -> str:
+    return ('<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest">'
+            + "".join(cases) + "</testsuite></testsuites>")
+
+
+def case(number: int, inner: str = "") -> str:
+    return f'<testcase classname="submission.ipynb" name="Cell {number}">{inner}</testcase>'
+
+
+def failure(text: str) -> str:
+    return f'<failure message="Notebook cell execution failed">{text}</failure>'
+
+
+RAISED = ("Notebook cell execution failed\nCell 2: Cell execution caused an exception\n\n"
+          "Input:\ncheck_double(double)\n\nTraceback:\n#x1B[31mValueError#x1B[39m: inner\n\n"
+          "The above exception was the direct cause of the following exception:\n"
+          "#x1B[31mCheckFailed#x1B[39m: double: case 'one' failed: expected 2, got 3\n")
+TIMEOUT = "Notebook cell execution failed\nCell 1: Timeout of 8 seconds exceeded executing cell"
+DEAD = ("Notebook cell execution failed\nCell 3: Timeout of 8 seconds exceeded while executing "
+        "cell. Failed to interrupt kernel in 5 seconds, so failing without traceback.")
+DIFFERS = ("Notebook cell execution failed\nCell 2: Cell outputs differ\n\nInput:\nx\n\n"
+           "Traceback:\n mismatch 'stdout'\n\n  - hi\n    double: 2/2 cases passed\n")
+XFAIL = '<skipped type="pytest.xfail" message="Previous cell timed out, expected cell to fail"/>'
+
+
+def graded(report: str | None, timed_out: bool = False, returncode: int = 1) -> list[tuple]:
+    instructor = tiny_instructor()
+    run = NbvalRun(report, returncode, "INTERNALERROR> boom", timed_out)
+    return [(r.check, r.passed, r.points, r.message)
+            for r in score(instructor, check_cells(instructor), run, TINY_LIMITS)]
+
+
+def test_score_reads_a_check_failure_and_a_pass():
+    report = junit(case(0), case(1), case(2, failure(RAISED)), case(3), case(4))
+    assert graded(report) == [
+        ("check_double", False, 2, "double: case 'one' failed: expected 2, got 3"),
+        ("check_triple", True, 1, "")]
+
+
+def test_score_says_when_a_check_prints_more_than_its_line():
+    report = junit(case(0), case(1), case(2, failure(DIFFERS)), case(3), case(4))
+    assert graded(report)[0][3] == ("the check's output differs from its expected line: "
+                                    "mismatch 'stdout' - hi double: 2/2 cases passed")
+
+
+def test_score_fails_every_check_after_a_timeout_even_if_nbval_ran_it():
+    report = junit(case(0), case(1, failure(TIMEOUT)), case(2, XFAIL), case(3), case(4))
+    stopped = "not run: in an earlier exercise cell (cell-2), timed out after 8 s"
+    assert graded(report) == [("check_double", False, 2, stopped),
+                              ("check_triple", False, 1, stopped)]
+
+
+def test_score_keeps_earlier_checks_when_the_kernel_dies_later():
+    report = junit(case(0), case(1), case(2), case(3, failure(DEAD)), case(4, XFAIL))
+    assert graded(report) == [
+        ("check_double", True, 2, ""),
+        ("check_triple", False, 1, "not run: in an earlier exercise cell (cell-4), the kernel "
+                                   "died or stopped responding (no reply within 8 s)")]
+
+
+def test_score_without_a_report_fails_every_check_with_the_reason():
+    assert {row[3] for row in graded(None, timed_out=True)} == {
+        "not run: the notebook ran past its total time limit of 300 s"}
+    assert {row[3] for row in graded(None)} == {
+        "not run: pytest exited with code 1: INTERNALERROR> boom"}
+    assert graded(junit(case(0)))[0][3] == "not run (no result from nbval)"
+
+
+def test_score_ignores_a_report_when_pytest_did_not_finish_normally():
+    forged = junit(*(case(number) for number in range(5)))
+    assert graded(forged, returncode=0) == [("check_double", True, 2, ""),
+                                            ("check_triple", True, 1, "")]
+    for returncode in (-9, 2, 3):
+        assert {row[1:] for row in graded(forged, returncode=returncode)} == {
+            (False, 2, f"not run: pytest exited with code {returncode}: INTERNALERROR> boom"),
+            (False, 1, f"not run: pytest exited with code {returncode}: INTERNALERROR> boom")}
+
+
+# --- the tables -----------------------------------------------------------------------
+
+
+def test_write_tables_writes_three_csv_files_atomically(tmp_path):
+    out = tmp_path / "grades.csv"
+    out.write_text("an older table")
+    grades = [LabGrade("bo, jr", TINY, [CheckResult("check_double", True, 2),
+                                        CheckResult("check_triple", False, 1, 'say "x"')],
+                       [Answer("cell-7", "Why is doubling linear?", "line 1\nline 2")], ["a note"])]
+    assert write_tables(grades, out) == table_paths(out)
+    assert read_csv(out) == [
+        ("student", "lab", "check", "passed", "points", "earned", "message"),
+        ("bo, jr", TINY, "check_double", "True", "2", "2", ""),
+        ("bo, jr", TINY, "check_triple", "False", "1", "0", 'say "x"')]
+    assert read_csv(tmp_path / "grades-totals.csv") == [
+        ("student", "lab", "earned", "points", "questions", "notes"),
+        ("bo, jr", TINY, "2", "3", "1", "a note"), ("bo, jr", ALL_LABS, "2", "3", "1", "")]
+    assert read_csv(tmp_path / "grades-questions.csv") == [
+        ("student", "lab", "question", "prompt", "answer"),
+        ("bo, jr", TINY, "cell-7", "Why is doubling linear?", "line 1\nline 2")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "grades-questions.csv", "grades-totals.csv", "grades.csv"]
+
+
+@pytest.mark.parametrize("jobs", [0, -2, 1.5, True])
+def test_grade_rejects_a_bad_number_of_jobs(tmp_path, tiny_labs, jobs):
+    with pytest.raises(ValueError, match="jobs must be an int >= 1"):
+        grade(tmp_path, tiny_labs, tmp_path / "grades.csv", jobs=jobs)
+
+
+def test_grade_checks_only_the_labs_that_were_submitted(tmp_path, tiny_labs):
+    broken = tiny_instructor()
+    broken.cells[2].source = "def double(x):\n    return 2 * x"
+    nbformat.write(broken, tiny_labs / "02_broken.ipynb")
+    root = tmp_path / "submissions"
+    (root / "zed").mkdir(parents=True)
+    assert grade(root, tiny_labs, tmp_path / "grades.csv") == ([], [])
+    assert read_csv(tmp_path / "grades.csv") == [
+        ("student", "lab", "check", "passed", "points", "earned", "message")]
+    (root / "ann__02_broken.ipynb").write_text("{}")
+    with pytest.raises(ValueError, match="02_broken.ipynb, cell 2 .*needs a"):
+        grade(root, tiny_labs, tmp_path / "grades.csv")
+
+
+def test_cli_grade_reports_a_bad_limit(tmp_path, tiny_labs, capsys):
+    out = tmp_path / "grades.csv"
+    assert main(["grade", str(tmp_path), "--labs", str(tiny_labs), "--out", str(out),
+                 "--cell-timeout", "0"]) == 1
+    assert "cell_timeout_s must be a positive number, got 0.0" in capsys.readouterr().err
+    assert not out.exists()
+
+
+# --- grading the tiny lab in real kernels --------------------------------------------
+
+
+def test_grade_tiny_lab_submissions_cell_by_cell(tmp_path, tiny_labs):
+    instructor = tiny_instructor()
+    solved = solutions(instructor)
+    root = tmp_path / "submissions"
+    for student in ("correct", "tampered", "looping", "dying", "vandal", "zed"):
+        (root / student).mkdir(parents=True)
+
+    def submit(path: Path, notebook) -> None:
+        nbformat.write(notebook, path)
+
+    submit(root / "correct" / f"{TINY}.ipynb",
+           student_copy(instructor, **solved, cell_7="It scales sums term by term."))
+    submit(root / f"wrong__{TINY}.ipynb", student_copy(
+        instructor, **{**solved, "cell_2": "def double(x):\n    return 3 * x"}))
+    tampered = student_copy(instructor, cell_3='print("double: 2/2 cases passed")',
+                            cell_5='print("triple: 1/1 cases passed")')
+    for cell in tampered.cells[3], tampered.cells[5]:
+        cell.metadata = {"tags": [], "points": 100}
+        cell.outputs = instructor.cells[3].outputs
+        cell.execution_count = 3
+    submit(root / "tampered" / f"{TINY}.ipynb", tampered)
+    submit(root / "looping" / f"{TINY}.ipynb",
+           student_copy(instructor, **{**solved, "cell_2": "while True:\n    pass"}))
+    submit(root / "dying" / f"{TINY}.ipynb",
+           student_copy(instructor, **{**solved, "cell_4": "import os\nos._exit(1)"}))
+    submit(root / "vandal" / f"{TINY}.ipynb", student_copy(instructor, **{
+        **solved, "cell_2": "import os\nfor name in os.listdir('.'):\n    os.remove(name)\n"
+                            + solved["cell_2"]}))
+    missing = student_copy(instructor, **solved)
+    del missing.cells[4]
+    submit(root / f"partial__{TINY}.ipynb", missing)
+    all_passed = junit(*(case(number) for number in range(5)))
+    forge = ("import os\nwith open('../report/junit.xml', 'w') as report:\n"
+             f"    report.write({all_passed!r})\nos.kill(os.getppid(), 9)")
+    submit(root / f"forger__{TINY}.ipynb", student_copy(instructor, **{**solved, "cell_2": forge}))
+    (root / f"broken__{TINY}.ipynb").write_text('{"cells": [')
+    (root / f"picture__{TINY}.ipynb").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (root / "zed" / "notes.txt").write_text("I forgot")
+    before = {path: path.read_bytes() for path in [*root.rglob("*"), *tiny_labs.iterdir()]
+              if path.is_file()}
+
+    grades, ignored = grade(root, tiny_labs, tmp_path / "grades.csv", jobs=2,
+                            limits=TINY_LIMITS)
+
+    assert ignored == [f"{root / 'zed' / 'notes.txt'}: not <student>/<lab>.ipynb or "
+                       "<student>__<lab>.ipynb"]
+    unreadable = re.compile(r"unreadable submission: not a readable notebook \(.+\)")
+    killed = re.compile(r"not run: pytest exited with code -9: .*", re.DOTALL)
+    looped = "not run: in an earlier exercise cell (cell-2), timed out after 8 s"
+    died = ("not run: in an earlier exercise cell (cell-4), the kernel died or stopped "
+            "responding (no reply within 8 s)")
+    assert_rows(read_csv(tmp_path / "grades.csv"), [
+        ("student", "lab", "check", "passed", "points", "earned", "message"),
+        ("broken", TINY, "check_double", "False", "2", "0", unreadable),
+        ("broken", TINY, "check_triple", "False", "1", "0", unreadable),
+        ("correct", TINY, "check_double", "True", "2", "2", ""),
+        ("correct", TINY, "check_triple", "True", "1", "1", ""),
+        ("dying", TINY, "check_double", "True", "2", "2", ""),
+        ("dying", TINY, "check_triple", "False", "1", "0", died),
+        ("forger", TINY, "check_double", "False", "2", "0", killed),
+        ("forger", TINY, "check_triple", "False", "1", "0", killed),
+        ("looping", TINY, "check_double", "False", "2", "0", looped),
+        ("looping", TINY, "check_triple", "False", "1", "0", looped),
+        ("partial", TINY, "check_double", "True", "2", "2", ""),
+        ("partial", TINY, "check_triple", "False", "1", "0",
+         "triple: not implemented yet (case 'two')"),
+        ("picture", TINY, "check_double", "False", "2", "0", unreadable),
+        ("picture", TINY, "check_triple", "False", "1", "0", unreadable),
+        ("tampered", TINY, "check_double", "False", "2", "0",
+         "double: not implemented yet (case 'one')"),
+        ("tampered", TINY, "check_triple", "False", "1", "0",
+         "triple: not implemented yet (case 'two')"),
+        ("vandal", TINY, "check_double", "True", "2", "2", ""),
+        ("vandal", TINY, "check_triple", "True", "1", "1", ""),
+        ("wrong", TINY, "check_double", "False", "2", "0",
+         "double: case 'one' failed: expected 2, got 3"),
+        ("wrong", TINY, "check_triple", "True", "1", "1", ""),
+        ("zed", TINY, "check_double", "False", "2", "0", "not submitted"),
+        ("zed", TINY, "check_triple", "False", "1", "0", "not submitted"),
+    ])
+    totals = {(row[0], row[1]): row[2:] for row in read_csv(tmp_path / "grades-totals.csv")}
+    assert totals["correct", TINY] == ("3", "3", "1", "")
+    assert totals["correct", ALL_LABS] == ("3", "3", "1", "")
+    assert totals["partial", TINY] == (
+        "2", "3", "1", "cells missing from the submission (unanswered): cell-4")
+    assert totals["zed", TINY] == ("0", "3", "0", "not submitted")
+    assert unreadable.fullmatch(totals["broken", TINY][3])
+    answers = read_csv(tmp_path / "grades-questions.csv")
+    asked = "Why is doubling linear?"
+    assert ("correct", TINY, "cell-7", asked, "It scales sums term by term.") in answers
+    assert ("wrong", TINY, "cell-7", asked, "") in answers
+    assert len(grades) == 11
+    assert {path: path.read_bytes() for path in before} == before
+
+
+# --- the shipped lab 00, end to end through the command line ---------------------------
+
+
+def test_grade_lab_00_end_to_end_through_the_command_line(tmp_path, capsys):
+    instructor = nbformat.read(LAB_00, as_version=4)
+    checks = check_cells(instructor)
+    assert [c.name for c in checks] == ["check_get_sparsity", "check_get_model_size"]
+    assert all(instructor.cells[i].outputs for i, c in enumerate(instructor.cells)
+               if "check" in c.metadata.get("tags", [])), "lab 00 must be executed"
+    exercises = [c for c in instructor.cells if "exercise" in c.metadata.get("tags", [])]
+    sparsity, size = (cell.id for cell in exercises)
+    check_sparsity = next(c for c in instructor.cells if c.id == checks[0].cell_id)
+    released = release_notebook(instructor)
+
+    def submission(**sources: str) -> nbformat.NotebookNode:
+        notebook = nbformat.from_dict(json.loads(nbformat.writes(released)))
+        for cell in notebook.cells:
+            cell.source = sources.get(cell.id, cell.source)
+        return notebook
+
+    solved = {cell.id: cell.source for cell in exercises}
+    root = tmp_path / "submissions"
+    root.mkdir()
+    nbformat.write(submission(**solved), root / "correct__00_baseline.ipynb")
+    nbformat.write(submission(**{**solved, sparsity: (
+        "def get_sparsity(tensor):\n    return tensor.count_nonzero().item() / tensor.numel()")}),
+        root / "wrong__00_baseline.ipynb")
+    tampered = submission(**{size: solved[size]})
+    forged = next(c for c in tampered.cells if c.id == checks[0].cell_id)
+    forged.source = f"print({check_sparsity.outputs[0]['text']!r}, end='')"
+    forged.outputs, forged.execution_count = check_sparsity.outputs, 1
+    nbformat.write(tampered, root / "tampered__00_baseline.ipynb")
+    nbformat.write(submission(**{**solved, size: "while True:\n    pass"}),
+                   root / "looping__00_baseline.ipynb")
+    nbformat.write(submission(**{**solved, sparsity: "import os\nos._exit(1)"}),
+                   root / "dying__00_baseline.ipynb")
+    (root / "broken__00_baseline.ipynb").write_text('{"cells": [')
+    (root / "picture__00_baseline.ipynb").write_bytes(b"%PDF-1.4\n")
+    out = tmp_path / "grades.csv"
+
+    assert main(["grade", str(root), "--labs", str(LAB_00.parent), "--out", str(out),
+                 "--jobs", "2", "--cell-timeout", "30", "--timeout", "400"]) == 0
+
+    assert zoo.cache_path("vgg-digits").exists()
+    assert "graded in" in capsys.readouterr().out
+    unreadable = re.compile(r"unreadable submission: not a readable notebook \(.+\)")
+    died = (f"not run: in an earlier exercise cell ({sparsity}), the kernel died or stopped "
+            "responding (no reply within 30 s)")
+    looped = f"not run: in an earlier exercise cell ({size}), timed out after 30 s"
+    lab = "00_baseline"
+    assert_rows(read_csv(out), [
+        ("student", "lab", "check", "passed", "points", "earned", "message"),
+        ("broken", lab, "check_get_sparsity", "False", "1", "0", unreadable),
+        ("broken", lab, "check_get_model_size", "False", "1", "0", unreadable),
+        ("correct", lab, "check_get_sparsity", "True", "1", "1", ""),
+        ("correct", lab, "check_get_model_size", "True", "1", "1", ""),
+        ("dying", lab, "check_get_sparsity", "False", "1", "0", died),
+        ("dying", lab, "check_get_model_size", "False", "1", "0", died),
+        ("looping", lab, "check_get_sparsity", "True", "1", "1", ""),
+        ("looping", lab, "check_get_model_size", "False", "1", "0", looped),
+        ("picture", lab, "check_get_sparsity", "False", "1", "0", unreadable),
+        ("picture", lab, "check_get_model_size", "False", "1", "0", unreadable),
+        ("tampered", lab, "check_get_sparsity", "False", "1", "0",
+         "get_sparsity: not implemented yet (case 'all non-zero')"),
+        ("tampered", lab, "check_get_model_size", "True", "1", "1", ""),
+        ("wrong", lab, "check_get_sparsity", "False", "1", "0",
+         "get_sparsity: case 'all non-zero' failed: expected 0.0, got 1.0"),
+        ("wrong", lab, "check_get_model_size", "True", "1", "1", ""),
+    ])

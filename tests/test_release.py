@@ -1,0 +1,210 @@
+"""Release: solutions out, placeholders in, everything else kept."""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+from labkit.cli import main
+from labkit.grading.release import (
+    ANSWER_PLACEHOLDER,
+    BEGIN_SOLUTION,
+    END_SOLUTION,
+    ReleaseError,
+    release_folder,
+    release_notebook,
+    strip_solutions,
+)
+
+LABS = Path(__file__).resolve().parents[1] / "labs"
+SHIPPED = sorted(LABS.glob("*.ipynb"))
+
+EXERCISE = f"""def double(x):
+    \"\"\"Twice x.\"\"\"
+    {BEGIN_SOLUTION}
+    y = 2 * x
+    return y
+    {END_SOLUTION}"""
+
+
+def instructor_notebook() -> nbformat.NotebookNode:
+    executed = new_code_cell("print('hello')", execution_count=1,
+                             outputs=[new_output("stream", name="stdout", text="hello\n")])
+    exercise = new_code_cell(EXERCISE, metadata={"tags": ["exercise"]}, execution_count=2,
+                             outputs=[new_output("stream", name="stdout", text="solved\n")])
+    check = new_code_cell("check_double(double)", execution_count=3,
+                          metadata={"tags": ["check", "nbval-check-output"], "points": 2},
+                          outputs=[new_output("stream", name="stdout", text="ok\n")])
+    return new_notebook(cells=[
+        new_markdown_cell("# Lab"), executed, exercise, check,
+        new_markdown_cell("Why?"),
+        new_markdown_cell("Because.", metadata={"tags": ["question"]}),
+    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"},
+                 "labkit": {"lab": 1}})
+
+
+def test_strip_solutions_keeps_the_signature_and_indents_the_placeholder():
+    assert strip_solutions(EXERCISE) == (
+        'def double(x):\n    """Twice x."""\n'
+        "    # YOUR CODE HERE\n    raise NotImplementedError()"
+    )
+
+
+def test_strip_solutions_replaces_every_block_at_its_own_indentation():
+    source = (f"{BEGIN_SOLUTION}\na = 1\n{END_SOLUTION}\n"
+              f"def f():\n        {BEGIN_SOLUTION}\n        return a\n        {END_SOLUTION}\n")
+    assert strip_solutions(source) == (
+        "# YOUR CODE HERE\nraise NotImplementedError()\ndef f():\n"
+        "        # YOUR CODE HERE\n        raise NotImplementedError()\n"
+    )
+
+
+@given(before=st.lists(st.text("abc =()1", min_size=1), max_size=4),
+       solution=st.lists(st.text("xyz +1", min_size=1), max_size=4),
+       after=st.lists(st.text("abc =()1", min_size=1), max_size=4),
+       indent=st.sampled_from(["", "    ", "\t"]))
+def test_strip_solutions_keeps_every_line_outside_the_markers(before, solution, after, indent):
+    source = "\n".join([*before, indent + BEGIN_SOLUTION, *solution, indent + END_SOLUTION,
+                        *after])
+    placeholder = [f"{indent}# YOUR CODE HERE", f"{indent}raise NotImplementedError()"]
+    assert strip_solutions(source).split("\n") == [*before, *placeholder, *after]
+
+
+@pytest.mark.parametrize(("source", "problem"), [
+    ("def f():\n    return 1", "needs a '### BEGIN SOLUTION' block"),
+    (f"{BEGIN_SOLUTION}\nx = 1", "opened but never closed"),
+    (f"x = 1\n{END_SOLUTION}", "line 2 closes a solution never opened"),
+    (f"{BEGIN_SOLUTION}\n{BEGIN_SOLUTION}\n{END_SOLUTION}", "line 2 opens a solution inside"),
+])
+def test_strip_solutions_rejects_unpaired_markers_naming_the_cell(source, problem):
+    with pytest.raises(ReleaseError, match=f"lab.ipynb, cell 3: .*{problem}"):
+        strip_solutions(source, "lab.ipynb, cell 3")
+
+
+def test_release_notebook_replaces_solutions_answers_and_clears_their_outputs():
+    instructor = instructor_notebook()
+    released = release_notebook(instructor)
+    _, executed, exercise, check, prompt, question = released.cells
+    assert "y = 2 * x" not in exercise.source and "raise NotImplementedError()" in exercise.source
+    assert (exercise.outputs, exercise.execution_count) == ([], None)
+    assert (check.outputs, check.execution_count) == ([], None)
+    assert check.source == "check_double(double)" and check.metadata["points"] == 2
+    assert question.source == ANSWER_PLACEHOLDER
+    assert executed == instructor.cells[1] and prompt == instructor.cells[4]
+    assert [c.id for c in released.cells] == [c.id for c in instructor.cells]
+    assert [c.metadata for c in released.cells] == [c.metadata for c in instructor.cells]
+    assert released.metadata == instructor.metadata
+
+
+def test_release_notebook_does_not_change_its_input():
+    instructor = instructor_notebook()
+    before = nbformat.writes(instructor)
+    release_notebook(instructor)
+    assert nbformat.writes(instructor) == before
+
+
+def test_release_notebook_refuses_markers_outside_exercise_cells():
+    notebook = instructor_notebook()
+    notebook.cells[1].source = f"{BEGIN_SOLUTION}\nsecret = 42\n{END_SOLUTION}"
+    with pytest.raises(ReleaseError, match=r"lab.ipynb, cell 1 .*not tagged 'exercise'"):
+        release_notebook(notebook, "lab.ipynb")
+
+
+def test_release_notebook_refuses_an_exercise_without_markers():
+    notebook = instructor_notebook()
+    notebook.cells[2].source = "def double(x):\n    return 2 * x"
+    with pytest.raises(ReleaseError, match=r"lab.ipynb, cell 2 \(id .*\): an exercise cell needs"):
+        release_notebook(notebook, "lab.ipynb")
+
+
+def test_release_notebook_refuses_an_exercise_that_is_markdown():
+    notebook = instructor_notebook()
+    notebook.cells[0].metadata["tags"] = ["exercise"]
+    with pytest.raises(ReleaseError, match="cell 0 .*must be a code cell"):
+        release_notebook(notebook)
+
+
+def write_labs(folder: Path) -> Path:
+    folder.mkdir()
+    nbformat.write(instructor_notebook(), folder / "01_first.ipynb")
+    nbformat.write(instructor_notebook(), folder / "02_second.ipynb")
+    return folder
+
+
+def test_release_folder_writes_one_student_notebook_per_lab(tmp_path):
+    labs = write_labs(tmp_path / "labs")
+    before = {path: path.read_bytes() for path in labs.iterdir()}
+    written = release_folder(labs, tmp_path / "student")
+    assert written == [tmp_path / "student" / "01_first.ipynb",
+                       tmp_path / "student" / "02_second.ipynb"]
+    released = nbformat.read(written[0], as_version=4)
+    expected = release_notebook(nbformat.read(labs / "01_first.ipynb", as_version=4))
+    assert nbformat.writes(released) == nbformat.writes(expected)
+    assert {path: path.read_bytes() for path in labs.iterdir()} == before
+    assert sorted(p.name for p in (tmp_path / "student").iterdir()) == [p.name for p in written]
+
+
+def test_release_folder_refuses_a_non_empty_folder_unless_forced(tmp_path):
+    labs = write_labs(tmp_path / "labs")
+    out = tmp_path / "student"
+    out.mkdir()
+    (out / "01_first.ipynb").write_text("a student's work")
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="is not empty; pass force=True"):
+        release_folder(labs, out)
+    assert (out / "01_first.ipynb").read_text() == "a student's work"
+    release_folder(labs, out, force=True)
+    assert nbformat.read(out / "01_first.ipynb", as_version=4).cells[5].source == \
+        ANSWER_PLACEHOLDER
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_release_folder_writes_nothing_when_one_lab_is_broken(tmp_path):
+    labs = write_labs(tmp_path / "labs")
+    broken = instructor_notebook()
+    broken.cells[2].source = f"{BEGIN_SOLUTION}\nx = 1"
+    nbformat.write(broken, labs / "03_broken.ipynb")
+    with pytest.raises(ReleaseError, match="03_broken.ipynb, cell 2"):
+        release_folder(labs, tmp_path / "student")
+    assert not (tmp_path / "student").exists()
+
+
+@pytest.mark.parametrize(("labs", "out", "problem"), [
+    ("missing", "student", "labs must be a folder"),
+    ("empty", "student", "labs must hold at least one .ipynb"),
+    ("labs", "labs", "out must differ from labs"),
+    ("labs", "file.txt", "out must be a folder"),
+])
+def test_release_folder_rejects_bad_folders(tmp_path, labs, out, problem):
+    write_labs(tmp_path / "labs")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file.txt").write_text("")
+    with pytest.raises(ValueError, match=problem):
+        release_folder(tmp_path / labs, tmp_path / out)
+
+
+def test_cli_release_writes_and_then_refuses_without_force(tmp_path, capsys):
+    labs = write_labs(tmp_path / "labs")
+    out = tmp_path / "student"
+    assert main(["release", str(labs), "--out", str(out)]) == 0
+    assert f"released {out / '01_first.ipynb'}" in capsys.readouterr().out
+    assert main(["release", str(labs), "--out", str(out)]) == 1
+    assert "not empty" in capsys.readouterr().err
+    assert main(["release", str(labs), "--out", str(out), "--force"]) == 0
+
+
+@pytest.mark.parametrize("lab", SHIPPED, ids=[path.stem for path in SHIPPED])
+def test_shipped_labs_release_without_a_trace_of_their_solutions(lab):
+    instructor = nbformat.read(lab, as_version=4)
+    released = release_notebook(instructor, lab.name)
+    text = nbformat.writes(released)
+    assert BEGIN_SOLUTION not in text and END_SOLUTION not in text
+    assert [c.id for c in released.cells] == [c.id for c in instructor.cells]
+    exercises = [c for c in released.cells if "exercise" in c.metadata.get("tags", [])]
+    assert exercises and all("raise NotImplementedError()" in c.source for c in exercises)
+    for before, after in zip(instructor.cells, released.cells, strict=True):
+        if "question" in before.metadata.get("tags", []):
+            assert after.source == ANSWER_PLACEHOLDER
