@@ -38,7 +38,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab labs
 
 execute: $(STAMP)
-	$(BIN)/python -m labkit execute labs/*.ipynb
+	OMP_NUM_THREADS=1 $(BIN)/python -m labkit execute labs/*.ipynb
 
 student: $(STAMP)
 	$(BIN)/labkit release labs --out student

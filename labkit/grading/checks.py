@@ -638,3 +638,29 @@ def check_iterative_prune(iterative_prune: Callable) -> None:
         Case("the surviving weights were finetuned", (lecture_steps, "finetuned"), True),
     ]
     run_check("iterative_prune", observe, cases)
+
+
+# --- Lab 05: automatic pruning (AMC's budget rule) ---------------------------------------
+
+
+def check_limit_ratio(limit_ratio: Callable[..., float]) -> None:
+    """Lab 05: AMC's budget rule ``min(max(ratio, r_min, 0), max_ratio)`` with
+    ``r_min = 1 - (budget_macs - fixed_macs) / reducible_macs``."""
+    from labkit.search import amc
+
+    settings = [
+        ("within the budget: unchanged", 0.3, 80, 40, 100, 0.8),
+        ("prunes too little: raised to r_min", 0.0, 80, 40, 100, 0.8),
+        ("exactly r_min", 0.25, 80, 40, 100, 0.8),
+        ("prunes too much: capped at max_ratio", 0.95, 80, 40, 100, 0.8),
+        ("negative action: raised to r_min", -0.3, 80, 40, 100, 0.8),
+        ("loose budget, negative action: never below 0", -0.3, 50, 10, 100, 0.8),
+        ("budget out of reach: still capped at max_ratio", 0.1, 100, 90, 95, 0.5),
+        ("MAC counts of a VGG layer", 0.1, 884_736, 163_840, 746_816, 0.8),
+    ]
+    cases = []
+    for label, ratio, reducible, fixed, budget, max_ratio in settings:
+        kwargs = {"reducible_macs": reducible, "fixed_macs": fixed, "budget_macs": budget,
+                  "max_ratio": max_ratio}
+        cases.append(Case(label, (ratio,), amc.limit_ratio(ratio, **kwargs), kwargs))
+    run_check("limit_ratio", limit_ratio, cases)
