@@ -113,6 +113,10 @@ def test_exact_hessian_diagonal_of_a_quadratic_is_the_diagonal_of_its_matrix():
     w = torch.tensor([0.3, -0.7, 1.1], requires_grad=True)
     loss = 0.5 * w @ a @ w + b @ w
     assert torch.allclose(criteria.exact_hessian_diagonal(loss, w), torch.diagonal(a))
+    assert torch.allclose(criteria.exact_hessian_diagonal(loss, w, chunk_size=2),
+                          torch.diagonal(a))
+    with pytest.raises(ValueError, match="chunk_size must be a positive int, got 0"):
+        criteria.exact_hessian_diagonal(loss, w, chunk_size=0)
 
 
 def test_exact_hessian_diagonal_of_a_linear_loss_is_zero():

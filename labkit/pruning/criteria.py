@@ -224,7 +224,7 @@ def fisher_diagonal(
     J_n``: the Hessian without its second-derivative-of-the-network term, which vanishes
     where the logits are linear in the weights (the last layer) and is small at a
     converged model (Martens 2020). Computed **exactly**, with no sampling: per-sample
-    gradients (:func:`torch.func.vmap` over :func:`torch.func.grad`) for every class,
+    gradients (``torch.func.vmap`` over ``torch.func.grad``) for every class,
     weighted by the model's probabilities; one batched backward pass per class and
     batch (under ``no_grad``: ``torch.func.grad`` differentiates anyway, and no graph to
     the other parameters is kept). Eval mode (restored afterwards); ``parameters`` defaults to

@@ -18,7 +18,7 @@ kernel, so its vectors and kernels are single weights.
 
 ``sparsity`` is the fraction of elements (or groups) to prune, in ``[0, 1)``; exactly
 ``round(count * sparsity)`` of them are pruned (Python's ``round``, as
-:func:`torch.nn.utils.prune.l1_unstructured` does). **Ties** are broken by position:
+``torch.nn.utils.prune.l1_unstructured`` does). **Ties** are broken by position:
 among equal scores, the element that comes first in row-major order is kept.
 """
 
@@ -81,7 +81,7 @@ def fine_grained_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Prune the ``round(numel * sparsity)`` weights of smallest magnitude ``|w|``.
 
     Fine-grained (unstructured) magnitude pruning, Han et al. 2015. Equal to
-    :func:`torch.nn.utils.prune.l1_unstructured`'s mask when ``|weight|`` has no ties.
+    ``torch.nn.utils.prune.l1_unstructured``'s mask when ``|weight|`` has no ties.
     """
     _check_weight(weight)
     return mask_from_scores(weight.abs(), sparsity)
