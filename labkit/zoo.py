@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from torch import nn
@@ -92,17 +93,19 @@ def pretrained(name: str = "vgg-digits", *, progress: bool = True) -> nn.Module:
     train_loader, val_loader, _ = splits.loaders(recipe.batch_size, seed=recipe.seed)
     train(model, train_loader, val_loader, epochs=recipe.epochs, lr=recipe.lr,
           seed=recipe.seed, progress=progress)
-    _atomic_save({"digest": recipe.digest(), "state_dict": model.state_dict()}, path)
+    payload = {"digest": recipe.digest(), "state_dict": model.state_dict()}
+    write_atomically(path, lambda f: torch.save(payload, f))
     return model.eval()
 
 
-def _atomic_save(payload: dict, path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename over ``path``."""
+def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write`` on a temporary file in ``path``'s folder, then rename it over
+    ``path``: readers see the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -110,8 +113,8 @@ def _atomic_save(payload: dict, path: Path) -> None:
 
 
 def clear_cache() -> list[Path]:
-    """Delete every cached model file; returns the paths removed."""
-    removed = sorted(cache_dir().glob("*.pt"))
+    """Delete every cached file (models, latency tables); returns the paths removed."""
+    removed = sorted([*cache_dir().glob("*.pt"), *cache_dir().glob("*.json")])
     for path in removed:
         path.unlink()
     return removed

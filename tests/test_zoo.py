@@ -56,5 +56,21 @@ def test_unknown_model_name():
 def test_clear_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
     (tmp_path / "x.pt").write_bytes(b"")
-    assert zoo.clear_cache() == [tmp_path / "x.pt"]
-    assert not (tmp_path / "x.pt").exists()
+    (tmp_path / "latency-1.json").write_text("{}")
+    (tmp_path / "notes.txt").write_text("mine")
+    assert zoo.clear_cache() == [tmp_path / "latency-1.json", tmp_path / "x.pt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_write_atomically_leaves_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"old")
+
+    def fail(f):
+        f.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        zoo.write_atomically(path, fail)
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
