@@ -17,9 +17,14 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
-from labkit import measure
+from labkit import data, measure
+from labkit.hardware import eie, nm, sparseconv
 from labkit.models import MLP, VGG
+from labkit.pruning import channels, criteria, granularity, neurons, schedule, sensitivity
+from labkit.search import amc
+from labkit.training import evaluate
 
 
 class CheckFailed(AssertionError):
@@ -141,7 +146,6 @@ def _codes_with_gaps(length: int, nonzeros: dict[int, int]) -> torch.Tensor:
 
 def check_relative_index_encode(relative_index_encode: Callable) -> None:
     """Lab 07: EIE's ``(v, z)`` entries of one column slice, padding entries included."""
-    from labkit.hardware import eie
 
     generator = torch.Generator().manual_seed(0)
     random_codes = torch.randint(1, 16, (64,), generator=generator)
@@ -167,7 +171,6 @@ def check_relative_index_encode(relative_index_encode: Callable) -> None:
 
 def check_pack_2_4_metadata(pack_2_4_metadata: Callable[[torch.Tensor], torch.Tensor]) -> None:
     """Lab 07: the packed 2-bit positions of a 2:4 sparse matrix's kept values."""
-    from labkit.hardware import nm
 
     generator = torch.Generator().manual_seed(0)
     matrices = [
@@ -203,7 +206,6 @@ def check_kernel_map(kernel_map: Callable[[torch.Tensor, int], Sequence[torch.Te
 
     The pairs of one offset may come in any order; they are compared after sorting.
     """
-    from labkit.hardware import sparseconv
 
     sphere, _ = sparseconv.voxelize(sparseconv.synthetic_point_cloud("sphere", 300), 0.25)
     torus, _ = sparseconv.voxelize(sparseconv.synthetic_point_cloud("torus", 300), 0.2)
@@ -265,7 +267,6 @@ def check_fine_grained_mask(fine_grained_mask: Callable[[torch.Tensor, float], t
                             ) -> None:
     """Lab 01: the keep-mask pruning exactly ``round(numel * sparsity)`` smallest ``|w|``;
     ties keep the first element in row-major order; sparsity outside [0, 1) raises."""
-    from labkit.pruning import granularity
 
     weights = [
         ("sparsity 0 keeps everything", _weights(0, 4, 4), 0.0),
@@ -288,7 +289,6 @@ def check_fine_grained_mask(fine_grained_mask: Callable[[torch.Tensor, float], t
 def check_nm_mask(nm_mask: Callable[[torch.Tensor, int, int], torch.Tensor]) -> None:
     """Lab 01: N:M keep-masks over groups of ``m`` consecutive input channels (dim 1);
     ``m`` not dividing the input dimension, or ``n`` outside [0, m], raises ValueError."""
-    from labkit.pruning import granularity
 
     weights = [
         ("2:4 on a 4x8 linear weight", _weights(0, 4, 8), 2, 4),
@@ -313,7 +313,6 @@ def check_nm_mask(nm_mask: Callable[[torch.Tensor, int, int], torch.Tensor]) -> 
 
 def check_row_norm(row_norm: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
     """Lab 02: the Lp norm of every row (output channel) of a weight."""
-    from labkit.pruning import criteria
 
     lecture = torch.tensor([[3.0, -2.0], [1.0, -5.0]])
     weights = [
@@ -349,7 +348,6 @@ def _tiny_tanh_network_loss() -> tuple[torch.Tensor, torch.Tensor]:
 def check_hessian_diagonal(hessian_diagonal: Callable[[torch.Tensor, torch.Tensor],
                                                       torch.Tensor]) -> None:
     """Lab 02: the exact diagonal ``d^2 loss / dw_i^2`` of a loss's Hessian, by autograd."""
-    from labkit.pruning import criteria
 
     a = torch.tensor([[4.0, 1.0, 0.0], [1.0, 3.0, -2.0], [0.0, -2.0, 5.0]])
     w = torch.tensor([0.3, -0.7, 1.1], requires_grad=True)
@@ -369,7 +367,6 @@ def check_hessian_diagonal(hessian_diagonal: Callable[[torch.Tensor, torch.Tenso
 def check_obd_importance(obd_importance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
                          ) -> None:
     """Lab 02: Optimal Brain Damage's saliency ``1/2 h_ii w_i^2``."""
-    from labkit.pruning import criteria
 
     generator = torch.Generator().manual_seed(0)
     pairs = [
@@ -404,7 +401,6 @@ def check_slimming_penalty(slimming_penalty: Callable[[nn.Module, float], torch.
     Each case compares one tensor: the penalty, then its gradient with respect to the
     BatchNorm scales of every layer (``strength * sign(gamma)``).
     """
-    from labkit.pruning import criteria
 
     torch.manual_seed(0)
     trained_like = VGG((4, "M", 6))
@@ -435,7 +431,6 @@ def _lecture_apoz_activations() -> torch.Tensor:
 
 def check_apoz(apoz: Callable[[torch.Tensor], torch.Tensor]) -> None:
     """Lab 03: ``apoz(activations)`` is each channel's (dim 1) fraction of zeros."""
-    from labkit.pruning import neurons
 
     generator = torch.Generator().manual_seed(0)
     relu_outputs = torch.relu(torch.randn(5, 4, 3, 3, generator=generator))
@@ -452,7 +447,6 @@ def check_apoz(apoz: Callable[[torch.Tensor], torch.Tensor]) -> None:
 
 def check_get_num_channels_to_keep(get_num_channels_to_keep: Callable[[int, float], int]) -> None:
     """Lab 03: ``round((1 - prune_ratio) * channels)`` channels, at least one."""
-    from labkit.pruning import channels
 
     arguments = [(32, 0.3), (64, 0.5), (10, 0.0), (3, 0.9), (1, 0.5), (128, 0.25), (7, 0.7)]
     cases = [Case(f"channels={c}, prune_ratio={r}", (c, r),
@@ -464,7 +458,6 @@ def check_input_channel_importance(
     get_input_channel_importance: Callable[[torch.Tensor], torch.Tensor],
 ) -> None:
     """Lab 03: the L2 norm of each input channel (dim 1) of a conv or linear weight."""
-    from labkit.pruning import channels
 
     generator = torch.Generator().manual_seed(0)
     weights = [
@@ -487,7 +480,6 @@ def _all_tensors(model: nn.Module) -> torch.Tensor:
 def _channel_orders(original: VGG, result: VGG) -> tuple[tuple[int, ...], ...]:
     """Which original channel each channel of ``result`` is, conv by conv (found by its
     BatchNorm running mean, which the check makes distinct)."""
-    from labkit.pruning import channels
 
     orders = []
     for _, bn in channels.conv_blocks(original):
@@ -510,7 +502,6 @@ def _statistics_randomised(model: VGG) -> VGG:
 
 def check_channel_sorting(apply_channel_sorting: Callable[[VGG], VGG]) -> None:
     """Lab 03: sorting returns a new model whose channels are ordered by importance."""
-    from labkit.pruning import channels
 
     def channel_orders(model: VGG) -> tuple[tuple[int, ...], ...]:
         before = _all_tensors(model)
@@ -538,7 +529,6 @@ def check_channel_sorting(apply_channel_sorting: Callable[[VGG], VGG]) -> None:
 def check_sparsity_budget(sparsities: dict, model: nn.Module, budget: float = 0.25) -> None:
     """Lab 04: a sparsity for every prunable layer, each in [0, 1), the pruned model's
     non-zero size within ``budget`` of the dense size."""
-    from labkit.pruning import sensitivity
 
     layers = sorted(measure.prunable_layers(model))
 
@@ -564,7 +554,6 @@ def check_sparsity_budget(sparsities: dict, model: nn.Module, budget: float = 0.
 def check_agp_sparsity(agp_sparsity: Callable[[int, int, float, float], float]) -> None:
     """Lab 06: ``agp_sparsity(t, n, s_initial, s_final)``, the cubic schedule of Zhu and
     Gupta 2017, ``s_f + (s_i - s_f) * (1 - t / n) ** 3``."""
-    from labkit.pruning import schedule
 
     arguments = [
         ("t = 0 starts at s_initial", (0, 10, 0.0, 0.9)),
@@ -582,10 +571,7 @@ def check_agp_sparsity(agp_sparsity: Callable[[int, int, float, float], float]) 
 
 def _iterative_prune_observations(iterative_prune: Callable, sparsities: list[float]) -> dict:
     """Run ``iterative_prune`` on a tiny MLP and 192 digits; return what the check looks at."""
-    from torch.utils.data import DataLoader, TensorDataset
 
-    from labkit import data
-    from labkit.training import evaluate
 
     splits = data.load("digits")
     images, labels = splits.train.tensors
@@ -646,7 +632,6 @@ def check_iterative_prune(iterative_prune: Callable) -> None:
 def check_limit_ratio(limit_ratio: Callable[..., float]) -> None:
     """Lab 05: AMC's budget rule ``min(max(ratio, r_min, 0), max_ratio)`` with
     ``r_min = 1 - (budget_macs - fixed_macs) / reducible_macs``."""
-    from labkit.search import amc
 
     settings = [
         ("within the budget: unchanged", 0.3, 80, 40, 100, 0.8),
