@@ -79,3 +79,19 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
+
+
+@torch.no_grad()
+def randomize_batchnorms(model: nn.Module) -> nn.Module:
+    """Give every BatchNorm2d affine parameters and running statistics like those training
+    leaves (a fresh layer has 1, 0, 0, 1, under which channel surgery bugs go unseen).
+
+    Draws from torch's global generator (seed it first); returns ``model`` in eval mode.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.weight.uniform_(0.5, 1.5)
+            module.bias.uniform_(-0.5, 0.5)
+            module.running_mean.uniform_(-0.3, 0.3)
+            module.running_var.uniform_(0.5, 2.0)
+    return model.eval()

@@ -8,7 +8,7 @@ from torch import nn
 
 from labkit.grading import checks
 from labkit.measure import count_macs
-from labkit.models import MLP, VGG
+from labkit.models import MLP, VGG, randomize_batchnorms
 from labkit.pruning import channels
 
 WIDTHS = (4, "M", 6, 5)
@@ -17,15 +17,7 @@ WIDTHS = (4, "M", 6, 5)
 def trained_looking_vgg(widths=WIDTHS, seed=0) -> VGG:
     """A small VGG whose BatchNorms hold non-trivial statistics and affine parameters."""
     torch.manual_seed(seed)
-    model = VGG(widths)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.5, 0.5)
-                module.running_mean.uniform_(-0.3, 0.3)
-                module.running_var.uniform_(0.5, 2.0)
-    return model.eval()
+    return randomize_batchnorms(VGG(widths))
 
 
 def masked_copy(model: VGG, keep: list[torch.Tensor]) -> VGG:

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from labkit import device
-from labkit.models import CIFAR_WIDTHS, MLP, VGG
+from labkit.models import CIFAR_WIDTHS, MLP, VGG, randomize_batchnorms
 
 
 def test_vgg_layer_names_and_shapes():
@@ -37,3 +37,13 @@ def test_mlp_bad_hidden():
 
 def test_device_is_cpu_without_cuda():
     assert device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_randomize_batchnorms_moves_every_statistic_off_its_default():
+    torch.manual_seed(0)
+    model = randomize_batchnorms(VGG((4, "M", 8)).train())
+    assert not model.training
+    for bn in (model.backbone.bn0, model.backbone.bn1):
+        assert not torch.allclose(bn.weight, torch.ones_like(bn.weight))
+        assert not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))
+        assert bn.bias.abs().max() > 0 and bn.running_mean.abs().max() > 0

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from labkit import data, measure
 from labkit.hardware import eie, nm, sparseconv
-from labkit.models import MLP, VGG
+from labkit.models import MLP, VGG, randomize_batchnorms
 from labkit.pruning import channels, criteria, granularity, neurons, schedule, sensitivity
 from labkit.search import amc
 from labkit.training import evaluate
@@ -489,17 +489,6 @@ def _channel_orders(original: VGG, result: VGG) -> tuple[tuple[int, ...], ...]:
     return tuple(orders)
 
 
-def _statistics_randomised(model: VGG) -> VGG:
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.5, 0.5)
-                module.running_mean.uniform_(-0.3, 0.3)
-                module.running_var.uniform_(0.5, 2.0)
-    return model.eval()
-
-
 def check_channel_sorting(apply_channel_sorting: Callable[[VGG], VGG]) -> None:
     """Lab 03: sorting returns a new model whose channels are ordered by importance."""
 
@@ -520,7 +509,7 @@ def check_channel_sorting(apply_channel_sorting: Callable[[VGG], VGG]) -> None:
               ("digits-sized VGG", (32, 32, "M", 64, 64, "M"))]
     cases = []
     for label, widths in models:
-        model = _statistics_randomised(VGG(widths))
+        model = randomize_batchnorms(VGG(widths))
         expected = _channel_orders(model, channels.apply_channel_sorting(model))
         cases.append(Case(label, (model,), expected))
     run_check("apply_channel_sorting", channel_orders, cases)

@@ -28,6 +28,8 @@ import torch
 from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
+from labkit.hardware import check_codes
+
 INDEX_BITS = 4
 CODEBOOK_SIZE = 2**INDEX_BITS
 MAX_ZERO_RUN = 2**INDEX_BITS - 1
@@ -165,7 +167,7 @@ def relative_index_encode(column_codes: torch.Tensor) -> tuple[torch.Tensor, tor
     ``column_codes``: a 1-D integer tensor of codebook indices in ``[0, 15]``, 0 for zero.
     Returns ``(v, z)`` as uint8 tensors of equal length.
     """
-    _check_column_codes(column_codes)
+    check_codes(column_codes, "column_codes", ndim=1, levels=CODEBOOK_SIZE)
     codes = column_codes.tolist()
     entry_codes, zero_runs = [], []
     previous = -1
@@ -302,23 +304,6 @@ def _check_num_pes(num_pes: int) -> None:
         raise TypeError(f"num_pes must be an int, got {type(num_pes).__name__}")
     if num_pes < 1:
         raise ValueError(f"num_pes must be at least 1, got {num_pes}")
-
-
-def _check_column_codes(column_codes: torch.Tensor) -> None:
-    if (
-        not isinstance(column_codes, torch.Tensor)
-        or column_codes.is_floating_point()
-        or column_codes.dtype == torch.bool
-    ):
-        found = column_codes.dtype if isinstance(column_codes, torch.Tensor) else type(column_codes)
-        raise TypeError(f"column_codes must be an integer torch.Tensor, got {found}")
-    if column_codes.ndim != 1:
-        raise ValueError(f"column_codes must be 1-D, got shape {tuple(column_codes.shape)}")
-    if len(column_codes) and not 0 <= column_codes.min() <= column_codes.max() < CODEBOOK_SIZE:
-        raise ValueError(
-            f"column_codes must lie in [0, {CODEBOOK_SIZE - 1}], got values in "
-            f"[{int(column_codes.min())}, {int(column_codes.max())}]"
-        )
 
 
 def _check_activations(activations: torch.Tensor, num_columns: int) -> None:

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils import benchmark
 
+from labkit.hardware import check_codes
+
 GROUP_SIZE = 4
 KEPT_PER_GROUP = 2
 POSITION_BITS = 2
@@ -126,20 +128,7 @@ def pack_positions(positions: torch.Tensor) -> torch.Tensor:
     ``positions``: integer tensor ``R x K`` with values in ``[0, 3]``.
     Returns uint8 ``R x ceil(K / 4)``.
     """
-    if (
-        not isinstance(positions, torch.Tensor)
-        or positions.is_floating_point()
-        or positions.dtype == torch.bool
-    ):
-        found = positions.dtype if isinstance(positions, torch.Tensor) else type(positions)
-        raise TypeError(f"positions must be an integer torch.Tensor, got {found}")
-    if positions.ndim != 2:
-        raise ValueError(f"positions must be 2-D (R x K), got shape {tuple(positions.shape)}")
-    if positions.numel() and not 0 <= positions.min() <= positions.max() < GROUP_SIZE:
-        raise ValueError(
-            f"positions must lie in [0, {GROUP_SIZE - 1}], got values in "
-            f"[{int(positions.min())}, {int(positions.max())}]"
-        )
+    check_codes(positions, "positions", ndim=2, levels=GROUP_SIZE)
     padding = -positions.shape[1] % POSITIONS_PER_BYTE
     padded = F.pad(positions.long(), (0, padding))
     groups = padded.reshape(positions.shape[0], -1, POSITIONS_PER_BYTE)
