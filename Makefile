@@ -8,8 +8,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JOBS ?= auto
 SUBMISSIONS ?= submissions
+LABS_RUNS ?= 1
 
-.PHONY: book test test-browser lab execute student grade clean env
+.PHONY: book test test-browser lab execute student grade bench clean env
 
 env: $(STAMP)
 
@@ -25,7 +26,7 @@ book: $(STAMP)
 # Tests and labs run in parallel, one process per core, each on one thread: small
 # tensors gain nothing from more threads, and oversubscribed cores slow everything.
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) --dist loadfile tests
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) --dist loadfile --nbval-lax labs
 
 test-browser: $(STAMP)
@@ -45,6 +46,12 @@ student: $(STAMP)
 
 grade: $(STAMP)
 	$(BIN)/labkit grade $(SUBMISSIONS) --labs labs --out grades.csv
+
+# Benchmarks against torch.nn.utils.prune and Torch-Pruning; labs run on one thread
+# each, as under `make test`. LABS_RUNS=3 gives the median of three lab runs.
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]" -c constraints.txt
+	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.run --labs-runs $(LABS_RUNS)
 
 clean:
 	rm -rf _build .pytest_cache .ruff_cache .hypothesis student
