@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from labkit.measure import prunable_layers
+from labkit.validation import check_count
 
 BATCHNORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -40,11 +41,6 @@ BATCHNORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 def _check_tensor(value: torch.Tensor, argument: str) -> None:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{argument} must be a torch.Tensor, got {type(value).__name__}")
-
-
-def _check_positive_int(value: int, argument: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{argument} must be a positive int, got {value!r}")
 
 
 def magnitude(weight: torch.Tensor) -> torch.Tensor:
@@ -145,7 +141,7 @@ def exact_hessian_diagonal(
     products), but the cost is still one backward pass per weight, so this is for small
     layers (up to a few thousand weights). ``loss`` keeps its graph.
     """
-    _check_positive_int(chunk_size, "chunk_size")
+    check_count(chunk_size, "chunk_size")
     (gradient,) = _gradient_with_graph(loss, [parameter])
     gradient = gradient.flatten()
     size = parameter.numel()
@@ -183,7 +179,7 @@ def hutchinson_hessian_diagonal(
     Hessian is that of ``loss`` over all ``parameters`` jointly (a dict name -> tensor,
     e.g. :func:`prunable_weights`).
     """
-    _check_positive_int(samples, "samples")
+    check_count(samples, "samples")
     names = list(parameters)
     tensors = [parameters[name] for name in names]
     gradients = _gradient_with_graph(loss, tensors)

@@ -29,6 +29,7 @@ import numbers
 import torch
 
 from labkit.pruning.criteria import row_norm
+from labkit.validation import check_sparsity
 
 GRANULARITIES = ("fine-grained", "pattern", "vector", "kernel", "channel")
 """The granularities :func:`granularity_mask` knows, from finest to coarsest."""
@@ -39,13 +40,6 @@ def _check_weight(weight: torch.Tensor, argument: str = "weight") -> None:
         raise TypeError(f"{argument} must be a torch.Tensor, got {type(weight).__name__}")
     if weight.is_complex():
         raise TypeError(f"{argument} must be real, got dtype {weight.dtype}")
-
-
-def _check_sparsity(sparsity: float) -> None:
-    if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real):
-        raise TypeError(f"sparsity must be a real number, got {type(sparsity).__name__}")
-    if not 0.0 <= sparsity < 1.0:
-        raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
 
 
 def _check_conv_or_linear(weight: torch.Tensor, granularity: str) -> torch.Tensor:
@@ -69,7 +63,7 @@ def mask_from_scores(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     kept. Scores of any shape, any criterion (magnitude, OBD, Taylor, ...).
     """
     _check_weight(scores, "scores")
-    _check_sparsity(sparsity)
+    check_sparsity(sparsity)
     num_keep = scores.numel() - round(scores.numel() * sparsity)
     ranking = torch.sort(scores.detach().flatten(), descending=True, stable=True).indices
     keep = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
@@ -170,7 +164,7 @@ def granularity_mask(
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
     if granularity == "pattern":
-        _check_sparsity(sparsity)
+        check_sparsity(sparsity)
         return nm_mask(weight, m - round(m * sparsity), m)
     masks = {"fine-grained": fine_grained_mask, "vector": vector_mask,
              "kernel": kernel_mask, "channel": channel_mask}

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from labkit.measure import prunable_layers
 from labkit.pruning.masking import Pruner, apply_masks
 from labkit.training import FINETUNE_LR, TRAIN_LR, evaluate, finetune, train
+from labkit.validation import check_count, check_sparsity
 
 LECTURE_SPARSITIES = (0.2, 0.4, 0.6, 0.7, 0.9)
 """The lecture's iterative schedule: 20 -> 40 -> 60 -> 70 -> 90% sparsity."""
@@ -77,25 +78,11 @@ class PruningResult:
         return self.steps[-1].val_accuracy
 
 
-def _check_sparsity(sparsity: float, argument: str = "sparsity") -> None:
-    if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real):
-        raise TypeError(f"{argument} must be a real number, got {type(sparsity).__name__}")
-    if not 0.0 <= sparsity < 1.0:
-        raise ValueError(f"{argument} must be in [0, 1), got {sparsity!r}")
-
-
-def _check_count(value: int, argument: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{argument} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{argument} must be an int >= {minimum}, got {value!r}")
-
-
 def _check_increasing(sparsities: Sequence[float]) -> None:
     if len(sparsities) == 0:
         raise ValueError("sparsities must hold at least one sparsity, got an empty list")
     for sparsity in sparsities:
-        _check_sparsity(sparsity, "every entry of sparsities")
+        check_sparsity(sparsity, "every entry of sparsities")
     for before, after in pairwise(sparsities):
         if after <= before:
             raise ValueError(f"sparsities must be strictly increasing, got {before!r} "
@@ -113,7 +100,7 @@ def layer_sparsities(
     nothing is left dense). A first conv of a few hundred weights, which sees the raw
     pixels, is often left dense this way.
     """
-    _check_sparsity(sparsity)
+    check_sparsity(sparsity)
     layers = prunable_layers(model)
     unknown = sorted(set(dense_layers) - set(layers))
     if unknown:
@@ -159,7 +146,7 @@ def prune_and_finetune(
 ) -> Step:
     """One turn of the loop, **in place**: new magnitude masks at ``sparsity``, then
     ``epochs`` of finetuning with the masks kept (none when ``epochs`` is 0)."""
-    _check_count(epochs, "epochs", 0)
+    check_count(epochs, "epochs", 0)
     pruner = magnitude_pruner(model, sparsity, granularity, dense_layers)
     pruner.apply()
     pruned_accuracy = evaluate(model, val_loader)
@@ -185,7 +172,7 @@ def one_shot(
 ) -> PruningResult:
     """Prune a copy of ``model`` to ``sparsity`` at once, then finetune it
     ``finetune_epochs`` epochs (0: no finetuning, ``train_loader`` unused)."""
-    _check_count(finetune_epochs, "finetune_epochs", 0)
+    check_count(finetune_epochs, "finetune_epochs", 0)
     pruned = copy.deepcopy(model)
     step = prune_and_finetune(pruned, sparsity, train_loader, val_loader, epochs=finetune_epochs,
                               lr=lr, granularity=granularity, dense_layers=dense_layers,
@@ -216,7 +203,7 @@ def iterative(
     adapted. Pruned weights are exactly zero, hence the smallest, so masks nest.
     """
     _check_increasing(sparsities)
-    _check_count(finetune_epochs_per_step, "finetune_epochs_per_step", 1)
+    check_count(finetune_epochs_per_step, "finetune_epochs_per_step", 1)
     pruned = copy.deepcopy(model)
     steps = [
         prune_and_finetune(pruned, sparsity, train_loader, val_loader,
@@ -236,13 +223,13 @@ def agp_sparsity(t: int, n: int, s_initial: float, s_final: float) -> float:
     It starts at ``s_initial`` (``t = 0``), ends at ``s_final`` (``t = n``) and rises
     fast at first, when many redundant weights remain, then ever more slowly.
     """
-    _check_count(n, "n", 1)
+    check_count(n, "n", 1)
     if isinstance(t, bool) or not isinstance(t, numbers.Real):
         raise TypeError(f"t must be a number, got {type(t).__name__}")
     if not 0 <= t <= n:
         raise ValueError(f"t must be in [0, n] = [0, {n}], got {t!r}")
-    _check_sparsity(s_initial, "s_initial")
-    _check_sparsity(s_final, "s_final")
+    check_sparsity(s_initial, "s_initial")
+    check_sparsity(s_final, "s_final")
     if s_initial > s_final:
         raise ValueError(f"s_initial must not exceed s_final, got s_initial={s_initial!r} > "
                          f"s_final={s_final!r}")
@@ -273,7 +260,7 @@ class AGPPruner:
     ) -> None:
         agp_sparsity(0, n, s_initial, s_final)
         layer_sparsities(model, s_final, dense_layers)
-        _check_count(step_every, "step_every", 1)
+        check_count(step_every, "step_every", 1)
         self.model, self.n, self.step_every = model, n, step_every
         self.s_initial, self.s_final = s_initial, s_final
         self.granularity, self.dense_layers = granularity, tuple(dense_layers)
@@ -341,9 +328,9 @@ def agp(
     choice: an earlier epoch is a denser model).
     """
     step_every = len(train_loader) if step_every is None else step_every
-    _check_count(n, "n", 1)
-    _check_count(step_every, "step_every", 1)
-    _check_count(epochs, "epochs", 1)
+    check_count(n, "n", 1)
+    check_count(step_every, "step_every", 1)
+    check_count(epochs, "epochs", 1)
     if n * step_every >= epochs * len(train_loader):
         raise ValueError(f"the schedule needs n * step_every = {n * step_every} optimizer "
                          f"steps, the run has only epochs * len(train_loader) = "

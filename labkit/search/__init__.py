@@ -7,11 +7,7 @@ from contextlib import contextmanager
 
 import torch
 
-
-def _check_count(name: str, value: int, low: int = 1) -> None:
-    """Raise ValueError unless ``value`` is an int of at least ``low``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+from labkit.validation import check_count
 
 
 @contextmanager
@@ -24,7 +20,7 @@ def torch_threads(threads: int | None) -> Iterator[None]:
     the count to torch.
     """
     if threads is not None:
-        _check_count("threads", threads)
+        check_count(threads, "threads")
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

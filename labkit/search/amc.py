@@ -72,8 +72,9 @@ from labkit.pruning.channels import (
     conv_blocks,
     get_num_channels_to_keep,
 )
-from labkit.search import _check_count, torch_threads
+from labkit.search import torch_threads
 from labkit.training import evaluate
+from labkit.validation import check_count
 
 
 def _check_real(name: str, value: float, low: float, high: float, *,
@@ -318,7 +319,7 @@ class ReplayBuffer:
     """The last ``capacity`` transitions ``(s, a, r, s', done)``, sampled uniformly."""
 
     def __init__(self, capacity: int, state_dim: int) -> None:
-        _check_count("capacity", capacity)
+        check_count(capacity, "capacity")
         self.states = torch.zeros(capacity, state_dim)
         self.actions = torch.zeros(capacity, 1)
         self.rewards = torch.zeros(capacity, 1)
@@ -359,10 +360,10 @@ class DDPGAgent:
                  buffer_size: int = 2000, batch_size: int = 32, sigma: float = 0.5,
                  sigma_decay: float = 0.97, baseline_momentum: float = 0.1,
                  seed: int = 0) -> None:
-        _check_count("state_dim", state_dim)
-        _check_count("hidden", hidden)
-        _check_count("batch_size", batch_size)
-        _check_count("buffer_size", buffer_size, low=batch_size)
+        check_count(state_dim, "state_dim")
+        check_count(hidden, "hidden")
+        check_count(batch_size, "batch_size")
+        check_count(buffer_size, "buffer_size", batch_size)
         for name, value in (("actor_lr", actor_lr), ("critic_lr", critic_lr),
                             ("sigma", sigma)):
             _check_real(name, value, 0.0, math.inf, low_open=True, high_open=True)
@@ -469,8 +470,8 @@ def amc_search(env: Environment, agent: DDPGAgent, *, episodes: int = 100, warmu
     policy is the one with the highest reward over all episodes (ties: the earliest).
     The search runs with ``threads`` torch threads (:func:`labkit.search.torch_threads`).
     """
-    _check_count("episodes", episodes)
-    _check_count("warmup", warmup, low=0)
+    check_count(episodes, "episodes")
+    check_count(warmup, "warmup", 0)
     if warmup > episodes:
         raise ValueError(f"warmup must be in [0, episodes={episodes}], got {warmup}")
     with torch_threads(threads):

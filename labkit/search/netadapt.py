@@ -45,16 +45,17 @@ from tqdm.auto import tqdm
 
 from labkit.models import VGG
 from labkit.pruning.channels import apply_channel_sorting, channel_prune, conv_blocks
-from labkit.search import _check_count, torch_threads
+from labkit.search import torch_threads
 from labkit.training import FINETUNE_LR, evaluate, finetune
+from labkit.validation import check_count
 from labkit.zoo import cache_dir, write_atomically
 
 
 def candidate_widths(channels: int, step: int) -> tuple[int, ...]:
     """The widths a layer of ``channels`` channels may shrink to: multiples of ``step``
     below ``channels``, and ``channels`` itself (``candidate_widths(32, 8) = (8, 16, 24, 32)``)."""
-    _check_count("channels", channels)
-    _check_count("step", step)
+    check_count(channels, "channels")
+    check_count(step, "step")
     return (*range(step, channels, step), channels)
 
 
@@ -68,8 +69,8 @@ def fastest_run_ms(module: nn.Module, inputs: torch.Tensor, *, threads: int = 1,
     the fastest run is the least disturbed estimate of what the layer itself costs (the
     median of :func:`labkit.measure.measure_latency` mixes the interference in).
     """
-    _check_count("threads", threads)
-    _check_count("runs", runs)
+    check_count(threads, "threads")
+    check_count(runs, "runs")
     timer = benchmark.Timer(stmt="module(inputs)", globals={"module": module, "inputs": inputs},
                             num_threads=threads)
     timer.timeit(2)
@@ -216,7 +217,7 @@ def latency_table(model: VGG, inputs: torch.Tensor, *, step: int = 8, threads: i
     thread count, runs, torch version and processor; a corrupt file is measured again.
     """
     for name, value in (("step", step), ("threads", threads), ("runs", runs)):
-        _check_count(name, value)
+        check_count(value, name)
     blocks = _blocks(model, inputs)
     key = _table_key(blocks, inputs.shape[0], step, threads, runs)
     path = latency_table_path(key)
@@ -311,8 +312,8 @@ def netadapt(model: VGG, table: LatencyTable, train_loader: Iterable, val_loader
     if not isinstance(latency_budget, (int, float)) or isinstance(latency_budget, bool) or \
             not 0 < latency_budget <= 1:
         raise ValueError(f"latency_budget must be a fraction in (0, 1], got {latency_budget!r}")
-    _check_count("iterations", iterations)
-    _check_count("finetune_batches", finetune_batches)
+    check_count(iterations, "iterations")
+    check_count(finetune_batches, "finetune_batches")
     widths = _check_table(model, table)
     start_ms = table.estimate_ms(widths)
     budget_ms = latency_budget * start_ms
