@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -15,22 +16,38 @@ from nbclient import NotebookClient
 from labkit import zoo
 
 CELL_TIMEOUT_S = 600
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 def execute_notebook(path: Path, timeout: int = CELL_TIMEOUT_S) -> float:
-    """Execute a notebook in place in its own folder, storing outputs and widget state.
+    """Execute a notebook in place in its own folder, storing its outputs but no widgets.
 
-    Returns the wall time in seconds. The file is replaced only after a successful run.
+    A stored page cannot run a widget, so none is kept: the kernel runs with
+    ``TQDM_DISABLE=1`` (tqdm reads ``TQDM_*`` overrides of its defaults, for the bars that
+    do not set ``disable`` themselves), every widget-view output (a progress bar, a slider)
+    is dropped, and no widget state is stored. What a page shows of an interactive cell is
+    the static figure it also draws. Returns the wall time in seconds. The file is
+    replaced only after a successful run.
     """
     notebook = nbformat.read(path, as_version=4)
     start = time.perf_counter()
     NotebookClient(
-        notebook, timeout=timeout, kernel_name="python3", store_widget_state=True,
+        notebook, timeout=timeout, kernel_name="python3", store_widget_state=False,
         resources={"metadata": {"path": str(path.parent)}},
-    ).execute()
+    ).execute(env={**os.environ, "TQDM_DISABLE": "1"})
     elapsed = time.perf_counter() - start
+    _drop_widgets(notebook)
     nbformat.write(notebook, path)
     return elapsed
+
+
+def _drop_widgets(notebook: nbformat.NotebookNode) -> None:
+    """Remove the widget-view outputs and the stored widget state of ``notebook``."""
+    notebook.metadata.pop("widgets", None)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [output for output in cell.outputs
+                            if WIDGET_VIEW not in output.get("data", {})]
 
 
 def _execute(args: argparse.Namespace) -> int:
