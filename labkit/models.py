@@ -5,6 +5,11 @@ conv3x3 -> BatchNorm -> ReLU, max-pooling between stages, global average pooling
 and one linear head, no residual connections, so that removing a channel touches
 exactly one conv, its BatchNorm and the next conv (or the head). Layers are named
 ``conv0, bn0, relu0, pool0, conv1, ...`` inside ``model.backbone``.
+
+:class:`GPT` is a small decoder-only transformer for character-level language modelling,
+written top to bottom like Karpathy's nanoGPT ``model.py`` (Radford et al. 2019): token and
+position embeddings, pre-LayerNorm blocks of causal self-attention and an MLP, a final
+LayerNorm and an output head tied to the token embedding.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 POOL = "M"
@@ -95,3 +101,107 @@ def randomize_batchnorms(model: nn.Module) -> nn.Module:
             module.running_mean.uniform_(-0.3, 0.3)
             module.running_var.uniform_(0.5, 2.0)
     return model.eval()
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention in which position ``t`` sees only positions ``<= t``.
+
+    ``qkv`` projects every token to its query, key and value at once; ``proj`` mixes the
+    heads' outputs back into the residual stream.
+    """
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"heads must divide width, got width={width}, heads={heads}")
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, width = x.shape
+        q, k, v = self.qkv(x).split(width, dim=2)
+        q, k, v = (t.view(batch, length, self.heads, -1).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.proj(y.transpose(1, 2).reshape(batch, length, width))
+
+
+class FeedForward(nn.Module):
+    """The transformer's MLP: ``width -> 4 width -> GELU -> width``."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(width, 4 * width)
+        self.proj = nn.Linear(4 * width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(F.gelu(self.fc(x)))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: ``x + attn(ln1(x))``, then ``x + mlp(ln2(x))``."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(width)
+        self.attn = CausalSelfAttention(width, heads)
+        self.ln2 = nn.LayerNorm(width)
+        self.mlp = FeedForward(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    """Decoder-only transformer over a vocabulary of ``vocab_size`` tokens.
+
+    ``model(tokens)`` maps ``(batch, length)`` token ids, ``length <= context``, to
+    ``(batch, length, vocab_size)`` logits of the next token. The linear layers a pruner
+    sees are ``blocks.<i>.attn.qkv``, ``blocks.<i>.attn.proj``, ``blocks.<i>.mlp.fc`` and
+    ``blocks.<i>.mlp.proj``; ``head`` shares its weight with ``token``.
+    """
+
+    def __init__(self, vocab_size: int, context: int = 64, width: int = 128, depth: int = 2,
+                 heads: int = 4) -> None:
+        super().__init__()
+        for name, value in (("vocab_size", vocab_size), ("context", context),
+                            ("width", width), ("depth", depth), ("heads", heads)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.context = context
+        self.token = nn.Embedding(vocab_size, width)
+        self.position = nn.Embedding(context, width)
+        self.blocks = nn.ModuleList(Block(width, heads) for _ in range(depth))
+        self.ln = nn.LayerNorm(width)
+        self.head = nn.Linear(width, vocab_size, bias=False)
+        self.head.weight = self.token.weight
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        length = tokens.shape[1]
+        if length > self.context:
+            raise ValueError(f"tokens may hold at most context={self.context} positions, "
+                             f"got {length}")
+        x = self.token(tokens) + self.position(torch.arange(length, device=tokens.device))
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln(x))
+
+    @torch.no_grad()
+    def generate(self, prompt: torch.Tensor, length: int, *, seed: int = 0,
+                 temperature: float = 1.0) -> torch.Tensor:
+        """``prompt`` (1-D token ids) followed by ``length`` tokens sampled with ``seed``."""
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature!r}")
+        generator = torch.Generator(device=prompt.device).manual_seed(seed)
+        tokens = prompt.reshape(1, -1)
+        for _ in range(length):
+            logits = self(tokens[:, -self.context:])[0, -1] / temperature
+            choice = torch.multinomial(logits.softmax(-1), 1, generator=generator)
+            tokens = torch.cat([tokens, choice.reshape(1, 1)], dim=1)
+        return tokens[0]
