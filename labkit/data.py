@@ -4,6 +4,9 @@
   1,797 grey images of 8x8 pixels in 10 classes. Nothing is downloaded.
 * ``cifar10``: the CIFAR-10 python-pickle batches read from a local folder, for
   users who have them (``download_cifar10`` fetches them on a machine with internet).
+* ``pydoc``: the text of Python's language reference that ships with CPython
+  (``pydoc_data.topics``, about 465,000 characters), as a character-level
+  :class:`Corpus` for the language model of lab 08. Nothing is downloaded.
 
 Both are split into train / validation / test with a fixed seed. The validation
 split is for every choice a lab makes (model selection, sensitivity, search); the
@@ -20,6 +23,7 @@ import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from pydoc_data.topics import topics
 
 import numpy as np
 import torch
@@ -27,7 +31,10 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, TensorDataset
 
-DATASETS = ("digits", "cifar10")
+from labkit.validation import check_count
+
+DATASETS = ("digits", "cifar10", "pydoc")
+TEXT_SPLITS = ("train", "val", "test")
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -83,11 +90,14 @@ def load(
     seed: int = 0,
     val_fraction: float = 0.15,
     test_fraction: float = 0.2,
-) -> Splits:
+) -> Splits | Corpus:
     """Load a dataset and split it with a fixed ``seed``.
 
     ``digits``: stratified split of the 1,797 images, ``test_fraction`` for test and
     ``val_fraction`` for validation (fractions of the whole set).
+    ``pydoc``: a :class:`Corpus`; the text is cut into three contiguous blocks, train
+    first, then ``val_fraction`` for validation and ``test_fraction`` for test (``seed`` is
+    unused: the split is fixed).
     ``cifar10``: the official 10,000-image test batch is the test split; ``val_fraction``
     of the 50,000 training images is held out for validation. ``root`` is the folder
     holding ``cifar-10-batches-py`` (or the batch files themselves).
@@ -97,16 +107,92 @@ def load(
     for arg, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 < value < 1.0:
             raise ValueError(f"{arg} must be in (0, 1), got {value!r}")
+    if name != "cifar10" and val_fraction + test_fraction >= 1.0:
+        raise ValueError(
+            "val_fraction + test_fraction must be below 1, "
+            f"got {val_fraction} + {test_fraction}"
+        )
     if name == "digits":
-        if val_fraction + test_fraction >= 1.0:
-            raise ValueError(
-                "val_fraction + test_fraction must be below 1, "
-                f"got {val_fraction} + {test_fraction}"
-            )
         return _load_digits(seed, val_fraction, test_fraction)
+    if name == "pydoc":
+        return _load_pydoc(val_fraction, test_fraction)
     if root is None:
         raise ValueError("root is required for cifar10: the folder with the python batches")
     return _load_cifar10(Path(root), seed, val_fraction)
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A character-level text corpus cut into contiguous train / validation / test blocks.
+
+    Each split is a 1-D ``int64`` tensor of token ids; token ``i`` is the character
+    ``vocabulary[i]`` (every character of the whole text, sorted).
+    """
+
+    name: str
+    vocabulary: str
+    train: torch.Tensor
+    val: torch.Tensor
+    test: torch.Tensor
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocabulary)
+
+    def encode(self, text: str) -> torch.Tensor:
+        """The token ids of ``text``; a character outside the vocabulary is an error."""
+        index = {character: i for i, character in enumerate(self.vocabulary)}
+        unknown = sorted(set(text) - set(index))
+        if unknown:
+            raise ValueError(f"text holds characters outside the vocabulary: {unknown!r}")
+        return torch.tensor([index[c] for c in text], dtype=torch.int64)
+
+    def decode(self, tokens: torch.Tensor) -> str:
+        return "".join(self.vocabulary[i] for i in tokens.tolist())
+
+    def split(self, name: str) -> torch.Tensor:
+        if name not in TEXT_SPLITS:
+            raise ValueError(f"split must be one of {TEXT_SPLITS}, got {name!r}")
+        return getattr(self, name)
+
+    def windows(self, split: str, length: int, *, count: int | None = None,
+                seed: int = 0) -> torch.Tensor:
+        """Windows of ``length + 1`` consecutive tokens of ``split``, one per row.
+
+        A model reads ``w[:, :-1]`` and predicts ``w[:, 1:]``. ``count=None``: every
+        non-overlapping window from the start of the split (for evaluation); otherwise
+        ``count`` windows at offsets drawn uniformly with ``seed`` (training batches,
+        calibration samples).
+        """
+        tokens = self.split(split)
+        check_count(length, "length")
+        if length + 1 > tokens.numel():
+            raise ValueError(f"length must be below the {split} split's {tokens.numel()} "
+                             f"tokens, got {length}")
+        if count is None:
+            starts = torch.arange(0, tokens.numel() - length, length)
+        else:
+            check_count(count, "count", minimum=0)
+            generator = torch.Generator().manual_seed(seed)
+            starts = torch.randint(tokens.numel() - length, (count,), generator=generator)
+        return tokens[starts[:, None] + torch.arange(length + 1)]
+
+
+def pydoc_text() -> str:
+    """Python's language reference as shipped with CPython: every ``pydoc_data.topics``
+    entry, in sorted order, separated by blank lines."""
+    return "\n\n".join(topics[key] for key in sorted(topics))
+
+
+def _load_pydoc(val_fraction: float, test_fraction: float) -> Corpus:
+    text = pydoc_text()
+    vocabulary = "".join(sorted(set(text)))
+    index = {character: i for i, character in enumerate(vocabulary)}
+    ids = torch.tensor([index[c] for c in text], dtype=torch.int64)
+    val_start = round(len(text) * (1.0 - val_fraction - test_fraction))
+    test_start = round(len(text) * (1.0 - test_fraction))
+    return Corpus("pydoc", vocabulary, ids[:val_start], ids[val_start:test_start],
+                  ids[test_start:])
 
 
 def _load_digits(seed: int, val_fraction: float, test_fraction: float) -> Splits:
