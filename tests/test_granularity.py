@@ -233,3 +233,42 @@ def test_lab_checks_pass_labkit_and_name_the_failing_case(capsys):
                                                  r"expected ValueError raised, got tensor"):
         checks.check_nm_mask(lambda w, n, m: nm_mask(w, n, m) if w.shape[1] % m == 0
                              else torch.ones_like(w, dtype=torch.bool))
+
+
+def stable_sort_mask(scores, sparsity):
+    """The definition: a stable descending sort keeps its first ``numel - round(numel * s)``."""
+    num_keep = scores.numel() - round(scores.numel() * sparsity)
+    ranking = torch.sort(scores.flatten(), descending=True, stable=True).indices
+    keep = torch.zeros(scores.numel(), dtype=torch.bool)
+    keep[ranking[:num_keep]] = True
+    return keep.reshape(scores.shape)
+
+
+@settings(max_examples=80, deadline=None)
+@given(shape=SHAPES, sparsity=SPARSITIES, seed=SEEDS, levels=st.sampled_from([1, 2, 3, 8, 0]))
+def test_selection_equals_the_stable_sort_also_with_many_ties(shape, sparsity, seed, levels):
+    scores = random_weight(shape, seed).abs()
+    if levels:
+        scores = torch.round(scores * levels)
+    assert torch.equal(mask_from_scores(scores, sparsity), stable_sort_mask(scores, sparsity))
+
+
+def test_integer_and_empty_scores():
+    scores = torch.tensor([3, 1, 1, 2, 1])
+    assert mask_from_scores(scores, 0.6).tolist() == [True, False, False, True, False]
+    assert mask_from_scores(scores, 0.4).tolist() == [True, True, False, True, False]
+    assert mask_from_scores(torch.ones(0), 0.5).shape == (0,)
+
+
+def test_nan_scores_raise_instead_of_ranking_them():
+    weight = torch.tensor([1.0, math.nan, 2.0, 3.0])
+    with pytest.raises(ValueError, match="scores must not contain NaN, got 1 NaN of 4"):
+        fine_grained_mask(weight, 0.5)
+
+
+@pytest.mark.parametrize(("sparsity", "kept"), [(0.6, 2), (0.7, 1), (0.875, 1), (0.9, 1),
+                                                (0.99, 1)])
+def test_pattern_at_high_sparsity_keeps_one_in_every_group(sparsity, kept):
+    weight = random_weight((4, 8, 3, 3), 5)
+    mask = granularity_mask(weight, sparsity, "pattern")
+    assert (mask.movedim(1, -1).reshape(-1, 4).sum(dim=1) == kept).all()

@@ -29,7 +29,7 @@ import numbers
 import torch
 
 from labkit.pruning.criteria import row_norm
-from labkit.validation import check_sparsity
+from labkit.validation import check_not_nan, check_sparsity
 
 GRANULARITIES = ("fine-grained", "pattern", "vector", "kernel", "channel")
 """The granularities :func:`granularity_mask` knows, from finest to coarsest."""
@@ -56,18 +56,29 @@ def _check_conv_or_linear(weight: torch.Tensor, granularity: str) -> torch.Tenso
 
 
 def mask_from_scores(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Keep the highest ``scores``; prune exactly ``round(scores.numel() * sparsity)``.
+    """Keep the highest ``scores``; prune exactly ``p = round(scores.numel() * sparsity)``.
 
-    The building block of every mask: a stable descending sort ranks the scores, so of
-    two equal scores the one that comes first (row-major order) ranks higher and is
-    kept. Scores of any shape, any criterion (magnitude, OBD, Taylor, ...).
+    The building block of every mask, a selection rather than a sort: the ``p``-th
+    smallest score ``t`` (``torch.kthvalue``, linear time) splits the scores into those
+    above ``t`` (kept), below ``t`` (pruned) and equal to ``t``, of which the first in
+    row-major order are kept until ``numel - p`` are kept. That is the mask of a stable
+    descending sort keeping its first ``numel - p``: of two equal scores the earlier one
+    is kept. Scores of any shape, any criterion (magnitude, OBD, Taylor, ...); a NaN
+    score raises ``ValueError``.
     """
     _check_weight(scores, "scores")
     check_sparsity(sparsity)
-    num_keep = scores.numel() - round(scores.numel() * sparsity)
-    ranking = torch.sort(scores.detach().flatten(), descending=True, stable=True).indices
-    keep = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
-    keep[ranking[:num_keep]] = True
+    flat = scores.detach().flatten()
+    check_not_nan(flat, "scores")
+    num_prune = round(flat.numel() * sparsity)
+    if num_prune == 0:
+        return torch.ones(scores.shape, dtype=torch.bool, device=scores.device)
+    threshold = flat.kthvalue(num_prune).values
+    keep = flat > threshold
+    ties_to_keep = flat.numel() - num_prune - int(keep.sum())
+    if ties_to_keep:
+        tied = flat == threshold
+        keep |= tied & (tied.cumsum(0) <= ties_to_keep)
     return keep.reshape(scores.shape)
 
 
@@ -158,14 +169,16 @@ def granularity_mask(
     """The keep-mask of ``weight`` at ``sparsity`` for a granularity named in
     :data:`GRANULARITIES`.
 
-    ``"pattern"`` is the N:M pattern nearest to ``sparsity``: ``n = m - round(m *
-    sparsity)`` kept in every group of ``m`` (2:4 at sparsity 0.5).
+    ``"pattern"`` is the N:M pattern nearest to ``sparsity`` that keeps a weight in
+    every group: ``n = max(1, m - round(m * sparsity))`` kept in every group of ``m``
+    (2:4 at sparsity 0.5). Where ``m - round(m * sparsity)`` is 0 (from sparsity 0.875
+    for ``m = 4``) that is 1:m, the sparsest pattern, not an empty layer.
     """
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
     if granularity == "pattern":
         check_sparsity(sparsity)
-        return nm_mask(weight, m - round(m * sparsity), m)
+        return nm_mask(weight, max(1, m - round(m * sparsity)), m)
     masks = {"fine-grained": fine_grained_mask, "vector": vector_mask,
              "kernel": kernel_mask, "channel": channel_mask}
     return masks[granularity](weight, sparsity)
