@@ -34,6 +34,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 from xml.etree import ElementTree
 
 import nbformat
@@ -41,6 +42,9 @@ import psutil
 from nbformat import NotebookNode
 
 from labkit.grading.release import ANSWER_PLACEHOLDER, release_notebook, tags, write_atomically
+
+if TYPE_CHECKING:
+    from labkit.grading.shards import Shard
 
 GRADE_COLUMNS = ("student", "lab", "check", "passed", "points", "earned", "message")
 TOTAL_COLUMNS = ("student", "lab", "earned", "points", "questions", "notes")
@@ -561,6 +565,7 @@ def available_cores() -> int:
 def grade(submissions: Path, labs: Path, out: Path, *, jobs: int | None = None,
           limits: Limits = Limits(), cache: Path | None = None,
           on_graded: Callable[[LabGrade], None] | None = None,
+          shard: Shard | None = None,
           ) -> tuple[list[LabGrade], list[str]]:
     """Grade every submission in ``submissions`` against ``labs``; write the tables.
 
@@ -568,7 +573,8 @@ def grade(submissions: Path, labs: Path, out: Path, *, jobs: int | None = None,
     ``cores // jobs`` threads. ``cache`` is a folder of pretrained ``*.pt`` files each
     kernel gets a copy of. Writes ``out`` (one row per check), ``<out>-totals.csv`` and
     ``<out>-questions.csv`` (see :func:`write_tables`). Returns the grades and what was
-    ignored in ``submissions``.
+    ignored in ``submissions``. With a ``shard`` (:class:`~labkit.grading.shards.Shard`),
+    only the students it holds are graded and written.
     """
     cores = available_cores()
     if jobs is None:
@@ -576,6 +582,8 @@ def grade(submissions: Path, labs: Path, out: Path, *, jobs: int | None = None,
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
     found, ignored = find_submissions(submissions, lab_names(labs))
+    if shard is not None:
+        found = [submission for submission in found if shard.holds(submission.student)]
     instructors = load_labs(labs, {submission.lab for submission in found})
     threads = max(1, cores // jobs)
     grades = []
