@@ -260,10 +260,13 @@ def test_integer_and_empty_scores():
     assert mask_from_scores(torch.ones(0), 0.5).shape == (0,)
 
 
-def test_nan_scores_raise_instead_of_ranking_them():
-    weight = torch.tensor([1.0, math.nan, 2.0, 3.0])
-    with pytest.raises(ValueError, match="scores must not contain NaN, got 1 NaN of 4"):
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_nan_or_infinite_scores_raise_instead_of_ranking_them(bad):
+    weight = torch.tensor([[1.0, 2.0], [bad, 3.0]])
+    with pytest.raises(ValueError, match=r"weight must be finite: it holds 1 .*index \(1, 0\)"):
         fine_grained_mask(weight, 0.5)
+    with pytest.raises(ValueError, match="scores must be finite"):
+        mask_from_scores(weight, 0.5)
 
 
 @pytest.mark.parametrize(("sparsity", "kept"), [(0.6, 2), (0.7, 1), (0.875, 1), (0.9, 1),

@@ -29,7 +29,7 @@ import numbers
 import torch
 
 from labkit.pruning.criteria import row_norm
-from labkit.validation import check_not_nan, check_sparsity
+from labkit.validation import check_sparsity, check_tensor
 
 GRANULARITIES = ("fine-grained", "pattern", "vector", "kernel", "channel")
 """The granularities :func:`granularity_mask` knows, from finest to coarsest."""
@@ -40,6 +40,7 @@ def _check_weight(weight: torch.Tensor, argument: str = "weight") -> None:
         raise TypeError(f"{argument} must be a torch.Tensor, got {type(weight).__name__}")
     if weight.is_complex():
         raise TypeError(f"{argument} must be real, got dtype {weight.dtype}")
+    check_tensor(weight, argument, kind="any")
 
 
 def _check_conv_or_linear(weight: torch.Tensor, granularity: str) -> torch.Tensor:
@@ -64,12 +65,11 @@ def mask_from_scores(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     row-major order are kept until ``numel - p`` are kept. That is the mask of a stable
     descending sort keeping its first ``numel - p``: of two equal scores the earlier one
     is kept. Scores of any shape, any criterion (magnitude, OBD, Taylor, ...); a NaN
-    score raises ``ValueError``.
+    or infinite score has no rank and raises ``ValueError``.
     """
     _check_weight(scores, "scores")
     check_sparsity(sparsity)
     flat = scores.detach().flatten()
-    check_not_nan(flat, "scores")
     num_prune = round(flat.numel() * sparsity)
     if num_prune == 0:
         return torch.ones(scores.shape, dtype=torch.bool, device=scores.device)
