@@ -1,14 +1,23 @@
 """Measuring a model: sparsity, size, MACs and latency.
 
-* Size counts what a stored model really costs: every parameter at ``data_width``
-  bits, or only the non-zeros plus the index that says where they are (CSR or a
-  bitmask), the overhead the original lab left out.
+* Size counts what a stored model really costs: its ``state_dict``, that is every
+  parameter **and every buffer** (BatchNorm's running mean and variance, its batch
+  counter). Parameters and floating-point buffers take ``data_width`` bits each; integer
+  buffers their own width (64 bits for ``num_batches_tracked``). The weights of prunable
+  layers may be stored as only the non-zeros plus the index that says where they are (CSR
+  or a bitmask), the overhead the original lab left out.
 * MACs come from :class:`torch.utils.flop_counter.FlopCounterMode`, which counts
   2 FLOPs per multiply-accumulate of matrix products and convolutions (``mm``,
   ``addmm``, ``bmm``, ``convolution`` and their kin) and **nothing** for BatchNorm,
   ReLU, pooling or additions; MACs = FLOPs / 2.
 * Latency is timed with :mod:`torch.utils.benchmark` (warm-up, a fixed thread count,
   many runs) and reported as the median and inter-quartile range.
+
+Prunable layers are ``Conv1d``, ``Conv2d``, ``Conv3d`` and ``Linear``; embeddings are
+left dense on purpose. A model with any other layer that owns a weight
+(``ConvTranspose2d``, ``Bilinear``, ``MultiheadAttention``, an LSTM, ...) is refused by
+name rather than measured or pruned without it, and so is a model whose prunable layers
+share (tie) a weight.
 """
 
 from __future__ import annotations
@@ -20,25 +29,55 @@ from torch import nn
 from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode
 
-PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
+from labkit.validation import (
+    check_choice,
+    check_count,
+    check_layer_types,
+    check_module,
+    check_real,
+    check_tensor,
+)
+
+PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+DENSE_TYPES = (nn.Embedding, nn.EmbeddingBag)
+"""Layers with a weight that pruning leaves dense on purpose (lookup tables)."""
 INDEX_FORMATS = (None, "csr", "bitmask")
 
 
 def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """The layers pruning acts on (``Conv2d`` and ``Linear``), by qualified name."""
+    """The layers pruning acts on (:data:`PRUNABLE_TYPES`), by qualified name.
+
+    Refuses (``TypeError``) a model with a weight layer of another type, and
+    (``ValueError``) one whose prunable layers share a weight tensor.
+    """
+    check_layer_types(model, PRUNABLE_TYPES, DENSE_TYPES)
     layers = {name: m for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
     if not layers:
         raise ValueError(
             f"model has no prunable layer: expected at least one of "
             f"{[t.__name__ for t in PRUNABLE_TYPES]} in {type(model).__name__}"
         )
+    _check_untied(model, layers)
     return layers
+
+
+def _check_untied(model: nn.Module, layers: dict[str, nn.Module]) -> None:
+    """No weight of ``layers`` may appear in ``model`` under two names."""
+    names: dict[int, list[str]] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(parameter), []).append(name)
+    for layer in layers.values():
+        shared = names.get(id(layer.weight), [])
+        if len(shared) > 1:
+            raise ValueError(
+                f"model ties one weight tensor to {shared}: pruning it through one layer "
+                "would prune the others too, and counts would see it twice; give each "
+                "layer its own weight (e.g. nn.Parameter(weight.detach().clone()))")
 
 
 def get_sparsity(tensor: torch.Tensor) -> float:
     """Fraction of zeros: ``#zeros / #elements`` (0 for an empty tensor)."""
-    if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"tensor must be a torch.Tensor, got {type(tensor).__name__}")
+    check_tensor(tensor, "tensor", kind="any", finite=False)
     if tensor.numel() == 0:
         return 0.0
     return 1.0 - tensor.count_nonzero().item() / tensor.numel()
@@ -48,19 +87,16 @@ def model_sparsity(model: nn.Module) -> float:
     """Fraction of zeros over the weights of all prunable layers."""
     weights = [m.weight for m in prunable_layers(model).values()]
     zeros = sum(w.numel() - w.count_nonzero().item() for w in weights)
-    return zeros / sum(w.numel() for w in weights)
+    total = sum(w.numel() for w in weights)
+    return zeros / total if total else 0.0
 
 
 def num_parameters(model: nn.Module, count_nonzero_only: bool = False) -> int:
-    """Number of parameters, or of non-zero parameters."""
+    """Number of parameters, or of non-zero parameters (buffers are not parameters)."""
+    check_module(model)
     if count_nonzero_only:
         return sum(p.count_nonzero().item() for p in model.parameters())
     return sum(p.numel() for p in model.parameters())
-
-
-def _check_width(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
-        raise ValueError(f"{name} must be an int in [1, 64] bits, got {value!r}")
 
 
 def tensor_size_bits(
@@ -77,10 +113,10 @@ def tensor_size_bits(
       ``(rows + 1) * index_width`` row pointers.
     * ``"bitmask"``: ``numel`` bits of mask plus ``nnz * data_width``.
     """
-    _check_width("data_width", data_width)
-    _check_width("index_width", index_width)
-    if index not in INDEX_FORMATS:
-        raise ValueError(f"index must be one of {INDEX_FORMATS}, got {index!r}")
+    check_tensor(tensor, "tensor", kind="any", finite=False)
+    check_count(data_width, "data_width", 1, 64)
+    check_count(index_width, "index_width", 1, 64)
+    check_choice(index, "index", INDEX_FORMATS)
     nnz = tensor.count_nonzero().item()
     if index is None:
         return tensor.numel() * data_width
@@ -97,24 +133,35 @@ def model_size_bits(
     count_nonzero_only: bool = False,
     index: str | None = None,
     index_width: int = 32,
+    buffers: bool = True,
 ) -> int:
-    """Model size in bits.
+    """Model size in bits: what its ``state_dict`` costs to store.
 
-    ``count_nonzero_only=True`` counts only non-zero parameters, with no index (the
-    original lab's optimistic figure). ``index="csr"`` or ``"bitmask"`` stores the
-    weights of prunable layers sparsely with that index overhead; other parameters
-    (biases, BatchNorm) stay dense.
+    Every parameter at ``data_width`` bits, plus (``buffers=True``) every buffer:
+    floating-point ones (BatchNorm's running statistics) at ``data_width``, integer ones
+    (``num_batches_tracked``) at their own width. ``count_nonzero_only=True`` counts only
+    the non-zero parameters, with no index (the original lab's optimistic figure).
+    ``index="csr"`` or ``"bitmask"`` stores the weights of prunable layers sparsely with
+    that index overhead; other parameters (biases, BatchNorm) stay dense. Buffers are
+    always stored dense. ``buffers=False`` counts parameters only.
     """
-    _check_width("data_width", data_width)
+    check_module(model)
+    check_count(data_width, "data_width", 1, 64)
     if count_nonzero_only and index is not None:
         raise ValueError("count_nonzero_only and index exclude each other: pick one")
+    buffer_bits = sum(_buffer_bits(b, data_width) for b in model.buffers()) if buffers else 0
     if count_nonzero_only:
-        return num_parameters(model, count_nonzero_only=True) * data_width
+        return num_parameters(model, count_nonzero_only=True) * data_width + buffer_bits
     sparse = {id(m.weight) for m in prunable_layers(model).values()} if index else set()
-    return sum(
+    return buffer_bits + sum(
         tensor_size_bits(p, data_width, index if id(p) in sparse else None, index_width)
         for p in model.parameters()
     )
+
+
+def _buffer_bits(buffer: torch.Tensor, data_width: int) -> int:
+    width = data_width if buffer.is_floating_point() else buffer.element_size() * 8
+    return buffer.numel() * width
 
 
 MiB = 8 * 1024**2
@@ -135,17 +182,25 @@ def _count_flops(model: nn.Module, inputs: torch.Tensor) -> FlopCounterMode:
 
 def count_macs(model: nn.Module, inputs: torch.Tensor) -> int:
     """Multiply-accumulates of one forward pass on ``inputs`` (FlopCounterMode / 2)."""
+    check_module(model)
+    check_tensor(inputs, "inputs", kind="any")
     return _count_flops(model, inputs).get_total_flops() // 2
 
 
 def macs_per_layer(model: nn.Module, inputs: torch.Tensor) -> dict[str, int]:
     """MACs of each prunable layer in one forward pass, by qualified name."""
+    layers = prunable_layers(model)
+    check_tensor(inputs, "inputs", kind="any")
     counts = _count_flops(model, inputs).get_flop_counts()
     prefix = type(model).__name__
     return {
         name: sum(counts.get(f"{prefix}.{name}", {}).values()) // 2
-        for name in prunable_layers(model)
+        for name in layers
     }
+
+
+MAX_RUN_TIME_S = 3600.0
+"""The longest measurement :func:`measure_latency` accepts, in seconds."""
 
 
 @dataclass(frozen=True)
@@ -174,10 +229,9 @@ def measure_latency(
     ``threads`` is fixed so runs compare; ``min_run_time`` seconds of measurement
     follow a warm-up. Reports the median and the inter-quartile range.
     """
-    if not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a positive int, got {threads!r}")
-    if min_run_time <= 0:
-        raise ValueError(f"min_run_time must be positive, got {min_run_time!r}")
+    check_module(model)
+    check_count(threads, "threads")
+    check_real(min_run_time, "min_run_time", 0.0, MAX_RUN_TIME_S, low_open=True)
     was_training = model.training
     model.eval()
     timer = benchmark.Timer(

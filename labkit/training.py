@@ -8,11 +8,18 @@ so its learning rate oscillated). The model kept at the end is the one with the 
 Finetuning after pruning uses a learning rate 1/10 of training's by default (the
 lecture: 1/10 to 1/100 of the original), and accepts ``after_step`` callbacks, which
 is how :class:`labkit.pruning.masking.Pruner` keeps pruned weights at zero.
+
+Training runs on a fixed number of torch threads (:data:`TRAIN_THREADS`, one by default):
+how a reduction is split over threads changes the rounding of its sum, so the same seed
+gives other weights under another thread count. With the count fixed, a model is the
+same bit for bit whatever ``OMP_NUM_THREADS`` or ``torch.set_num_threads`` said before
+(one thread is also the fastest for these small models).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -23,12 +30,25 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from labkit.search import torch_threads
+from labkit.validation import (
+    batches,
+    check_count,
+    check_loader,
+    check_real,
+    check_seed,
+    parameter_device,
+)
+
 TRAIN_LR = 0.05
 FINETUNE_LR = TRAIN_LR / 10
+TRAIN_THREADS = 1
+"""The torch thread count every training and finetuning run uses unless told otherwise."""
 
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch so a run repeats exactly on the same machine."""
+    seed = check_seed(seed)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -37,11 +57,11 @@ def seed_everything(seed: int) -> None:
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader) -> float:
     """Top-1 accuracy of ``model`` on ``loader``, in percent."""
+    device = parameter_device(model)
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     correct = total = 0
-    for inputs, labels in loader:
+    for inputs, labels in batches(loader, "loader"):
         outputs = model(inputs.to(device))
         correct += (outputs.argmax(dim=1) == labels.to(device)).sum().item()
         total += labels.numel()
@@ -74,6 +94,7 @@ def train(
     seed: int = 0,
     after_step: Iterable[Callable[[], None]] = (),
     extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
+    threads: int | None = TRAIN_THREADS,
     progress: bool = True,
 ) -> History:
     """Train ``model`` in place with SGD and a per-epoch cosine schedule.
@@ -81,36 +102,56 @@ def train(
     ``after_step``: callables run after every optimizer step (a pruner re-applying its
     masks). ``extra_loss``: a penalty added to the cross-entropy (network slimming's
     L1 on BatchNorm scales). With a ``val_loader``, the weights of the epoch with the
-    best validation accuracy are restored at the end.
+    best validation accuracy are restored at the end. The run uses ``threads`` torch
+    threads (:data:`TRAIN_THREADS`; ``None`` leaves the count as it is) and restores the
+    count afterwards. A loss that becomes NaN or infinite stops the run with a
+    ``FloatingPointError`` (lower ``lr``).
     """
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-    if lr <= 0:
-        raise ValueError(f"lr must be positive, got {lr!r}")
-    seed_everything(seed)
+    parameter_device(model)
+    check_count(epochs, "epochs")
+    check_real(lr, "lr", 0.0, low_open=True)
+    check_real(momentum, "momentum", 0.0, 1.0, high_open=True)
+    check_real(weight_decay, "weight_decay", 0.0)
+    check_loader(train_loader, "train_loader")
+    if val_loader is not None:
+        check_loader(val_loader, "val_loader")
     callbacks = list(after_step)
-    device = next(model.parameters()).device
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
-                                weight_decay=weight_decay)
+    with torch_threads(threads):
+        seed_everything(seed)
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
+                                    weight_decay=weight_decay)
+        return _epochs(model, optimizer, train_loader, val_loader, epochs, callbacks,
+                       extra_loss, progress)
+
+
+def _epochs(model, optimizer, train_loader, val_loader, epochs, callbacks, extra_loss,
+            progress) -> History:
+    """The loop of :func:`train`: ``epochs`` epochs, the best validation epoch kept."""
+    device = parameter_device(model)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     criterion = nn.CrossEntropyLoss()
     history, best_state = History(), None
     for epoch in tqdm(range(epochs), desc="train", unit="epoch", disable=not progress,
                       leave=False):
         model.train()
-        total_loss, batches = 0.0, 0
-        for inputs, labels in train_loader:
+        total_loss, steps = 0.0, 0
+        for inputs, labels in batches(train_loader, "train_loader"):
             optimizer.zero_grad()
             loss = criterion(model(inputs.to(device)), labels.to(device))
             if extra_loss is not None:
                 loss = loss + extra_loss(model)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"the training loss became {value} in epoch {epoch}, step {steps}: "
+                    f"lr={optimizer.defaults['lr']!r} is probably too large")
             loss.backward()
             optimizer.step()
             for callback in callbacks:
                 callback()
-            total_loss, batches = total_loss + loss.item(), batches + 1
+            total_loss, steps = total_loss + value, steps + 1
         scheduler.step()
-        history.train_loss.append(total_loss / batches)
+        history.train_loss.append(total_loss / steps)
         if val_loader is not None:
             history.val_accuracy.append(evaluate(model, val_loader))
             if history.best_epoch < 0 or history.val_accuracy[-1] > history.best_val_accuracy:

@@ -5,6 +5,15 @@ seconds on a CPU for the digits models) and caches it under ``$LABKIT_CACHE``
 (default ``~/.cache/labkit``). The cache file is named by a hash of the model's
 recipe and the labkit version, written atomically, and holds the hash again; a file
 that is corrupt or stale is retrained with a warning, never a crash.
+
+A model is the same bit for bit on every run of this machine, whatever the caller's
+thread count: it trains on the recipe's fixed number of torch threads with
+``torch.use_deterministic_algorithms`` on (both restored afterwards), and both settings
+are part of the recipe, hence of the hash.
+
+The cache folder may hold other files; :func:`clear_cache` deletes only the files
+labkit wrote there (names of the form ``<kind>-<16 hex digits>.pt`` or ``.json``, and
+the temporary files of an interrupted write).
 """
 
 from __future__ import annotations
@@ -12,9 +21,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -25,7 +36,7 @@ from torch import nn
 from labkit import __version__
 from labkit.data import load
 from labkit.models import DIGITS_WIDTHS, MLP, VGG
-from labkit.training import TRAIN_LR, train
+from labkit.training import TRAIN_LR, TRAIN_THREADS, train
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,8 @@ class Recipe:
     batch_size: int = 64
     seed: int = 0
     options: dict = field(default_factory=dict)
+    threads: int = TRAIN_THREADS
+    deterministic: bool = True
 
     def build(self) -> nn.Module:
         torch.manual_seed(self.seed)
@@ -63,8 +76,21 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LABKIT_CACHE", default))
 
 
+def cache_file(kind: str, digest: str, suffix: str) -> Path:
+    """The cache file ``<kind>-<digest><suffix>``: the one naming scheme of every file
+    labkit writes into its cache folder (``digest``: 16 hex digits)."""
+    if not re.fullmatch(r"[0-9a-f]{16}", digest):
+        raise ValueError(f"digest must be 16 hex digits, got {digest!r}")
+    return cache_dir() / f"{kind}-{digest}{suffix}"
+
+
+CACHE_SUFFIXES = (".pt", ".json")
+CACHE_KINDS_EXTRA = ("latency",)
+"""Kinds of cache file other than the recipes: NetAdapt's latency tables."""
+
+
 def cache_path(name: str) -> Path:
-    return cache_dir() / f"{name}-{_recipe(name).digest()}.pt"
+    return cache_file(name, _recipe(name).digest(), ".pt")
 
 
 def _recipe(name: str) -> Recipe:
@@ -73,8 +99,22 @@ def _recipe(name: str) -> Recipe:
     return RECIPES[name]
 
 
+@contextmanager
+def deterministic_algorithms(enabled: bool = True) -> Iterator[None]:
+    """Run the block with ``torch.use_deterministic_algorithms(enabled)``; restore after."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(enabled)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
 def pretrained(name: str = "vgg-digits", *, progress: bool = True) -> nn.Module:
-    """The dense model ``name``, trained on first use, in eval mode on the CPU."""
+    """The dense model ``name``, trained on first use, in eval mode on the CPU.
+
+    Trained with the recipe's thread count and deterministic algorithms, so it is the
+    same whatever the caller's ``torch.get_num_threads()``."""
     recipe = _recipe(name)
     path = cache_path(name)
     model = recipe.build()
@@ -91,8 +131,9 @@ def pretrained(name: str = "vgg-digits", *, progress: bool = True) -> nn.Module:
             model = recipe.build()
     splits = load(recipe.dataset, seed=recipe.seed)
     train_loader, val_loader, _ = splits.loaders(recipe.batch_size, seed=recipe.seed)
-    train(model, train_loader, val_loader, epochs=recipe.epochs, lr=recipe.lr,
-          seed=recipe.seed, progress=progress)
+    with deterministic_algorithms(recipe.deterministic):
+        train(model, train_loader, val_loader, epochs=recipe.epochs, lr=recipe.lr,
+              seed=recipe.seed, threads=recipe.threads, progress=progress)
     payload = {"digest": recipe.digest(), "state_dict": model.state_dict()}
     write_atomically(path, lambda f: torch.save(payload, f))
     return model.eval()
@@ -112,9 +153,21 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
         raise
 
 
+def _written_by_labkit(path: Path) -> bool:
+    """Whether ``path`` is named as labkit names its cache files (or their temporary
+    files, :func:`write_atomically`'s ``<name><8 characters>.tmp``)."""
+    kinds = "|".join(re.escape(kind) for kind in (*sorted(RECIPES), *CACHE_KINDS_EXTRA))
+    suffixes = "|".join(re.escape(suffix) for suffix in CACHE_SUFFIXES)
+    pattern = rf"(?:{kinds})-[0-9a-f]{{16}}(?:{suffixes})(?:[a-z0-9_]{{8}}\.tmp)?"
+    return path.is_file() and re.fullmatch(pattern, path.name) is not None
+
+
 def clear_cache() -> list[Path]:
-    """Delete every cached file (models, latency tables); returns the paths removed."""
-    removed = sorted([*cache_dir().glob("*.pt"), *cache_dir().glob("*.json")])
+    """Delete the files labkit wrote into the cache folder (models, latency tables) and
+    nothing else; returns the paths removed."""
+    folder = cache_dir()
+    removed = sorted(p for p in folder.iterdir() if _written_by_labkit(p)) \
+        if folder.is_dir() else []
     for path in removed:
         path.unlink()
     return removed

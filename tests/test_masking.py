@@ -148,5 +148,5 @@ def test_slimming_masks_prune_the_smallest_gammas_across_layers():
 def test_slimming_masks_need_batchnorm_after_a_matching_layer():
     with pytest.raises(ValueError, match="model has no BatchNorm layer"):
         slimming_masks(MLP(16, (8,), 3), 0.5)
-    with pytest.raises(ValueError, match="does not follow a conv or linear layer"):
+    with pytest.raises(ValueError, match="not of a conv or linear layer: it cannot be paired"):
         slimming_masks(nn.Sequential(nn.BatchNorm1d(4), nn.Linear(4, 2)), 0.5)

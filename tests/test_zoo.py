@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from labkit import training, zoo
+from labkit import cli, training, zoo
 
 
 def test_pretrained_digits_vgg_reaches_97_percent_and_is_cached(digits):
@@ -53,13 +53,66 @@ def test_unknown_model_name():
         zoo.pretrained("resnet")
 
 
-def test_clear_cache(tmp_path, monkeypatch):
+def test_clear_cache_deletes_only_what_labkit_wrote(tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
-    (tmp_path / "x.pt").write_bytes(b"")
-    (tmp_path / "latency-1.json").write_text("{}")
-    (tmp_path / "notes.txt").write_text("mine")
-    assert zoo.clear_cache() == [tmp_path / "latency-1.json", tmp_path / "x.pt"]
-    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+    ours = [zoo.cache_path("vgg-digits"), tmp_path / f"latency-{'0' * 16}.json",
+            tmp_path / f"mlp-digits-{'a' * 16}.ptab_cd123.tmp"]
+    users = [tmp_path / name for name in ("x.pt", "latency-1.json", "notes.txt",
+                                          "my-model.pt", f"vgg-digits-{'a' * 16}.pt.bak")]
+    for path in ours + users:
+        path.write_bytes(b"")
+    (tmp_path / "results.json").mkdir()
+    assert zoo.clear_cache() == sorted(ours)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [p.name for p in users] + ["results.json"])
+
+
+def test_clear_cache_of_a_missing_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "missing"))
+    assert zoo.clear_cache() == []
+
+
+def test_cli_cache_clear_keeps_the_users_files(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    ours = zoo.cache_path("mlp-digits")
+    ours.write_bytes(b"")
+    (tmp_path / "weights.pt").write_bytes(b"mine")
+    assert cli.main(["cache", "clear"]) == 0
+    assert capsys.readouterr().out == f"removed {ours}\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["weights.pt"]
+
+
+def test_pretrained_is_the_same_whatever_the_thread_count(tmp_path, monkeypatch):
+    monkeypatch.setitem(zoo.RECIPES, "tiny", zoo.Recipe("vgg", epochs=2,
+                                                       options={"widths": [8, "M", 16]}))
+    previous = torch.get_num_threads()
+    states = {}
+    try:
+        for threads in (1, 2):
+            monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / str(threads)))
+            torch.set_num_threads(threads)
+            states[threads] = zoo.pretrained("tiny", progress=False).state_dict()
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(previous)
+    assert states[1].keys() == states[2].keys()
+    for key in states[1]:
+        assert torch.equal(states[1][key], states[2][key]), key
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_recipe_digest_records_threads_and_determinism():
+    recipe = zoo.Recipe("vgg")
+    assert (recipe.threads, recipe.deterministic) == (training.TRAIN_THREADS, True)
+    assert recipe.digest() != zoo.Recipe("vgg", threads=2).digest()
+    assert recipe.digest() != zoo.Recipe("vgg", deterministic=False).digest()
+
+
+def test_cache_file_names_and_digests():
+    assert zoo.cache_file("latency", "0123456789abcdef", ".json").name == \
+        "latency-0123456789abcdef.json"
+    with pytest.raises(ValueError, match="digest must be 16 hex digits"):
+        zoo.cache_file("latency", "xyz", ".json")
 
 
 def test_write_atomically_leaves_the_old_file_when_writing_fails(tmp_path):

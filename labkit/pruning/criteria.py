@@ -33,19 +33,24 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from labkit.measure import prunable_layers
-from labkit.validation import check_count
+from labkit.validation import (
+    batches,
+    check_count,
+    check_real,
+    check_seed,
+    check_tensor,
+    parameter_device,
+)
 
 BATCHNORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-def _check_tensor(value: torch.Tensor, argument: str) -> None:
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{argument} must be a torch.Tensor, got {type(value).__name__}")
-
-
 def magnitude(weight: torch.Tensor) -> torch.Tensor:
-    """Element-wise magnitude ``|w|`` (Han et al. 2015)."""
-    _check_tensor(weight, "weight")
+    """Element-wise magnitude ``|w|`` (Han et al. 2015).
+
+    ``weight``: a real tensor without NaN or infinity (a NaN would rank as the most
+    important weight of all)."""
+    check_tensor(weight, "weight")
     return weight.detach().abs()
 
 
@@ -53,9 +58,10 @@ def row_norm(weight: torch.Tensor, p: float = 2) -> torch.Tensor:
     """The Lp norm of every row ``weight[o]`` (an output channel): ``(sum_j |w_oj|^p)^(1/p)``.
 
     The lecture's example: ``[[3, -2], [1, -5]]`` has row L1 norms 5 and 6 and row L2
-    norms sqrt(13) and sqrt(26). ``p`` is a real number ``>= 1`` or ``math.inf``.
+    norms sqrt(13) and sqrt(26). ``p`` is a real number ``>= 1`` or ``math.inf``. An
+    integer ``weight`` is read as floating point (the norms are not integers).
     """
-    _check_tensor(weight, "weight")
+    check_tensor(weight, "weight")
     if weight.dim() < 2:
         raise ValueError(
             f"weight must have rows (dim() >= 2), got a {weight.dim()}-D tensor of shape "
@@ -63,13 +69,16 @@ def row_norm(weight: torch.Tensor, p: float = 2) -> torch.Tensor:
         )
     if isinstance(p, bool) or not isinstance(p, numbers.Real) or not p >= 1:
         raise ValueError(f"p must be a real number >= 1 (or math.inf), got {p!r}")
-    return torch.linalg.vector_norm(weight.detach().flatten(1), ord=p, dim=1)
+    values = weight.detach().flatten(1)
+    if not values.is_floating_point():
+        values = values.to(torch.get_default_dtype())
+    return torch.linalg.vector_norm(values, ord=float(p), dim=1)
 
 
 def random_importance(weight: torch.Tensor, *, seed: int) -> torch.Tensor:
     """Uniform random scores of ``weight``'s shape, drawn with ``seed``: the baseline."""
-    _check_tensor(weight, "weight")
-    generator = torch.Generator().manual_seed(seed)
+    check_tensor(weight, "weight", kind="any", finite=False)
+    generator = torch.Generator().manual_seed(check_seed(seed))
     return torch.rand(weight.shape, generator=generator).to(weight.device)
 
 
@@ -79,9 +88,15 @@ def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
 
 
 def _batchnorms(model: nn.Module) -> dict[str, nn.Module]:
+    """The BatchNorms of ``model``, each of which must have a scale ``gamma``."""
+    parameter_device(model)
     layers = {name: m for name, m in model.named_modules() if isinstance(m, BATCHNORM_TYPES)}
     if not layers:
         raise ValueError(f"model has no BatchNorm layer: {type(model).__name__}")
+    for name, bn in layers.items():
+        if bn.weight is None:
+            raise ValueError(f"BatchNorm {name!r} has no scale gamma (affine=False): network "
+                             "slimming needs affine BatchNorms, nn.BatchNorm2d(c, affine=True)")
     return layers
 
 
@@ -97,8 +112,7 @@ def slimming_penalty(model: nn.Module, strength: float = 1e-4) -> torch.Tensor:
     ``labkit.training.train(..., extra_loss=slimming_penalty)`` adds it to the loss
     (``functools.partial`` sets another ``strength``).
     """
-    if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or strength < 0:
-        raise ValueError(f"strength must be a real number >= 0, got {strength!r}")
+    strength = check_real(strength, "strength", 0.0)
     return strength * sum(bn.weight.abs().sum() for bn in _batchnorms(model).values())
 
 
@@ -109,22 +123,22 @@ def dataset_loss(model: nn.Module, loader: DataLoader) -> torch.Tensor:
     statistics (eval mode), so the loss is that of the model being pruned; the model's
     train/eval mode is restored afterwards.
     """
+    device = parameter_device(model)
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     total, count = 0.0, 0
-    for inputs, labels in loader:
-        total = total + F.cross_entropy(model(inputs.to(device)), labels.to(device),
-                                        reduction="sum")
-        count += labels.numel()
-    model.train(was_training)
-    if count == 0:
-        raise ValueError("loader is empty")
+    try:
+        for inputs, labels in batches(loader, "loader"):
+            total = total + F.cross_entropy(model(inputs.to(device)), labels.to(device),
+                                            reduction="sum")
+            count += labels.numel()
+    finally:
+        model.train(was_training)
     return total / count
 
 
 def _gradient_with_graph(loss: torch.Tensor, parameters: Iterable[torch.Tensor]):
-    _check_tensor(loss, "loss")
+    check_tensor(loss, "loss", kind="floating")
     if loss.numel() != 1:
         raise ValueError(f"loss must be a scalar, got shape {tuple(loss.shape)}")
     return torch.autograd.grad(loss, list(parameters), create_graph=True)
@@ -180,6 +194,7 @@ def hutchinson_hessian_diagonal(
     e.g. :func:`prunable_weights`).
     """
     check_count(samples, "samples")
+    seed = check_seed(seed)
     names = list(parameters)
     tensors = [parameters[name] for name in names]
     gradients = _gradient_with_graph(loss, tensors)
@@ -197,8 +212,8 @@ def hutchinson_hessian_diagonal(
 
 def obd_importance(weight: torch.Tensor, hessian_diagonal: torch.Tensor) -> torch.Tensor:
     """Optimal Brain Damage saliency ``1/2 * h_ii * w_i^2`` (LeCun et al. 1989)."""
-    _check_tensor(weight, "weight")
-    _check_tensor(hessian_diagonal, "hessian_diagonal")
+    check_tensor(weight, "weight")
+    check_tensor(hessian_diagonal, "hessian_diagonal")
     if hessian_diagonal.shape != weight.shape:
         raise ValueError(
             f"hessian_diagonal must have weight's shape {tuple(weight.shape)}, "
@@ -228,9 +243,9 @@ def fisher_diagonal(
     """
     parameters = prunable_weights(model) if parameters is None else parameters
     values = {name: tensor.detach() for name, tensor in parameters.items()}
+    device = parameter_device(model)
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
 
     def loss_for_label(values, image, label):
         logits = torch.func.functional_call(model, values, (image[None],))
@@ -240,7 +255,7 @@ def fisher_diagonal(
                                            in_dims=(None, 0, 0))
     sums = {name: torch.zeros_like(value) for name, value in values.items()}
     count = 0
-    for inputs, _ in loader:
+    for inputs, _ in batches(loader, "loader"):
         inputs = inputs.to(device)
         with torch.no_grad():
             probabilities = F.softmax(model(inputs), dim=1)
@@ -252,8 +267,6 @@ def fisher_diagonal(
                                                gradient**2)
         count += inputs.shape[0]
     model.train(was_training)
-    if count == 0:
-        raise ValueError("loader is empty")
     return {name: total / count for name, total in sums.items()}
 
 
@@ -274,19 +287,17 @@ def taylor_importance(
     parameters = prunable_weights(model) if parameters is None else parameters
     names = list(parameters)
     tensors = [parameters[name] for name in names]
+    device = parameter_device(model)
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     sums = [torch.zeros_like(t) for t in tensors]
-    batches = 0
-    for inputs, labels in loader:
+    count = 0
+    for inputs, labels in batches(loader, "loader"):
         loss = F.cross_entropy(model(inputs.to(device)), labels.to(device))
         gradients = torch.autograd.grad(loss, tensors, materialize_grads=True)
         for total, tensor, gradient in zip(sums, tensors, gradients, strict=True):
             total += (tensor.detach() * gradient).abs()
-        batches += 1
+        count += 1
     model.train(was_training)
-    if batches == 0:
-        raise ValueError("loader is empty")
-    return {name: total / batches for name, total in zip(names, sums, strict=True)}
+    return {name: total / count for name, total in zip(names, sums, strict=True)}
 

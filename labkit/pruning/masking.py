@@ -18,11 +18,12 @@ import copy
 from collections.abc import Mapping
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from labkit.measure import get_sparsity, prunable_layers
 from labkit.pruning.criteria import BATCHNORM_TYPES, scaling_factors
 from labkit.pruning.granularity import granularity_mask, mask_from_scores
+from labkit.validation import check_module, check_sparsity
 
 
 class Pruner:
@@ -34,8 +35,10 @@ class Pruner:
     """
 
     def __init__(self, model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        check_module(model)
+        if not isinstance(masks, Mapping):
+            raise TypeError(f"masks must be a dict from parameter name to bool tensor, got "
+                            f"{type(masks).__name__}")
         parameters = dict(model.named_parameters())
         self.model = model
         self.masks: dict[str, torch.Tensor] = {}
@@ -68,6 +71,8 @@ class Pruner:
         from layer name (``"backbone.conv1"``) to sparsity for the layers to prune.
         """
         layers = prunable_layers(model)
+        if not isinstance(granularity, str):
+            raise TypeError(f"granularity must be a str, got {type(granularity).__name__}")
         if isinstance(sparsity, Mapping):
             unknown = sorted(set(sparsity) - set(layers))
             if unknown:
@@ -114,17 +119,43 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Modul
 
 
 def _conv_of_each_batchnorm(model: nn.Module) -> dict[str, str]:
-    """Pair every BatchNorm with the Conv2d or Linear just before it (by module order)."""
-    pairs, previous = {}, None
-    for name, module in model.named_modules():
-        if isinstance(module, BATCHNORM_TYPES):
-            width = None if previous is None else previous[1].weight.shape[0]
-            if width != module.num_features:
-                raise ValueError(f"BatchNorm {name!r} ({module.num_features} features) does "
-                                 f"not follow a conv or linear layer of that many outputs")
-            pairs[name] = previous[0]
-        elif isinstance(module, (nn.Conv2d, nn.Linear)):
-            previous = (name, module)
+    """Pair every BatchNorm with the layer whose output it normalises, read off the graph
+    that ``torch.fx`` traces (not the order in which the modules were registered).
+
+    A BatchNorm pairs with a conv or linear layer when that layer's output is the
+    BatchNorm's input, the layer has as many outputs as the BatchNorm has features and
+    nothing else reads the layer's output; anything else raises ``ValueError``.
+    """
+    try:
+        graph = fx.symbolic_trace(model).graph
+    except Exception as error:  # any tracing failure: say what could not be paired
+        raise ValueError(
+            f"slimming_masks pairs each BatchNorm with its conv by tracing the model with "
+            f"torch.fx, which failed for {type(model).__name__}: {error}") from error
+    modules = dict(model.named_modules())
+    pairs: dict[str, str] = {}
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(modules[node.target], BATCHNORM_TYPES):
+            continue
+        bn = modules[node.target]
+        if node.target in pairs:
+            raise ValueError(f"BatchNorm {node.target!r} runs more than once in a forward "
+                             "pass: its channels cannot be pruned for one conv")
+        source = node.args[0]
+        layer = modules.get(source.target) if source.op == "call_module" else None
+        if not isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+            raise ValueError(f"BatchNorm {node.target!r} normalises the output of {source.name!r}"
+                             ", not of a conv or linear layer: it cannot be paired")
+        if layer.weight.shape[0] != bn.num_features or len(source.users) != 1:
+            raise ValueError(
+                f"BatchNorm {node.target!r} ({bn.num_features} features) cannot be paired with "
+                f"{source.target!r} ({layer.weight.shape[0]} outputs, read by "
+                f"{len(source.users)} nodes): pairing needs equal widths and one reader")
+        pairs[node.target] = source.target
+    unpaired = sorted(name for name, m in modules.items()
+                      if isinstance(m, BATCHNORM_TYPES) and name not in pairs)
+    if unpaired:
+        raise ValueError(f"BatchNorms {unpaired} do not run in the forward pass: cannot pair")
     return pairs
 
 
@@ -134,8 +165,11 @@ def slimming_masks(model: nn.Module, sparsity: float) -> dict[str, torch.Tensor]
     One global ranking over the BatchNorm scales of every layer (Liu et al. 2017):
     ``round(total_channels * sparsity)`` channels are pruned, wherever they are. A
     pruned channel loses its conv filter and its BatchNorm ``gamma`` and ``beta``, so
-    its output is exactly zero. Masks are keyed by parameter name.
+    its output is exactly zero. Masks are keyed by parameter name. Each BatchNorm is
+    paired with the conv whose output it normalises in the traced graph (``torch.fx``).
     """
+    check_module(model)
+    check_sparsity(sparsity)
     conv_of = _conv_of_each_batchnorm(model)
     gammas = scaling_factors(model)
     keep = mask_from_scores(torch.cat(list(gammas.values())), sparsity)
