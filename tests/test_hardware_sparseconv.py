@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from labkit.hardware import sparseconv
 from labkit.hardware.sparseconv import (
     SHAPES,
     TORUS_MAJOR_RADIUS,
@@ -232,3 +233,36 @@ def test_macs_count_every_dense_tap():
     assert macs.sparse == 4
     assert macs.dense == 2 * 27
     assert macs.reduction == pytest.approx(54 / 4)
+
+
+@pytest.mark.parametrize("ratio", [0, 10**9], ids=["sorted keys", "index grid"])
+def test_both_lookups_build_the_brute_force_map(monkeypatch, ratio):
+    monkeypatch.setattr(sparseconv, "INDEX_GRID_MAX_RATIO", ratio)
+    generator = torch.Generator().manual_seed(4)
+    coords = torch.randperm(12**3, generator=generator)[:90]
+    coords = torch.stack([coords // 144, coords // 12 % 12, coords % 12], dim=1) - 5
+    kernel_map = build_kernel_map(coords.int(), 3)
+    for offset, pairs in zip(kernel_map.offsets.tolist(), kernel_map.pairs, strict=True):
+        assert sorted(map(tuple, pairs.tolist())) == brute_force_pairs(coords, offset)
+        assert pairs[:, 1].tolist() == sorted(pairs[:, 1].tolist())
+
+
+def test_sparse_conv_rejects_a_kernel_map_of_other_coordinates():
+    kernel_map = build_kernel_map(TWO_VOXELS, 3)
+    others = torch.tensor([[0, 0, 0], [0, 0, 1]])
+    with pytest.raises(ValueError, match="kernel_map was built for other coordinates"):
+        sparse_conv3d(others, torch.ones(2, 3), torch.ones(4, 3, 3, 3, 3), kernel_map)
+    with pytest.raises(ValueError, match="kernel_map was built for other coordinates"):
+        sparse_conv3d(TWO_VOXELS.flip(0), torch.ones(2, 3), torch.ones(4, 3, 3, 3, 3),
+                      kernel_map)
+    with pytest.raises(TypeError, match="kernel_map must be a KernelMap"):
+        sparse_conv3d(TWO_VOXELS, torch.ones(2, 3), torch.ones(4, 3, 3, 3, 3),
+                      kernel_map.pairs)
+
+
+def test_the_map_keeps_its_own_copy_of_the_coordinates():
+    coords = TWO_VOXELS.clone()
+    kernel_map = build_kernel_map(coords, 3)
+    coords[1, 0] = 2
+    with pytest.raises(ValueError, match="other coordinates"):
+        sparse_conv3d(coords, torch.ones(2, 3), torch.ones(4, 3, 3, 3, 3), kernel_map)

@@ -23,17 +23,25 @@ import torch
 SHAPES = ("sphere", "torus", "box")
 TORUS_MAJOR_RADIUS = 1.0
 TORUS_MINOR_RADIUS = 0.4
+INDEX_GRID_MAX_RATIO = 8
+""":func:`build_kernel_map` reads a dense index grid when the box of keys has at most this
+many entries per query (filling the grid then costs about as much as the queries), and
+binary-searches the sorted keys otherwise."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class KernelMap:
     """For each kernel offset ``d``, the pairs ``(input index, output index)`` it connects.
 
-    ``offsets``: int64 ``k^3 x 3``, in the order of ``weight.flatten(2)`` for a ``conv3d``
-    weight ``(C_out, C_in, k, k, k)``. ``pairs[n]``: int64 ``P_n x 2`` for ``offsets[n]``.
+    ``coords``: the ``M x 3`` coordinates the map was built for (a copy), so that
+    :func:`sparse_conv3d` refuses the map for other coordinates. ``offsets``: int64
+    ``k^3 x 3``, in the order of ``weight.flatten(2)`` for a ``conv3d`` weight
+    ``(C_out, C_in, k, k, k)``. ``pairs[n]``: int64 ``P_n x 2`` for ``offsets[n]``, by
+    output index.
     """
 
     kernel_size: int
+    coords: torch.Tensor
     offsets: torch.Tensor
     pairs: tuple[torch.Tensor, ...]
 
@@ -120,27 +128,41 @@ def kernel_offsets(kernel_size: int) -> torch.Tensor:
 def build_kernel_map(coords: torch.Tensor, kernel_size: int) -> KernelMap:
     """The submanifold kernel map ``M_d = {(i, o) : c_i = c_o + d}`` for every offset ``d``.
 
-    The coordinates go into a hash table (a Python dict) keyed by one integer per voxel,
-    the coordinates shifted to be non-negative and packed ``key = (x * Y + y) * Z + z``
-    with room for the offsets, so that ``key(c + d) = key(c) + key_step(d)``. For each
-    offset, every output voxel ``o`` looks up ``key(c_o) + key_step(d)``; a hit is an input
-    ``i`` (Tang et al. 2022 build the same map with a GPU hash table).
+    Each voxel gets one integer key, the coordinates shifted to be non-negative and
+    packed ``key = (x * Y + y) * Z + z`` with room for the offsets, so that
+    ``key(c + d) = key(c) + key_step(d)``. For every offset at once, each output voxel
+    ``o`` looks up ``key(c_o) + key_step(d)``; a hit is an input ``i``. The lookup plays
+    the GPU hash table of Tang et al. 2022 with whole-tensor operations, no Python loop
+    over voxels:
+
+    * the keys sorted once, and a binary search per query (``torch.searchsorted``),
+      ``O(k^3 M log M)``;
+    * or, when the box of keys has at most :data:`INDEX_GRID_MAX_RATIO` entries per query,
+      a dense index grid over that box (``grid[key] = i``, -1 elsewhere; SpConv's way,
+      Yan et al. 2018), one read per query.
+
+    Both give the same map; pairs come by output index.
     """
     _check_coords(coords)
     offsets = kernel_offsets(kernel_size)
-    keys, strides = _packed_keys(coords, margin=kernel_size // 2)
-    table = {key: index for index, key in enumerate(keys.tolist())}
-    if len(table) != len(coords):
+    keys, strides, volume = _packed_keys(coords, margin=kernel_size // 2)
+    sorted_keys, order = torch.sort(keys)
+    if (sorted_keys[1:] == sorted_keys[:-1]).any():
         raise ValueError("coords must be unique: one row per active voxel")
-    output_keys = keys.tolist()
-    outputs = torch.arange(len(coords))
-    pairs = []
-    for offset in offsets:
-        step = int((offset * strides).sum())
-        inputs = torch.tensor([table.get(key + step, -1) for key in output_keys])
+    queries = keys + (offsets * strides).sum(dim=1)[:, None]
+    if volume <= INDEX_GRID_MAX_RATIO * queries.numel():
+        grid = torch.full((volume,), -1, dtype=torch.long)
+        grid[keys] = torch.arange(len(keys))
+        inputs = grid[queries]
         found = inputs >= 0
-        pairs.append(torch.stack([inputs[found], outputs[found]], dim=1))
-    return KernelMap(kernel_size=kernel_size, offsets=offsets, pairs=tuple(pairs))
+    else:
+        positions = torch.searchsorted(sorted_keys, queries).clamp_(max=len(keys) - 1)
+        found = sorted_keys[positions] == queries
+        inputs = order[positions]
+    outputs = found.nonzero()[:, 1]
+    pairs = torch.stack([inputs[found], outputs], dim=1).split(found.sum(dim=1).tolist())
+    return KernelMap(kernel_size=kernel_size, coords=coords.clone(), offsets=offsets,
+                     pairs=tuple(pairs))
 
 
 def sparse_conv3d(
@@ -153,29 +175,28 @@ def sparse_conv3d(
 
     ``y = 0``; for each offset ``d`` with pairs ``(i, o)`` in ``M_d``:
     ``y[o] += feats[i] @ W_d.T``, where ``W_d = weight[:, :, a, b, c]`` is ``C_out x C_in``.
-    Equal to ``conv3d(grid, weight, padding=k//2)`` read at the active sites.
+    Equal to ``conv3d(grid, weight, padding=k//2)`` read at the active sites. The gather
+    and the scatter-add run once over the pairs of all offsets, the GEMMs offset by offset.
 
     ``coords``: int64 ``M x 3`` unique; ``feats``: ``M x C_in``;
     ``weight``: ``(C_out, C_in, k, k, k)`` with odd ``k``; ``kernel_map``: from
-    :func:`build_kernel_map` (built here when None). Returns ``M x C_out``.
+    :func:`build_kernel_map` for these ``coords`` (built here when None; a map built for
+    other coordinates or another kernel size raises ``ValueError``). Returns
+    ``M x C_out``.
     """
     _check_coords(coords)
     _check_conv_weight(weight, feats, len(coords))
     kernel_size = weight.shape[-1]
     if kernel_map is None:
         kernel_map = build_kernel_map(coords, kernel_size)
-    if kernel_map.kernel_size != kernel_size:
-        raise ValueError(
-            f"kernel_map was built for kernel_size={kernel_map.kernel_size}, "
-            f"but weight has kernel size {kernel_size}"
-        )
+    _check_kernel_map(kernel_map, coords, kernel_size)
+    pairs = torch.cat(kernel_map.pairs)
+    gathered = feats[pairs[:, 0]].split([len(p) for p in kernel_map.pairs])
     weight_per_offset = weight.flatten(2)
+    products = torch.cat([rows @ weight_per_offset[:, :, index].T
+                          for index, rows in enumerate(gathered)])
     output = torch.zeros(len(coords), weight.shape[0], dtype=feats.dtype)
-    for index, pairs in enumerate(kernel_map.pairs):
-        gathered = feats[pairs[:, 0]]
-        products = gathered @ weight_per_offset[:, :, index].T
-        output.index_add_(0, pairs[:, 1], products)
-    return output
+    return output.index_add_(0, pairs[:, 1], products)
 
 
 def to_dense_grid(coords: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
@@ -237,12 +258,13 @@ def _box(n_points: int, generator: torch.Generator) -> torch.Tensor:
     return points
 
 
-def _packed_keys(coords: torch.Tensor, margin: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One integer key per voxel, and the strides ``(Y * Z, Z, 1)`` that make it."""
-    shifted = coords - coords.amin(dim=0) + margin
+def _packed_keys(coords: torch.Tensor, margin: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One integer key per voxel, the strides ``(Y * Z, Z, 1)`` that make it, and the
+    number ``X * Y * Z`` of keys in the box."""
+    shifted = coords.long() - coords.amin(dim=0) + margin
     extent = shifted.amax(dim=0) + margin + 1
     strides = torch.stack([extent[1] * extent[2], extent[2], torch.ones_like(extent[2])])
-    return (shifted * strides).sum(dim=1), strides
+    return (shifted * strides).sum(dim=1), strides, int(extent.prod())
 
 
 def _check_points(points: torch.Tensor) -> None:
@@ -268,6 +290,22 @@ def _check_kernel_size(kernel_size: int) -> None:
         raise TypeError(f"kernel_size must be an int, got {type(kernel_size).__name__}")
     if kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be an odd int >= 1 (1, 3, 5, ...), got {kernel_size}")
+
+
+def _check_kernel_map(kernel_map: KernelMap, coords: torch.Tensor, kernel_size: int) -> None:
+    if not isinstance(kernel_map, KernelMap):
+        raise TypeError(f"kernel_map must be a KernelMap from build_kernel_map, got "
+                        f"{type(kernel_map).__name__}")
+    if kernel_map.kernel_size != kernel_size:
+        raise ValueError(
+            f"kernel_map was built for kernel_size={kernel_map.kernel_size}, "
+            f"but weight has kernel size {kernel_size}"
+        )
+    if kernel_map.coords.shape != coords.shape or not torch.equal(kernel_map.coords, coords):
+        raise ValueError(
+            f"kernel_map was built for other coordinates than coords ({len(coords)} voxels): "
+            "build it with build_kernel_map(coords, kernel_size) for these coordinates"
+        )
 
 
 def _check_conv_weight(weight: torch.Tensor, feats: torch.Tensor, num_voxels: int) -> None:
