@@ -1,0 +1,232 @@
+"""Pruning a transformer language model: magnitude, Wanda, SparseGPT (labkit.pruning.llm)."""
+
+import pytest
+import torch
+from torch import nn
+
+from labkit.data import load
+from labkit.models import GPT
+from labkit.pruning import llm
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return load("pydoc")
+
+
+@pytest.fixture(scope="module")
+def model(corpus):
+    """A GPT trained for a few steps: enough for activations with structure."""
+    torch.manual_seed(0)
+    gpt = GPT(corpus.vocab_size, context=16, width=32, depth=2, heads=2)
+    llm.train_language_model(gpt, corpus, steps=30, batch_size=16, progress=False)
+    return gpt
+
+
+@pytest.fixture(scope="module")
+def calibration(corpus, model):
+    return corpus.windows("train", model.context, count=32, seed=1)
+
+
+def random_problem(rows=12, columns=32, tokens=200, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.randn(rows, columns, generator=generator)
+    scale = torch.rand(columns, generator=generator) * 3
+    inputs = torch.randn(tokens, columns, generator=generator) * scale
+    return weight, 2 * inputs.T @ inputs / tokens
+
+
+def test_gpt_shapes_and_tied_head(corpus):
+    gpt = GPT(corpus.vocab_size, context=8, width=16, depth=1, heads=2)
+    assert gpt(torch.zeros(3, 8, dtype=torch.long)).shape == (3, 8, corpus.vocab_size)
+    assert gpt.head.weight is gpt.token.weight
+    assert list(llm.linear_layers(gpt)) == ["blocks.0.attn.qkv", "blocks.0.attn.proj",
+                                            "blocks.0.mlp.fc", "blocks.0.mlp.proj"]
+    with pytest.raises(ValueError, match="context=8"):
+        gpt(torch.zeros(1, 9, dtype=torch.long))
+
+
+def test_gpt_is_causal():
+    gpt = GPT(10, context=6, width=8, depth=1, heads=2).eval()
+    tokens = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    changed = tokens.clone()
+    changed[0, 4] = 9
+    torch.testing.assert_close(gpt(tokens)[0, :4], gpt(changed)[0, :4])
+
+
+def test_training_beats_the_unigram_baseline(corpus, model):
+    counts = torch.bincount(corpus.train, minlength=corpus.vocab_size).double() + 1
+    unigram = torch.exp(-(counts / counts.sum()).log()[corpus.val].mean()).item()
+    windows = corpus.windows("val", model.context)[:200]
+    assert llm.perplexity(model, windows) < unigram
+
+
+def test_wanda_score_and_row_mask():
+    weight = torch.tensor([[1.0, -2.0, 3.0, -4.0], [4.0, 3.0, -2.0, 1.0]])
+    norms = torch.tensor([4.0, 1.0, 1.0, 0.5])
+    scores = llm.wanda_score(weight, norms)
+    torch.testing.assert_close(scores, torch.tensor([[4.0, 2, 3, 2], [16, 3, 2, 0.5]]))
+    keep = llm.row_mask(scores, 0.5)
+    assert keep.tolist() == [[True, False, True, False], [True, True, False, False]]
+    assert llm.mask(weight.abs(), sparsity=0.5, group="layer").sum() == 4
+
+
+def test_masks_hit_their_sparsity_and_pattern():
+    scores = torch.rand(8, 16, generator=torch.Generator().manual_seed(0))
+    assert (llm.mask(scores, sparsity=0.25).sum(dim=1) == 12).all()
+    keep = llm.mask(scores, nm=(2, 4))
+    assert (keep.reshape(8, 4, 4).sum(dim=-1) == 2).all()
+
+
+@pytest.mark.parametrize("block_size", [4, 16, 128])
+@pytest.mark.parametrize("target", [{"sparsity": 0.5}, {"sparsity": 0.7}, {"nm": (2, 4)}])
+def test_blocked_sparsegpt_equals_the_column_by_column_reference(block_size, target):
+    weight, hessian = random_problem()
+    blocked, keep = llm.sparsegpt(weight, hessian, block_size=block_size, **target)
+    reference, reference_keep = llm.sparsegpt_reference(weight, hessian,
+                                                        mask_block=block_size, **target)
+    assert torch.equal(keep, reference_keep)
+    torch.testing.assert_close(blocked, reference, atol=1e-5, rtol=0)
+    assert torch.equal(blocked == 0, ~keep)
+
+
+def test_obs_update_zeroes_the_column_and_leaves_earlier_ones():
+    weight, hessian = random_problem(rows=3, columns=6)
+    factor = llm.inverse_hessian_factor(hessian).float()
+    keep = torch.tensor([True, False, False])
+    updated = llm.obs_update(weight, factor, 2, keep)
+    assert updated[1, 2] == 0 and updated[2, 2] == 0 and updated[0, 2] == weight[0, 2]
+    torch.testing.assert_close(updated[:, :2], weight[:, :2])
+    assert not torch.equal(updated[1:, 3:], weight[1:, 3:])
+
+
+def test_sparsegpt_reconstructs_better_than_magnitude_on_random_layers():
+    weight, hessian = random_problem(seed=3)
+    pruned, _ = llm.sparsegpt(weight, hessian, sparsity=0.5)
+    magnitude = weight * llm.mask(weight.abs(), sparsity=0.5)
+    assert llm.reconstruction_error(weight, pruned, hessian) < \
+        llm.reconstruction_error(weight, magnitude, hessian)
+
+
+@pytest.mark.parametrize("target", [{"sparsity": 0.5}, {"nm": (2, 4)}])
+def test_sparsegpt_beats_magnitude_on_every_layer_of_the_model(model, calibration, target):
+    magnitude = llm.prune(model, calibration, "magnitude", **target)
+    sparsegpt = llm.prune(model, calibration, "sparsegpt", **target)
+    assert magnitude.errors.keys() == sparsegpt.errors.keys() == llm.linear_layers(model).keys()
+    for name in magnitude.errors:
+        assert sparsegpt.errors[name] < magnitude.errors[name], name
+
+
+@pytest.mark.parametrize("method", llm.METHODS)
+def test_prune_returns_a_pruned_copy(model, calibration, method):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = llm.prune(model, calibration, method, sparsity=0.5)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    pruned_layers = llm.linear_layers(result.model)
+    for name, layer in pruned_layers.items():
+        assert (layer.weight == 0).float().mean() == pytest.approx(0.5, abs=0.02), name
+        assert torch.equal(layer.weight != 0, result.masks[name] & (layer.weight != 0))
+    assert torch.equal(result.model.token.weight, model.token.weight)
+    assert result.seconds > 0
+
+
+def test_prune_is_sequential(model, calibration):
+    """The second layer's statistics come from the model whose first layer is pruned."""
+    result = llm.prune(model, calibration, "wanda", sparsity=0.5)
+    second = list(llm.linear_layers(model))[1]
+    dense = llm.input_statistics(model, second, calibration)
+    partly = llm.prune(model, calibration, "wanda", sparsity=0.5, skip=("head", second))
+    sequential = llm.input_statistics(partly.model, second, calibration)
+    assert not torch.allclose(dense.gram, sequential.gram)
+    expected = llm.wanda_score(model.get_submodule(second).weight, sequential.norms)
+    assert torch.equal(result.masks[second], llm.row_mask(expected, 0.5))
+
+
+def test_wanda_masks_follow_input_norms(model, calibration):
+    result = llm.prune(model, calibration, "wanda", sparsity=0.5)
+    name = "blocks.0.attn.qkv"
+    statistics = llm.input_statistics(model, name, calibration)
+    weight = model.get_submodule(name).weight
+    assert torch.equal(result.masks[name], llm.row_mask(llm.wanda_score(weight, statistics.norms),
+                                                        0.5))
+
+
+# --- bad input ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sparsity", [-0.1, 1.0, 1.5])
+def test_sparsity_outside_the_range(model, calibration, sparsity):
+    with pytest.raises(ValueError, match=r"sparsity must be in \[0, 1\)"):
+        llm.prune(model, calibration, "wanda", sparsity=sparsity)
+    with pytest.raises(ValueError, match="sparsity"):
+        llm.sparsegpt(*random_problem(), sparsity=sparsity)
+
+
+def test_nm_that_does_not_divide_the_input_size(model, calibration):
+    with pytest.raises(ValueError, match="m=3 must divide the input size in_features=32"):
+        llm.prune(model, calibration, "sparsegpt", nm=(2, 3))
+    with pytest.raises(ValueError, match="m=5 must divide"):
+        llm.sparsegpt(*random_problem(columns=32), nm=(2, 5))
+    with pytest.raises(ValueError, match="n <= m"):
+        llm.mask(torch.rand(2, 4), nm=(5, 4))
+    with pytest.raises(ValueError, match="block_size must be a multiple of m=4"):
+        llm.sparsegpt(*random_problem(), nm=(2, 4), block_size=6)
+
+
+def test_exactly_one_target(model, calibration):
+    with pytest.raises(ValueError, match="exactly one of sparsity"):
+        llm.prune(model, calibration, "wanda")
+    with pytest.raises(ValueError, match="exactly one of sparsity"):
+        llm.prune(model, calibration, "wanda", sparsity=0.5, nm=(2, 4))
+
+
+def test_empty_or_short_calibration(model, corpus):
+    with pytest.raises(ValueError, match="at least one sample"):
+        llm.prune(model, torch.zeros(0, 16, dtype=torch.long), "wanda", sparsity=0.5)
+    short = corpus.windows("train", 8, count=4)
+    with pytest.raises(ValueError, match="context of 16 tokens, got 9"):
+        llm.prune(model, short, "sparsegpt", sparsity=0.5)
+    with pytest.raises(TypeError, match="int64"):
+        llm.prune(model, torch.zeros(2, 16), "wanda", sparsity=0.5)
+
+
+def test_model_without_linear_layers(calibration):
+    class Embedding(nn.Module):
+        context = 16
+
+        def __init__(self):
+            super().__init__()
+            self.token = nn.Embedding(10, 4)
+
+        def forward(self, tokens):
+            return self.token(tokens)
+
+    with pytest.raises(ValueError, match="must have an nn.Linear layer"):
+        llm.prune(Embedding(), calibration, "magnitude", sparsity=0.5)
+
+
+@pytest.mark.parametrize("damping", [0, -0.01])
+def test_damping_not_positive(model, calibration, damping):
+    with pytest.raises(ValueError, match="damping must be a positive"):
+        llm.prune(model, calibration, "sparsegpt", sparsity=0.5, damping=damping)
+    with pytest.raises(ValueError, match="damping must be a positive"):
+        llm.sparsegpt(*random_problem(), sparsity=0.5, damping=damping)
+
+
+def test_unknown_method_and_group(model, calibration):
+    with pytest.raises(ValueError, match="method must be one of"):
+        llm.prune(model, calibration, "random", sparsity=0.5)
+    with pytest.raises(ValueError, match="group must be one of"):
+        llm.mask(torch.rand(2, 4), sparsity=0.5, group="column")
+
+
+def test_wanda_score_shape_mismatch():
+    with pytest.raises(ValueError, match=r"input_norms must have shape \(4,\)"):
+        llm.wanda_score(torch.rand(2, 4), torch.rand(3))
+
+
+def test_perplexity_and_windows_bad_input(corpus, model):
+    with pytest.raises(ValueError, match="at least one window"):
+        llm.perplexity(model, torch.zeros(0, 17, dtype=torch.long))
+    with pytest.raises(ValueError, match="split must be one of"):
+        corpus.windows("validation", 16)
