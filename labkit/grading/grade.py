@@ -1,18 +1,25 @@
-"""Grading: merge each submission into the instructor notebook, run nbval, read the table.
+"""Grading: merge each submission into the instructor notebook, run it in a sandbox,
+let the referee decide.
 
 A student cannot be trusted with the checks, so a submission is never run as it is.
-The grader builds a *merged* notebook: the instructor notebook, with its stored
-expected check outputs, where only the ``exercise`` and ``question`` cells take the
-source of the student's cell of the same cell id (a missing id counts as unanswered,
-that is, the released placeholder). Editing a check cell or its stored output in a
-submission therefore changes nothing.
+The grader builds a *merged* notebook: the instructor notebook where only the
+``exercise`` and ``question`` cells take the source of the student's cell of the same
+cell id (a missing id counts as unanswered, that is, the released placeholder). Editing
+a check cell or its stored output in a submission therefore changes nothing.
 
-The merged notebook runs under ``pytest --nbval-lax`` in a fresh kernel, in a fresh
-temporary folder, with a scrubbed environment and resource limits, and nbval reports
-each code cell as a test item named ``Cell N`` (N counts code cells) in a junit XML
-file. Each check cell's item gives its grade: passed, or failed with the check's own
-message. A cell that times out or a kernel that dies fails every check after it.
-Submissions grade in parallel, one kernel each; the tables are written atomically.
+The merged notebook runs under ``pytest --nbval-lax`` in a fresh kernel inside a
+bubblewrap sandbox (:mod:`labkit.grading.sandbox`; ``sandbox=False`` falls back to a
+scrubbed environment and a private folder), with resource limits, a disk quota and
+timeouts. In the sandbox the checks run in grading mode: they record the student's
+outcomes on the public cases and on hidden cases drawn from this run's secret seed, and
+decide nothing. After the sandbox has ended, :mod:`labkit.grading.referee` compares the
+outcomes with the reference computed here. A check earns its points when nbval ran its
+cell without error (``Cell N`` of the junit report, N counting code cells), the referee
+accepts every case, and neither the exercise cells' syntax
+(:mod:`labkit.grading.inspection`) nor the kernel's tripwire (:mod:`labkit.grading.kernel`)
+shows a call of the reference the exercise replaces. A cell that times out or a kernel
+that dies fails every check after it. Submissions grade in parallel, one sandbox each;
+the tables are written by the grader alone, atomically, after every sandbox has ended.
 """
 
 from __future__ import annotations
@@ -20,18 +27,21 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import json
 import multiprocessing
 import os
 import re
 import resource
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,20 +51,21 @@ import nbformat
 import psutil
 from nbformat import NotebookNode
 
+from labkit.grading import inspection, referee, sandbox
+from labkit.grading.checks import CHECKS
+from labkit.grading.checks.core import GRADING_DIR, GRADING_SEED, RECORDED
 from labkit.grading.release import ANSWER_PLACEHOLDER, release_notebook, tags, write_atomically
 
 if TYPE_CHECKING:
     from labkit.grading.shards import Shard
 
-GRADE_COLUMNS = ("student", "lab", "check", "passed", "points", "earned", "message")
-TOTAL_COLUMNS = ("student", "lab", "earned", "points", "questions", "notes")
+GRADE_COLUMNS = ("student", "lab", "check", "passed", "points", "earned", "message", "mode")
+TOTAL_COLUMNS = ("student", "lab", "earned", "points", "questions", "notes", "mode")
 ANSWER_COLUMNS = ("student", "lab", "question", "prompt", "answer")
 ALL_LABS = "(all labs)"
 MAX_SUBMISSION_BYTES = 100 * 2**20
-SUSPICIOUS = re.compile(
-    r"\b(checks|labkit\.grading|run_check|CheckFailed|builtins|__builtins__|sys\.modules"
-    r"|sys\.stdout|__import__|importlib|os\.system|subprocess)\b"
-)
+SANDBOX, PROCESS = "sandbox", "process"
+"""The two modes a submission is graded in, as the tables record them."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +75,11 @@ class Limits:
     ``cell_timeout_s``: wall time of one cell (nbval interrupts it);
     ``notebook_timeout_s``: wall time of the whole run (then every process is killed);
     ``memory_gib``: address space of each process (``RLIMIT_AS``);
-    ``file_size_mib``: largest file a process may write (``RLIMIT_FSIZE``).
+    ``file_size_mib``: largest file a process may write (``RLIMIT_FSIZE``);
+    ``disk_mib``: what the submission's folder may hold in all (watched; past it every
+    process is killed), and the size of the sandbox's ``/tmp``;
+    ``processes``: processes and threads of the submission (``RLIMIT_NPROC``, in the
+    sandbox's own user namespace).
     The CPU time limit (``RLIMIT_CPU``) is the notebook timeout times the threads.
     """
 
@@ -72,6 +87,8 @@ class Limits:
     notebook_timeout_s: float = 900
     memory_gib: float = 4
     file_size_mib: float = 256
+    disk_mib: float = 1024
+    processes: int = 256
 
     def __post_init__(self) -> None:
         for limit in fields(self):
@@ -97,6 +114,7 @@ class CheckCell:
     cell_id: str
     name: str
     points: int
+    call: str = ""
 
 
 @dataclass(frozen=True)
@@ -129,6 +147,7 @@ class LabGrade:
     checks: list[CheckResult]
     answers: list[Answer] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    mode: str = SANDBOX
 
     @property
     def earned(self) -> int:
@@ -164,7 +183,7 @@ def check_cells(notebook: NotebookNode, name: str = "notebook") -> list[CheckCel
         label = call.group(1) if call else f"check cell {cell.id}"
         if any(check.name == label for check in found):
             label = f"{label} ({cell.id})"
-        found.append(CheckCell(index, cell.id, label, points))
+        found.append(CheckCell(index, cell.id, label, points, call.group(1) if call else ""))
     return found
 
 
@@ -196,6 +215,9 @@ def load_labs(labs: Path, names: Iterable[str] | None = None) -> dict[str, Noteb
         release_notebook(notebook, f"{lab}.ipynb")
         code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
         for check in check_cells(notebook, f"{lab}.ipynb"):
+            if check.call not in CHECKS:
+                raise ValueError(f"{lab}.ipynb, check cell {check.cell_id}: it calls no known "
+                                 f"check (known: checks.{', checks.'.join(sorted(CHECKS))})")
             if not code_cells[check.code_index].outputs:
                 raise ValueError(f"{lab}.ipynb, check cell {check.cell_id}: no stored output to "
                                  f"compare with; execute the lab first (labkit execute)")
@@ -277,10 +299,16 @@ def merge(instructor: NotebookNode, answers: Mapping[str, str]) -> tuple[Noteboo
 
     ``answers`` maps cell ids to the student's sources. Only the source is taken (not
     the student's outputs, tags or metadata); a cell id missing from ``answers`` gets
-    the released placeholder. Returns the merged notebook (a new one) and the ids of
-    the missing cells.
+    the released placeholder. Each check cell's stored output becomes the one line a
+    check prints in grading mode (``<name>: results recorded``), which nbval compares.
+    Returns the merged notebook (a new one) and the ids of the missing cells.
     """
     merged = copy.deepcopy(instructor)
+    code_cells = [cell for cell in merged.cells if cell.cell_type == "code"]
+    for check in check_cells(merged):
+        line = f"{CHECKS[check.call].name}: {RECORDED}\n" if check.call in CHECKS else ""
+        code_cells[check.code_index].outputs = [
+            nbformat.v4.new_output("stream", name="stdout", text=line)]
     released = release_notebook(instructor)
     missing = []
     for cell, placeholder in zip(merged.cells, released.cells, strict=True):
@@ -316,18 +344,31 @@ def question_answers(instructor: NotebookNode, answers: Mapping[str, str]) -> li
     return found
 
 
-def review_notes(instructor: NotebookNode, answers: Mapping[str, str]) -> list[str]:
-    """Exercise cells whose code names the checks, the import system or the process.
+def replaced_functions(instructor: NotebookNode) -> dict[str, list[str]]:
+    """The labkit functions this lab's exercises replace, each with its checks' names."""
+    replaced: dict[str, list[str]] = {}
+    for check in check_cells(instructor):
+        for function in CHECKS[check.call].replaces if check.call in CHECKS else ():
+            replaced.setdefault(function, []).append(CHECKS[check.call].name)
+    return replaced
 
-    A heuristic for a human to look at: exercise code runs in the same kernel as the
-    checks and could replace them; honest solutions have no reason to use these names.
-    """
+
+def exercise_findings(instructor: NotebookNode, answers: Mapping[str, str]
+                      ) -> dict[str, inspection.Findings]:
+    """What each answered exercise cell's syntax reaches for, by cell id."""
+    short = {function.rpartition(".")[2] for function in replaced_functions(instructor)}
+    return {cell.id: inspection.inspect_source(answers[cell.id], short)
+            for cell in instructor.cells if "exercise" in tags(cell) and cell.id in answers}
+
+
+def review_notes(instructor: NotebookNode, answers: Mapping[str, str]) -> list[str]:
+    """Exercise cells whose code reaches for frames, hooks, the grading package or the
+    process: for a person to look at (reference use is scored by :func:`reference_uses`)."""
     notes = []
-    for cell in instructor.cells:
-        if "exercise" in tags(cell) and cell.id in answers:
-            names = sorted(set(SUSPICIOUS.findall(answers[cell.id])))
-            if names:
-                notes.append(f"review exercise cell {cell.id}: it uses {', '.join(names)}")
+    for cell_id, found in exercise_findings(instructor, answers).items():
+        if found.review:
+            notes.append(f"review exercise cell {cell_id}: it uses "
+                         f"{', '.join(sorted(found.review))}")
     return notes
 
 
@@ -336,12 +377,28 @@ def review_notes(instructor: NotebookNode, answers: Mapping[str, str]) -> list[s
 
 @dataclass(frozen=True)
 class NbvalRun:
-    """What one pytest run left behind: the junit XML (None if none) and the log tail."""
+    """What one pytest run left behind: the junit XML (None if none), the log tail, and
+    why it was stopped (``"time"``, ``"disk"`` or ``""``)."""
 
     junit: str | None
     returncode: int
     log_tail: str
-    timed_out: bool
+    stopped: str = ""
+
+    @property
+    def timed_out(self) -> bool:
+        return self.stopped == "time"
+
+
+@dataclass(frozen=True)
+class GradingRun:
+    """What a graded kernel needs besides the notebook: the run's secret seed, and the
+    exercise sources and replaced functions the tripwire watches."""
+
+    seed: int
+    exercises: tuple[str, ...] = ()
+    replaced: dict = field(default_factory=dict)
+    sandboxed: bool = True
 
 
 def _apply_limits(limits: Limits, threads: int) -> None:
@@ -352,11 +409,16 @@ def _apply_limits(limits: Limits, threads: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
     resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+    resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
 
 
-def kernel_environment(root: Path, threads: int) -> dict[str, str]:
-    """The whole environment of pytest and its kernel: nothing of the instructor's."""
-    return {
+def kernel_environment(root: Path, threads: int, seed: int | None = None) -> dict[str, str]:
+    """The whole environment of pytest and its kernel: nothing of the instructor's.
+
+    ``root`` is the scratch folder as the kernel sees it. With a ``seed``, the checks
+    run in grading mode and IPython's profile under ``root`` installs the tripwire.
+    """
+    env = {
         "HOME": str(root / "home"),
         "TMPDIR": str(root / "tmp"),
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"]),
@@ -365,7 +427,12 @@ def kernel_environment(root: Path, threads: int) -> dict[str, str]:
         "OMP_NUM_THREADS": str(threads),
         "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
         "JUPYTER_PLATFORM_DIRS": "1",
+        "MPLBACKEND": "agg",
     }
+    if seed is not None:
+        env |= {GRADING_DIR: str(root / "results"), GRADING_SEED: str(seed),
+                "IPYTHONDIR": str(root / "ipython")}
+    return env
 
 
 def _kill_tree(process: subprocess.Popen) -> None:
@@ -386,46 +453,91 @@ def _kill_tree(process: subprocess.Popen) -> None:
     process.wait()
 
 
-def run_nbval(notebook: NotebookNode, limits: Limits, cache: Path | None = None,
-              threads: int = 1) -> NbvalRun:
-    """Run ``pytest --nbval-lax`` on ``notebook`` in a fresh temporary folder.
-
-    The folder holds ``work/`` (the kernel's working folder, with the notebook),
-    ``home/``, ``tmp/``, ``cache/`` (a copy of the ``*.pt`` files of ``cache``, so the
-    kernel never trains and never touches the instructor's cache) and ``report/``.
-    """
-    with tempfile.TemporaryDirectory(prefix="labkit-grade-", ignore_cleanup_errors=True) as name:
-        root = Path(name)
-        for folder in ("work", "home", "tmp", "cache", "report"):
-            (root / folder).mkdir()
-        for model in sorted(Path(cache).glob("*.pt")) if cache else []:
-            shutil.copy2(model, root / "cache" / model.name)
-        (root / "work" / "pytest.ini").write_text("[pytest]\n")
-        nbformat.write(notebook, root / "work" / "submission.ipynb")
-        junit, log = root / "report" / "junit.xml", root / "report" / "pytest.log"
-        command = [
-            sys.executable, "-m", "pytest", "-p", "nbval.plugin", "-p", "no:cacheprovider",
-            "--nbval-lax", "--nbval-current-env", f"--nbval-cell-timeout={limits.cell_timeout_s}",
-            f"--junitxml={junit}", "--color=no", "-q", "submission.ipynb",
-        ]
-        with open(log, "wb") as output:
-            process = subprocess.Popen(
-                command, cwd=root / "work", env=kernel_environment(root, threads),
-                stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=partial(_apply_limits, limits, threads),
-            )
+def folder_bytes(folder: Path) -> int:
+    """What the files under ``folder`` hold, in bytes (links not followed)."""
+    total = 0
+    for path, _, files in os.walk(folder):
+        for name in files:
             try:
-                process.wait(timeout=limits.notebook_timeout_s)
-                timed_out = False
-            except subprocess.TimeoutExpired:
-                _kill_tree(process)
-                timed_out = True
-        return NbvalRun(
-            junit=junit.read_text(encoding="utf-8", errors="replace") if junit.exists() else None,
-            returncode=process.returncode,
-            log_tail=log.read_bytes()[-2000:].decode("utf-8", errors="replace"),
-            timed_out=timed_out,
+                total += os.lstat(os.path.join(path, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _prepare(root: Path, notebook: NotebookNode, cache: Path | None, run: GradingRun,
+             inside: Path) -> None:
+    """The scratch folder: ``work/`` (the notebook), ``home/``, ``tmp/``, ``cache/`` (a
+    copy of the pretrained ``*.pt`` files, so the kernel never trains and never touches
+    the instructor's cache), ``results/``, ``report/`` and the IPython profile whose
+    startup file installs the tripwire."""
+    for folder in ("work", "home", "tmp", "cache", "report", "results"):
+        (root / folder).mkdir()
+    for model in sorted(Path(cache).glob("*.pt")) if cache else []:
+        shutil.copy2(model, root / "cache" / model.name)
+    (root / "work" / "pytest.ini").write_text("[pytest]\n")
+    nbformat.write(notebook, root / "work" / "submission.ipynb")
+    startup = root / "ipython" / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    settings = {"exercises": list(run.exercises), "replaces": run.replaced,
+                "log": str(inside / "results" / referee.TRIPWIRE_LOG)}
+    (root / "tripwire.json").write_text(json.dumps(settings))
+    (startup / "00-labkit-tripwire.py").write_text(
+        "from labkit.grading import kernel\n"
+        f"kernel.install({str(inside / 'tripwire.json')!r})\n"
+        "del kernel\n")
+
+
+def run_nbval(root: Path, notebook: NotebookNode, limits: Limits, cache: Path | None,
+              threads: int, run: GradingRun) -> NbvalRun:
+    """Run ``pytest --nbval-lax`` on ``notebook`` over the scratch folder ``root``, in a
+    sandbox when ``run.sandboxed``; kill everything past the time limit or the disk
+    quota."""
+    inside = sandbox.INSIDE if run.sandboxed else root
+    _prepare(root, notebook, cache, run, inside)
+    junit, log = inside / "report" / "junit.xml", root / "report" / "pytest.log"
+    argv = [
+        sys.executable, "-m", "pytest", "-p", "nbval.plugin", "-p", "no:cacheprovider",
+        "--nbval-lax", "--nbval-current-env", f"--nbval-cell-timeout={limits.cell_timeout_s}",
+        f"--junitxml={junit}", "--color=no", "-q", "submission.ipynb",
+    ]
+    env = kernel_environment(inside, threads, run.seed)
+    if run.sandboxed:
+        argv = sandbox.command(root, argv, env, limits.disk_mib)
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            argv, cwd=root / "work", env=env, stdin=subprocess.DEVNULL, stdout=output,
+            stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=partial(_apply_limits, limits, threads),
         )
+        stopped = _watch(process, root, limits)
+    report = root / "report" / "junit.xml"
+    return NbvalRun(
+        junit=report.read_text(encoding="utf-8", errors="replace")
+        if report.is_file() and not report.is_symlink() else None,
+        returncode=process.returncode,
+        log_tail=log.read_bytes()[-2000:].decode("utf-8", errors="replace"),
+        stopped=stopped,
+    )
+
+
+def _watch(process: subprocess.Popen, root: Path, limits: Limits) -> str:
+    """Wait for ``process``; kill its tree past the time limit (``"time"``) or when the
+    scratch folder outgrows the disk quota (``"disk"``)."""
+    deadline = time.monotonic() + limits.notebook_timeout_s
+    quota = limits.disk_mib * 2**20
+    while True:
+        try:
+            process.wait(timeout=0.5)
+            return ""
+        except subprocess.TimeoutExpired:
+            pass
+        if time.monotonic() > deadline:
+            _kill_tree(process)
+            return "time"
+        if folder_bytes(root) > quota:
+            _kill_tree(process)
+            return "disk"
 
 
 # --- reading the junit report -------------------------------------------------------
@@ -493,18 +605,25 @@ def parse_junit(text: str, cell_timeout_s: float) -> dict[int, CellOutcome]:
     return outcomes
 
 
+Verdicts = Callable[[CheckCell], referee.Verdict]
+"""The referee's verdict on a check cell (its results, compared outside the kernel)."""
+
+
 def score(notebook: NotebookNode, checks: list[CheckCell], run: NbvalRun,
-          limits: Limits) -> list[CheckResult]:
+          limits: Limits, verdict: Verdicts | None = None) -> list[CheckResult]:
     """One result per check cell; after a cell that stops the kernel, every check fails.
 
-    The report counts only when pytest finished normally (exit code 0 or 1): pytest
-    then wrote it last, over anything student code may have put in its place.
+    A check passes when nbval ran its cell without error and, with a referee
+    (``verdict``), the referee accepts it. The report counts only when pytest finished
+    normally (exit code 0 or 1).
     """
-    if run.timed_out or run.junit is None or run.returncode not in (0, 1):
-        reason = (f"not run: the notebook ran past its total time limit of "
-                  f"{limits.notebook_timeout_s:g} s" if run.timed_out
-                  else f"not run: pytest exited with code {run.returncode}: "
-                       f"{run.log_tail.strip()[-300:]}")
+    if run.stopped or run.junit is None or run.returncode not in (0, 1):
+        reason = {"time": f"not run: the notebook ran past its total time limit of "
+                          f"{limits.notebook_timeout_s:g} s",
+                  "disk": f"not run: the submission wrote more than its disk quota of "
+                          f"{limits.disk_mib:g} MiB"}.get(
+            run.stopped, f"not run: pytest exited with code {run.returncode}: "
+                         f"{run.log_tail.strip()[-300:]}")
         return [CheckResult(check.name, False, check.points, reason) for check in checks]
     outcomes = parse_junit(run.junit, limits.cell_timeout_s)
     code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
@@ -515,6 +634,10 @@ def score(notebook: NotebookNode, checks: list[CheckCell], run: NbvalRun,
         check = by_index.get(index)
         if check and stopped:
             results.append(CheckResult(check.name, False, check.points, stopped))
+        elif check and outcome.passed and verdict is not None:
+            judged = verdict(check)
+            results.append(CheckResult(check.name, judged.passed, check.points,
+                                       judged.message))
         elif check:
             results.append(CheckResult(check.name, outcome.passed, check.points,
                                        outcome.message))
@@ -534,25 +657,62 @@ def failed(submission: Submission, checks: list[CheckCell], reason: str) -> LabG
                     notes=[reason])
 
 
+def reference_uses(instructor: NotebookNode, answers: Mapping[str, str],
+                   tripwire: list[str]) -> dict[str, str]:
+    """The checks that earn nothing for calling their reference, with the reason: named
+    in an exercise cell's syntax, or seen called by the kernel's tripwire."""
+    replaced = replaced_functions(instructor)
+    flagged: dict[str, str] = {}
+    for cell_id, found in exercise_findings(instructor, answers).items():
+        for function, names in replaced.items():
+            if function.rpartition(".")[2] in found.reference:
+                for name in names:
+                    flagged.setdefault(name, f"reference use: exercise cell {cell_id} names "
+                                             f"{function}, which this exercise asks you to write")
+    for function in tripwire:
+        for name in replaced.get(function, ()):
+            flagged.setdefault(name, f"reference use: {function} was called from the "
+                                     "student's code while grading")
+    return flagged
+
+
 def grade_submission(submission: Submission, instructor: NotebookNode,
                      limits: Limits = Limits(), cache: Path | None = None,
-                     threads: int = 1) -> LabGrade:
-    """Grade one submission; any problem with it becomes failed checks and a note."""
+                     threads: int = 1, *, seed: int = 0, sandboxed: bool = True) -> LabGrade:
+    """Grade one submission; any problem with it becomes failed checks and a note.
+
+    ``seed`` draws the hidden cases (keep it secret from students); ``sandboxed``
+    False runs the kernel without bubblewrap (the grade records the mode).
+    """
+    mode = SANDBOX if sandboxed else PROCESS
     checks = check_cells(instructor, submission.lab)
     if submission.path is None:
-        return failed(submission, checks, "not submitted")
+        return replace(failed(submission, checks, "not submitted"), mode=mode)
     try:
         answers = read_submission(submission.path)
     except (SubmissionError, OSError) as error:
-        return failed(submission, checks, f"unreadable submission: {error}")
+        return replace(failed(submission, checks, f"unreadable submission: {error}"), mode=mode)
     merged, missing = merge(instructor, answers)
     notes = review_notes(instructor, answers)
     if missing:
         notes.insert(0, f"cells missing from the submission (unanswered): {', '.join(missing)}")
-    run = run_nbval(merged, limits, cache, threads)
-    return LabGrade(submission.student, submission.lab,
-                    score(merged, checks, run, limits),
-                    question_answers(instructor, answers), notes)
+    exercises = tuple(cell.source for cell in merged.cells if "exercise" in tags(cell))
+    run = GradingRun(seed, exercises, replaced_functions(instructor), sandboxed)
+    with tempfile.TemporaryDirectory(prefix="labkit-grade-", ignore_cleanup_errors=True) as name:
+        root = Path(name)
+        outcome = run_nbval(root, merged, limits, cache, threads, run)
+        flagged = reference_uses(instructor, answers, referee.tripwire_calls(root / "results"))
+
+        def verdict(check: CheckCell) -> referee.Verdict:
+            name = CHECKS[check.call].name
+            if name in flagged:
+                return referee.Verdict(False, flagged[name])
+            return referee.judge(check.call, root / "results", seed)
+
+        results = score(merged, checks, outcome, limits, verdict)
+    notes += sorted({reason for reason in flagged.values()} - set(notes))
+    return LabGrade(submission.student, submission.lab, results,
+                    question_answers(instructor, answers), notes, mode)
 
 
 def available_cores() -> int:
@@ -565,7 +725,7 @@ def available_cores() -> int:
 def grade(submissions: Path, labs: Path, out: Path, *, jobs: int | None = None,
           limits: Limits = Limits(), cache: Path | None = None,
           on_graded: Callable[[LabGrade], None] | None = None,
-          shard: Shard | None = None,
+          shard: Shard | None = None, sandboxed: bool = True, seed: int | None = None,
           ) -> tuple[list[LabGrade], list[str]]:
     """Grade every submission in ``submissions`` against ``labs``; write the tables.
 
@@ -575,7 +735,16 @@ def grade(submissions: Path, labs: Path, out: Path, *, jobs: int | None = None,
     ``<out>-questions.csv`` (see :func:`write_tables`). Returns the grades and what was
     ignored in ``submissions``. With a ``shard`` (:class:`~labkit.grading.shards.Shard`),
     only the students it holds are graded and written.
+
+    Each submission runs in its own bubblewrap sandbox; when none can start here this
+    raises :class:`~labkit.grading.sandbox.SandboxUnavailable` naming what to install,
+    before anything is graded. ``sandboxed=False`` grades with process isolation only
+    (the tables say so per row). ``seed`` draws the hidden cases (default: a fresh
+    secret per run).
     """
+    if sandboxed:
+        sandbox.require()
+    seed = secrets.randbits(31) if seed is None else seed
     cores = available_cores()
     if jobs is None:
         jobs = cores
@@ -590,14 +759,16 @@ def grade(submissions: Path, labs: Path, out: Path, *, jobs: int | None = None,
     context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         futures = {pool.submit(grade_submission, submission, instructors[submission.lab],
-                               limits, cache, threads): submission for submission in found}
+                               limits, cache, threads, seed=seed, sandboxed=sandboxed):
+                   submission for submission in found}
         for future in as_completed(futures):
             submission = futures[future]
             try:
                 grades.append(future.result())
             except Exception as error:  # a grader failure costs this submission only
                 checks = check_cells(instructors[submission.lab], submission.lab)
-                grades.append(failed(submission, checks, f"grading error: {error!r}"))
+                grades.append(replace(failed(submission, checks, f"grading error: {error!r}"),
+                                      mode=SANDBOX if sandboxed else PROCESS))
             if on_graded:
                 on_graded(grades[-1])
     grades.sort(key=lambda lab_grade: (lab_grade.student, lab_grade.lab))
@@ -625,21 +796,23 @@ def _csv(columns: tuple[str, ...], rows: Iterable[tuple]) -> str:
 def write_tables(grades: list[LabGrade], out: Path) -> tuple[Path, Path, Path]:
     """Write the three grade tables atomically; returns their paths.
 
-    - ``out``: student, lab, check, passed, points, earned, message (one row per check);
+    - ``out``: student, lab, check, passed, points, earned, message, mode (one row per
+      check; mode ``sandbox`` or ``process``, see :func:`grade`);
     - ``<out>-totals.csv``: student, lab, earned, points, questions (how many to grade
       by hand), notes; plus one ``(all labs)`` row per student;
     - ``<out>-questions.csv``: student, lab, question (cell id), prompt, answer.
     """
     checks_path, totals_path, answers_path = table_paths(out)
-    checks_rows = [(g.student, g.lab, r.check, r.passed, r.points, r.earned, r.message)
-                   for g in grades for r in g.checks]
+    checks_rows = [(g.student, g.lab, r.check, r.passed, r.points, r.earned, r.message,
+                    g.mode) for g in grades for r in g.checks]
     totals_rows = []
     for student in sorted({g.student for g in grades}):
         own = [g for g in grades if g.student == student]
         totals_rows += [(g.student, g.lab, g.earned, g.points, len(g.answers),
-                         "; ".join(g.notes)) for g in own]
+                         "; ".join(g.notes), g.mode) for g in own]
         totals_rows.append((student, ALL_LABS, sum(g.earned for g in own),
-                            sum(g.points for g in own), sum(len(g.answers) for g in own), ""))
+                            sum(g.points for g in own), sum(len(g.answers) for g in own), "",
+                            "/".join(sorted({g.mode for g in own}))))
     answers_rows = [(g.student, g.lab, a.question, a.prompt, a.answer)
                     for g in grades for a in g.answers]
     write_atomically(checks_path, _csv(GRADE_COLUMNS, checks_rows))

@@ -100,10 +100,17 @@ def release_notebook(notebook: NotebookNode, name: str = "notebook") -> Notebook
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``.
+
+    The file gets the permissions a plain ``open`` would give (``0o666`` less the umask),
+    so the instructor's group can read it, not the private ``0o600`` of a temporary file.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as file:
             file.write(text)
         os.replace(temporary, path)
