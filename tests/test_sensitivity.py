@@ -111,9 +111,11 @@ def test_index_overhead_asks_for_more_sparsity():
 
 def test_allocator_rejects_bad_budgets():
     model, scan = two_layer_scan()
-    for budget in (0.0, 1.5, -0.1, True):
-        with pytest.raises(ValueError, match=r"budget must be a fraction .* in \(0, 1\]"):
+    for budget in (0.0, 1.5, -0.1, float("nan")):
+        with pytest.raises(ValueError, match=r"budget must be a finite number in \(0, 1\]"):
             sensitivity.allocate_sparsities(model, scan, budget)
+    with pytest.raises(TypeError, match="budget must be a real number, got bool"):
+        sensitivity.allocate_sparsities(model, scan, True)
     with pytest.raises(ValueError, match="out of reach"):
         sensitivity.allocate_sparsities(model, scan, 0.05)
 

@@ -44,6 +44,14 @@ from labkit.pruning.channels import (
     get_input_channel_importance,
     remove_channels,
 )
+from labkit.validation import (
+    batches,
+    check_count,
+    check_indices,
+    check_seed,
+    check_tensor,
+    parameter_device,
+)
 
 
 def apoz(activations: torch.Tensor) -> torch.Tensor:
@@ -51,10 +59,10 @@ def apoz(activations: torch.Tensor) -> torch.Tensor:
 
     ``activations``: ``(N, C)`` or ``(N, C, ...)``; returns a float tensor ``(C,)``, the
     fraction of the entries of each channel, over the batch and all positions, that are
-    exactly 0.
+    exactly 0. NaN activations are refused (a NaN is not a zero, yet not an activation
+    either).
     """
-    if not isinstance(activations, torch.Tensor):
-        raise TypeError(f"activations must be a torch.Tensor, got {type(activations).__name__}")
+    check_tensor(activations, "activations", kind="any")
     if activations.dim() < 2:
         raise ValueError(
             f"activations must be (N, C, ...) with a channel dim, got shape "
@@ -70,16 +78,25 @@ def collect_apoz(model: nn.Module, loader: DataLoader) -> dict[str, torch.Tensor
 
     Forward hooks count the zeros per channel batch after batch, so the result equals
     :func:`apoz` of the concatenated activations. Runs in eval mode; the model's mode
-    is restored.
+    is restored. Each ``nn.ReLU`` module must run once per forward pass: one module
+    reused at two places would mix the activations of two layers, and is refused (give
+    each place its own ``nn.ReLU()``). A functional ``F.relu`` is not seen at all.
     """
+    device = parameter_device(model)
     relus = {name: m for name, m in model.named_modules() if isinstance(m, nn.ReLU)}
     if not relus:
         raise ValueError(f"model has no nn.ReLU module: {type(model).__name__}")
     zeros: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = dict.fromkeys(relus, 0)
+    calls: dict[str, int] = dict.fromkeys(relus, 0)
 
     def counter(name: str):
         def hook(module, inputs, output):
+            calls[name] += 1
+            if calls[name] > 1:
+                raise ValueError(f"nn.ReLU {name!r} runs {calls[name]} times in one forward "
+                                 "pass: APoZ would mix the activations of different layers; "
+                                 "give each place its own nn.ReLU()")
             per_channel = output.numel() // output.shape[1]
             zeros[name] = zeros.get(name, 0.0) + apoz(output).cpu().double() * per_channel
             counts[name] += per_channel
@@ -88,16 +105,14 @@ def collect_apoz(model: nn.Module, loader: DataLoader) -> dict[str, torch.Tensor
     handles = [relu.register_forward_hook(counter(name)) for name, relu in relus.items()]
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     try:
-        for inputs, _ in loader:
+        for inputs, _ in batches(loader, "loader"):
+            calls.update(dict.fromkeys(relus, 0))
             model(inputs.to(device))
     finally:
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    if not zeros:
-        raise ValueError("loader is empty")
     return {name: (zeros[name] / counts[name]).float() for name in relus}
 
 
@@ -118,19 +133,12 @@ class ConvSample:
         return self.patches.shape[1]
 
 
-def _check_int(name: str, value: int, low: int, high: int | None, meaning: str = "") -> None:
-    """``value`` must be an int in ``[low, high]`` (``high=None``: no upper bound)."""
-    upper = "inf)" if high is None else f"{high}]"
-    if (isinstance(value, bool) or not isinstance(value, int) or value < low
-            or (high is not None and value > high)):
-        note = f" ({meaning})" if meaning else ""
-        raise ValueError(f"{name} must be an int in [{low}, {upper}{note}, got {value!r}")
-
-
 def _next_conv(model: VGG, conv_index: int) -> tuple[str, nn.Conv2d]:
     blocks = conv_blocks(model)
-    _check_int("conv_index", conv_index, 0, len(blocks) - 2,
-               "a conv followed by another conv")
+    if len(blocks) < 2:
+        raise ValueError(f"model must have two convs or more (a conv followed by another), "
+                         f"got {len(blocks)}")
+    check_count(conv_index, "conv_index", 0, len(blocks) - 2)
     name = blocks[conv_index + 1][0]
     conv = getattr(model.backbone, name)
     if conv.bias is not None:
@@ -153,7 +161,9 @@ def sample_next_conv(
     with ``seed`` (He et al. sample 10 per image). The patches are the conv's input
     unfolded with its own kernel size, padding, stride and dilation.
     """
-    _check_int("positions_per_image", positions_per_image, 1, None)
+    check_count(positions_per_image, "positions_per_image", 1)
+    seed = check_seed(seed)
+    device = parameter_device(model)
     _, conv = _next_conv(model, conv_index)
     captured: list[tuple[torch.Tensor, torch.Tensor]] = []
     handle = conv.register_forward_hook(
@@ -161,10 +171,9 @@ def sample_next_conv(
     generator = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     patches, outputs = [], []
     try:
-        for images, _ in loader:
+        for images, _ in batches(loader, "loader"):
             model(images.to(device))
             x, z = captured.pop()
             unfolded = F.unfold(x, conv.kernel_size, dilation=conv.dilation,
@@ -177,8 +186,6 @@ def sample_next_conv(
     finally:
         handle.remove()
         model.train(was_training)
-    if not patches:
-        raise ValueError("loader is empty")
     x_patches = torch.cat(patches).reshape(-1, conv.in_channels, conv.weight[0, 0].numel())
     return ConvSample(x_patches.cpu(), torch.cat(outputs).cpu())
 
@@ -213,8 +220,8 @@ def lasso_channel_selection(
     the answer is the largest ``alpha`` at which at least ``num_keep`` are non-zero, and
     of those the ``num_keep`` of largest ``|beta_c|``.
     """
-    _check_int("num_keep", num_keep, 1, sample.num_channels)
-    _check_int("num_alphas", num_alphas, 2, None)
+    check_count(num_keep, "num_keep", 1, sample.num_channels)
+    check_count(num_alphas, "num_alphas", 2)
     contributions = channel_contributions(sample, weight).flatten(0, 1).double().numpy()
     target = sample.outputs.flatten().double().numpy()
     gram = contributions.T @ contributions
@@ -232,7 +239,7 @@ def lasso_channel_selection(
 
 def magnitude_channel_selection(weight: torch.Tensor, num_keep: int) -> torch.Tensor:
     """The ``num_keep`` input channels of largest L2 norm (the data-free baseline), sorted."""
-    _check_int("num_keep", num_keep, 1, weight.shape[1])
+    check_count(num_keep, "num_keep", 1, weight.shape[1])
     importance = get_input_channel_importance(weight)
     return torch.argsort(importance, descending=True, stable=True)[:num_keep].sort().values
 
@@ -250,7 +257,7 @@ def least_squares_weight(
     ``torch.linalg.lstsq`` in double precision. Returns a conv weight
     ``(n, |S|, kh, kw)`` for the kept channels in the order of ``keep``.
     """
-    keep = torch.as_tensor(keep, dtype=torch.long)
+    keep = check_indices(keep, "keep", sample.num_channels)
     x = _kept_patches(sample, keep).double()
     solution = torch.linalg.lstsq(x, sample.outputs.double()).solution
     weight = solution.T.reshape(sample.outputs.shape[1], keep.numel(), *kernel_size)
@@ -264,7 +271,7 @@ def reconstruction_error(sample: ConvSample, weight: torch.Tensor,
     ``weight`` is ``(n, |S|, kh, kw)``: the weights of the kept channels, in the order of
     ``keep`` (the original weight sliced, or a least-squares refit).
     """
-    keep = torch.as_tensor(keep, dtype=torch.long)
+    keep = check_indices(keep, "keep", sample.num_channels)
     _check_weight(sample, weight, keep.numel())
     prediction = _kept_patches(sample, keep).double() @ weight.detach().cpu().flatten(1).T.double()
     residual = (sample.outputs.double() - prediction).pow(2).sum()
@@ -310,7 +317,7 @@ def regression_channel_prune(
     data: the refit is a fit). ``model`` is not changed.
     """
     name, conv = _next_conv(model, conv_index)
-    _check_int("num_keep", num_keep, 1, conv.in_channels)
+    check_count(num_keep, "num_keep", 1, conv.in_channels)
     sample = sample_next_conv(model, conv_index, loader,
                               positions_per_image=positions_per_image, seed=seed)
     chosen = lasso_channel_selection(sample, conv.weight, num_keep)

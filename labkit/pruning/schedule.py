@@ -42,7 +42,14 @@ from tqdm.auto import tqdm
 from labkit.measure import prunable_layers
 from labkit.pruning.masking import Pruner, apply_masks
 from labkit.training import FINETUNE_LR, TRAIN_LR, evaluate, finetune, train
-from labkit.validation import check_count, check_sparsity
+from labkit.validation import (
+    check_count,
+    check_loader,
+    check_module,
+    check_names,
+    check_seed,
+    check_sparsity,
+)
 
 LECTURE_SPARSITIES = (0.2, 0.4, 0.6, 0.7, 0.9)
 """The lecture's iterative schedule: 20 -> 40 -> 60 -> 70 -> 90% sparsity."""
@@ -79,6 +86,9 @@ class PruningResult:
 
 
 def _check_increasing(sparsities: Sequence[float]) -> None:
+    if isinstance(sparsities, (str, bytes)) or not isinstance(sparsities, Sequence):
+        raise TypeError(f"sparsities must be a list of sparsities, got "
+                        f"{type(sparsities).__name__} {sparsities!r}")
     if len(sparsities) == 0:
         raise ValueError("sparsities must hold at least one sparsity, got an empty list")
     for sparsity in sparsities:
@@ -102,6 +112,7 @@ def layer_sparsities(
     """
     check_sparsity(sparsity)
     layers = prunable_layers(model)
+    dense_layers = check_names(dense_layers, "dense_layers")
     unknown = sorted(set(dense_layers) - set(layers))
     if unknown:
         raise ValueError(f"dense_layers names {unknown}, which are not prunable layers of "
@@ -147,6 +158,7 @@ def prune_and_finetune(
     """One turn of the loop, **in place**: new magnitude masks at ``sparsity``, then
     ``epochs`` of finetuning with the masks kept (none when ``epochs`` is 0)."""
     check_count(epochs, "epochs", 0)
+    check_seed(seed)
     pruner = magnitude_pruner(model, sparsity, granularity, dense_layers)
     pruner.apply()
     pruned_accuracy = evaluate(model, val_loader)
@@ -204,6 +216,8 @@ def iterative(
     """
     _check_increasing(sparsities)
     check_count(finetune_epochs_per_step, "finetune_epochs_per_step", 1)
+    check_seed(seed)
+    check_seed(seed + len(sparsities) - 1, "seed + len(sparsities) - 1")
     pruned = copy.deepcopy(model)
     steps = [
         prune_and_finetune(pruned, sparsity, train_loader, val_loader,
@@ -327,6 +341,7 @@ def agp(
     training happens at ``s_final``. The model is the one at the end (no best-epoch
     choice: an earlier epoch is a denser model).
     """
+    check_loader(train_loader, "train_loader")
     step_every = len(train_loader) if step_every is None else step_every
     check_count(n, "n", 1)
     check_count(step_every, "step_every", 1)
@@ -355,6 +370,8 @@ def random_reinit(initial: nn.Module, masks: Mapping[str, torch.Tensor], seed: i
     """The control for a lottery ticket: the same architecture and ``masks``, new
     random initial weights (each module's ``reset_parameters``, seeded by ``seed``;
     the global random state is left as it was)."""
+    check_module(initial, "initial")
+    seed = check_seed(seed)
     reinitialised = copy.deepcopy(initial)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -414,6 +431,7 @@ def lottery_ticket(
     training's learning rate ``lr``, ``seed``). A winning ticket trains as well as the
     dense network; the random re-initialisation of the same mask does not.
     """
+    check_seed(seed)
     masks = magnitude_pruner(trained, sparsity, granularity, dense_layers).masks
     candidates = {"ticket": rewind(initial, masks),
                   "reinit": random_reinit(initial, masks, seed + 1)}

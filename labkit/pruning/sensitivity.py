@@ -36,6 +36,7 @@ from labkit.measure import model_size_bits, prunable_layers, tensor_size_bits
 from labkit.pruning.granularity import GRANULARITIES, granularity_mask
 from labkit.pruning.masking import Pruner, apply_masks
 from labkit.training import evaluate
+from labkit.validation import check_loader, check_module, check_names, check_real
 
 SPARSITY_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
 """The default scan grid: 0.05, 0.10, ..., 0.95."""
@@ -64,7 +65,10 @@ def _check_sparsities(sparsities: Sequence[float]) -> tuple[float, ...]:
     if not values:
         raise ValueError("sparsities must not be empty")
     for value in values:
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"sparsities must hold numbers, got {type(value).__name__} "
+                            f"{value!r}")
+        if not 0 < value < 1:
             raise ValueError(f"sparsities must be numbers in (0, 1), got {value!r}")
     if list(values) != sorted(set(values)):
         raise ValueError(f"sparsities must be strictly increasing, got {list(values)}")
@@ -80,6 +84,7 @@ def _layers(model: nn.Module, names: Sequence[str] | None) -> dict[str, nn.Modul
     layers = prunable_layers(model)
     if names is None:
         return layers
+    names = check_names(names, "layers")
     unknown = [name for name in names if name not in layers]
     if unknown:
         raise ValueError(f"layers {unknown} are not prunable layers of the model; "
@@ -103,8 +108,10 @@ def sensitivity_scan(
     not take part in a choice. ``layers`` defaults to every prunable layer (Conv2d and
     Linear). ``model`` is not changed (the scan works on a copy).
     """
+    check_module(model)
     grid = _check_sparsities(sparsities)
     _check_granularity(granularity)
+    check_loader(val_loader, "val_loader")
     scanned = copy.deepcopy(model)
     targets = _layers(scanned, layers)
     dense_accuracy = evaluate(scanned, val_loader)
@@ -125,8 +132,8 @@ def sensitivity_scan(
 
 
 def _check_budget(budget: float) -> None:
-    if isinstance(budget, bool) or not isinstance(budget, numbers.Real) or not 0 < budget <= 1:
-        raise ValueError(f"budget must be a fraction of the dense size in (0, 1], got {budget!r}")
+    """``budget``: a fraction of the dense size, in (0, 1]."""
+    check_real(budget, "budget", 0.0, 1.0, low_open=True)
 
 
 def _size_bits(model: nn.Module, data_width: int, index: str | None) -> int:
@@ -160,6 +167,18 @@ def size_fraction(
     return _size_bits(pruned, data_width, index) / model_size_bits(model, data_width)
 
 
+def _check_scan_of(scan: SensitivityScan, layers: Mapping[str, nn.Module]) -> None:
+    """``scan`` must be a scan of this model: every layer it scanned a prunable layer here."""
+    if not isinstance(scan, SensitivityScan):
+        raise TypeError(f"scan must be a SensitivityScan (from sensitivity_scan), got "
+                        f"{type(scan).__name__}")
+    foreign = sorted(set(scan.accuracies) - set(layers))
+    if foreign:
+        raise ValueError(f"scan is not a scan of this model: it scanned layers {foreign}, "
+                         f"which the model does not have; its prunable layers are "
+                         f"{sorted(layers)}")
+
+
 def allocate_sparsities(
     model: nn.Module,
     scan: SensitivityScan,
@@ -178,6 +197,7 @@ def allocate_sparsities(
     """
     _check_budget(budget)
     layers = prunable_layers(model)
+    _check_scan_of(scan, layers)
     levels = [0.0, *scan.sparsities]
     bits: dict[str, list[int]] = {}
     for name in scan.accuracies:
@@ -225,6 +245,7 @@ def uniform_sparsity_for_budget(
     ``tolerance``; the baseline the allocator is compared with at the same size.
     """
     _check_budget(budget)
+    check_real(tolerance, "tolerance", 0.0, 0.5, low_open=True)
     names = list(prunable_layers(model))
 
     def fits(sparsity: float) -> bool:
