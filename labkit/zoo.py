@@ -34,8 +34,9 @@ import torch
 from torch import nn
 
 from labkit import __version__
-from labkit.data import load
-from labkit.models import DIGITS_WIDTHS, MLP, VGG
+from labkit.data import Corpus, load
+from labkit.models import DIGITS_WIDTHS, GPT, MLP, VGG
+from labkit.pruning.llm import train_language_model
 from labkit.training import TRAIN_LR, TRAIN_THREADS, train
 
 
@@ -62,11 +63,19 @@ class Recipe:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"vgg": VGG, "mlp": MLP}
+def pydoc_gpt(**options) -> GPT:
+    """A :class:`~labkit.models.GPT` over the characters of the ``pydoc`` corpus."""
+    return GPT(load("pydoc").vocab_size, **options)
+
+
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"vgg": VGG, "mlp": MLP,
+                                                      "gpt-pydoc": pydoc_gpt}
 
 RECIPES: dict[str, Recipe] = {
     "vgg-digits": Recipe("vgg", options={"widths": list(DIGITS_WIDTHS)}),
     "mlp-digits": Recipe("mlp", options={"hidden": [128, 64]}),
+    "gpt-pydoc": Recipe("gpt-pydoc", dataset="pydoc", epochs=3, lr=5e-3, batch_size=32,
+                        options={"context": 64, "width": 96, "depth": 2, "heads": 4}),
 }
 
 
@@ -130,10 +139,15 @@ def pretrained(name: str = "vgg-digits", *, progress: bool = True) -> nn.Module:
                           stacklevel=2)
             model = recipe.build()
     splits = load(recipe.dataset, seed=recipe.seed)
-    train_loader, val_loader, _ = splits.loaders(recipe.batch_size, seed=recipe.seed)
     with deterministic_algorithms(recipe.deterministic):
-        train(model, train_loader, val_loader, epochs=recipe.epochs, lr=recipe.lr,
-              seed=recipe.seed, threads=recipe.threads, progress=progress)
+        if isinstance(splits, Corpus):
+            train_language_model(model, splits, epochs=recipe.epochs, lr=recipe.lr,
+                                 batch_size=recipe.batch_size, seed=recipe.seed,
+                                 threads=recipe.threads, progress=progress)
+        else:
+            train_loader, val_loader, _ = splits.loaders(recipe.batch_size, seed=recipe.seed)
+            train(model, train_loader, val_loader, epochs=recipe.epochs, lr=recipe.lr,
+                  seed=recipe.seed, threads=recipe.threads, progress=progress)
     payload = {"digest": recipe.digest(), "state_dict": model.state_dict()}
     write_atomically(path, lambda f: torch.save(payload, f))
     return model.eval()

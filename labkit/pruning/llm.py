@@ -42,8 +42,9 @@ from tqdm.auto import tqdm
 
 from labkit.data import Corpus
 from labkit.pruning.granularity import mask_from_scores, nm_mask
-from labkit.training import seed_everything
-from labkit.validation import check_count, check_sparsity
+from labkit.search import torch_threads
+from labkit.training import TRAIN_THREADS, seed_everything
+from labkit.validation import check_count, check_real, check_sparsity
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
 """The pruning criteria :func:`prune` knows."""
@@ -92,41 +93,45 @@ def train_language_model(
     model: nn.Module,
     corpus: Corpus,
     *,
-    steps: int = 400,
+    epochs: int = 3,
     batch_size: int = 32,
     lr: float = 5e-3,
     weight_decay: float = 0.01,
     seed: int = 0,
+    threads: int | None = TRAIN_THREADS,
     progress: bool = True,
 ) -> list[float]:
-    """Train ``model`` in place on random training windows of ``corpus``; returns the losses.
+    """Train ``model`` in place on random training windows of ``corpus``; returns the
+    loss of every step.
 
+    An epoch is as many steps of ``batch_size`` windows of ``model.context + 1`` tokens as
+    the training split has tokens to fill; batch ``s`` is drawn with seed ``seed + s``.
     AdamW (Loshchilov and Hutter 2019) with a linear warm-up over the first 5% of the
-    steps and a cosine decay to zero, as nanoGPT trains; batch ``s`` is ``batch_size``
-    windows of ``model.context + 1`` tokens drawn with seed ``seed + s``.
+    steps and a cosine decay to zero, as nanoGPT trains, on ``threads`` torch threads.
     """
-    check_count(steps, "steps")
+    check_count(epochs, "epochs")
     check_count(batch_size, "batch_size")
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr!r}")
-    seed_everything(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99),
-                                  weight_decay=weight_decay)
-    warmup = max(1, steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
-        (s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * s / steps))))
-    model.train()
-    losses = []
-    for step in tqdm(range(steps), desc="train", unit="step", disable=not progress,
-                     leave=False):
-        windows = corpus.windows("train", model.context, count=batch_size, seed=seed + step)
-        loss = language_model_loss(model, windows)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
+    check_real(lr, "lr", 0.0, low_open=True)
+    steps = max(1, epochs * corpus.train.numel() // (batch_size * model.context))
+    with torch_threads(threads):
+        seed_everything(seed)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99),
+                                      weight_decay=weight_decay)
+        warmup = max(1, steps // 20)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
+            (s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * s / steps))))
+        model.train()
+        losses = []
+        for step in tqdm(range(steps), desc="train", unit="step", disable=not progress,
+                         leave=False):
+            windows = corpus.windows("train", model.context, count=batch_size, seed=seed + step)
+            loss = language_model_loss(model, windows)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
     model.eval()
     return losses
 
@@ -254,6 +259,23 @@ def row_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     return keep.scatter_(1, ranking[:, :num_keep], True)
 
 
+def wanda_mask(weight: torch.Tensor, input_norms: torch.Tensor,
+               sparsity: float) -> torch.Tensor:
+    """Wanda's keep-mask: :func:`row_mask` of :func:`wanda_score` (Sun et al. 2023)."""
+    return row_mask(wanda_score(weight, input_norms), sparsity)
+
+
+def nm_score_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """N:M keep-mask from non-negative ``scores`` (``out x in``): in every group of ``m``
+    consecutive inputs of a row, keep the ``n`` highest (ties keep the lower index)."""
+    _check_matrix(scores, "scores")
+    _check_nm((n, m), scores.shape[1])
+    if (scores < 0).any():
+        raise ValueError("scores must be non-negative (an importance), got a minimum of "
+                         f"{float(scores.min()):g}")
+    return nm_mask(scores, n, m)
+
+
 def _check_nm(nm: tuple[int, int], in_features: int | None = None, where: str = "") -> None:
     if not (isinstance(nm, tuple) and len(nm) == 2):
         raise TypeError(f"nm must be a pair (n, m) such as (2, 4), got {nm!r}")
@@ -288,8 +310,7 @@ def mask(scores: torch.Tensor, *, sparsity: float | None = None,
     if group not in GROUPS:
         raise ValueError(f"group must be one of {GROUPS}, got {group!r}")
     if nm is not None:
-        _check_nm(nm, scores.shape[1])
-        return nm_mask(scores, *nm)
+        return nm_score_mask(scores, *nm)
     if group == "row":
         return row_mask(scores, sparsity)
     return mask_from_scores(scores, sparsity)
@@ -359,7 +380,7 @@ def _sparsegpt_group_mask(weight: torch.Tensor, factor: torch.Tensor, start: int
     """N:M mask of columns ``start:start + m``: keep the ``n`` highest ``w^2 / U_qq^2``."""
     n, m = nm
     scores = weight[:, start:start + m] ** 2 / factor.diagonal()[start:start + m][None, :] ** 2
-    return nm_mask(scores, n, m)
+    return nm_score_mask(scores, n, m)
 
 
 def _check_sparsegpt(weight, hessian, sparsity, nm, block_size, damping) -> None:
@@ -478,11 +499,14 @@ def prune_layer(weight: torch.Tensor, statistics: InputStatistics, method: str, 
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    check_target(sparsity, nm)
     if method == "sparsegpt":
         return sparsegpt(weight, statistics.hessian, sparsity=sparsity, nm=nm,
                          block_size=block_size, damping=damping)
-    if method == "wanda":
-        keep = mask(wanda_score(weight, statistics.norms), sparsity=sparsity, nm=nm)
+    if method == "wanda" and nm is None:
+        keep = wanda_mask(weight, statistics.norms, sparsity)
+    elif method == "wanda":
+        keep = nm_score_mask(wanda_score(weight, statistics.norms), *nm)
     else:
         keep = mask(weight.detach().abs(), sparsity=sparsity, nm=nm, group=group)
     return weight.detach() * keep, keep
