@@ -6,6 +6,10 @@ and one linear head, no residual connections, so that removing a channel touches
 exactly one conv, its BatchNorm and the next conv (or the head). Layers are named
 ``conv0, bn0, relu0, pool0, conv1, ...`` inside ``model.backbone``.
 
+:class:`ResNet` adds what VGG lacks: residual connections (He et al. 2016), whose additions
+couple the channels of every conv whose output meets in them, so that those channels can
+only be removed together (:func:`labkit.pruning.channels.channel_groups`).
+
 :class:`GPT` is a small decoder-only transformer for character-level language modelling,
 written top to bottom like Karpathy's nanoGPT ``model.py`` (Radford et al. 2019): token and
 position embeddings, pre-LayerNorm blocks of causal self-attention and an MLP, a final
@@ -58,9 +62,15 @@ class VGG(nn.Module):
                 (f"relu{conv_index}", nn.ReLU(inplace=True)),
             ]
             channels, conv_index = width, conv_index + 1
-        self.widths = tuple(widths)
         self.backbone = nn.Sequential(OrderedDict(layers))
         self.classifier = nn.Linear(channels, num_classes)
+
+    @property
+    def widths(self) -> tuple[int | str, ...]:
+        """Conv output channels and ``"M"`` pools, in order, read off the layers themselves
+        (so a model whose channels were removed reports its new widths)."""
+        return tuple(POOL if isinstance(layer, nn.MaxPool2d) else layer.out_channels
+                     for layer in self.backbone if isinstance(layer, (nn.Conv2d, nn.MaxPool2d)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.backbone(x)
@@ -85,6 +95,75 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
+
+
+RESNET_DIGITS_WIDTHS: tuple[int, ...] = (32, 64)
+"""Stage widths of the digits ResNet: two stages on 8x8 inputs (8x8, then 4x4)."""
+
+
+class BasicBlock(nn.Module):
+    """ResNet's basic block (He et al. 2016): ``relu(bn2(conv2(relu(bn1(conv1(x))))) + s(x))``.
+
+    The shortcut ``s`` is the identity when the block keeps the shape, else a projection:
+    a strided 1x1 conv and its BatchNorm (``shortcut.conv``, ``shortcut.bn``). The addition
+    makes the block's output channels and its input's channels one and the same.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1,
+                               bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(OrderedDict([
+                ("conv", nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)),
+                ("bn", nn.BatchNorm2d(out_channels))]))
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        return self.relu2(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """A small ResNet: a conv3x3-BN-ReLU stem, stages of :class:`BasicBlock`, global average
+    pooling and a linear head.
+
+    Stage ``i`` has ``blocks`` blocks of ``widths[i]`` channels; the first block of every
+    stage after the first halves the resolution (stride 2, projection shortcut). Modules:
+    ``stem.conv``, ``stem.bn``, ``stages.<i>.<j>.conv1`` (block ``j`` of stage ``i``), ...,
+    ``classifier``.
+    """
+
+    def __init__(self, widths: Sequence[int] = RESNET_DIGITS_WIDTHS, blocks: int = 1,
+                 in_channels: int = 1, num_classes: int = 10) -> None:
+        super().__init__()
+        if not widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1
+                             for w in widths):
+            raise ValueError(f"widths must be a non-empty list of positive ints, got {widths!r}")
+        if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
+            raise ValueError(f"blocks must be a positive int, got {blocks!r}")
+        self.stem = nn.Sequential(OrderedDict([
+            ("conv", nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False)),
+            ("bn", nn.BatchNorm2d(widths[0])), ("relu", nn.ReLU())]))
+        stages, channels = [], widths[0]
+        for index, width in enumerate(widths):
+            stage = []
+            for block in range(blocks):
+                stride = 2 if index > 0 and block == 0 else 1
+                stage.append(BasicBlock(channels, width, stride))
+                channels = width
+            stages.append(nn.Sequential(*stage))
+        self.stages = nn.Sequential(*stages)
+        self.classifier = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stages(self.stem(x))
+        return self.classifier(x.mean(dim=(2, 3)))
 
 
 @torch.no_grad()

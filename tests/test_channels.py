@@ -135,7 +135,7 @@ def test_pruned_model_trains():
 
 def test_removal_rejects_bad_keep_lists():
     model = trained_looking_vgg()
-    with pytest.raises(ValueError, match="each of the 3 convs, got 2"):
+    with pytest.raises(ValueError, match="each of the 3 channel groups .*, got 2"):
         channels.remove_channels(model, [[0], [0]])
     with pytest.raises(ValueError, match=r"indices in \[0, 5\]"):
         channels.remove_channels(model, [[0], [6], [0]])
@@ -172,7 +172,7 @@ def test_channel_prune_uniform_and_per_layer():
     assert channels.channel_prune(model, 0.5).widths == (2, "M", 3, 2)
     assert channels.channel_prune(model, [0.0, 0.5, 0.8]).widths == (4, "M", 3, 1)
     assert channels.channel_prune(model, 0.0).widths == WIDTHS
-    with pytest.raises(ValueError, match="each of the 3 convs, got 2"):
+    with pytest.raises(ValueError, match="each of the 3 channel groups, got 2"):
         channels.channel_prune(model, [0.1, 0.2])
 
 
@@ -190,17 +190,21 @@ def test_thirty_percent_of_channels_leaves_about_half_the_macs():
     assert ratio == pytest.approx(0.7**2, abs=0.03)
 
 
-def test_unsupported_models_are_clear_errors():
-    with pytest.raises(TypeError, match="must be a labkit.models.VGG, got MLP"):
+def test_a_model_without_convs_is_a_clear_error():
+    with pytest.raises(ValueError, match="MLP.* has no Conv2d"):
         channels.channel_prune(MLP(), 0.5)
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got list"):
+        channels.channel_groups([nn.Conv2d(1, 2, 3)])
+
+
+def test_other_element_wise_layers_and_a_missing_batchnorm_are_followed():
     model = trained_looking_vgg()
     model.backbone.relu0 = nn.Dropout()
-    with pytest.raises(TypeError, match="'relu0' is a Dropout"):
-        channels.channel_prune(model, 0.5)
-    model = trained_looking_vgg()
     model.backbone.bn1 = nn.Identity()
-    with pytest.raises(TypeError, match="Identity"):
-        channels.apply_channel_sorting(model)
+    groups = channels.channel_groups(model)
+    assert [group.batchnorms for group in groups] == [("backbone.bn0",), (), ("backbone.bn2",)]
+    pruned = channels.channel_prune(model.eval(), 0.5)
+    assert pruned.widths == (2, "M", 3, 2)
 
 
 def test_channel_checks_accept_the_reference_and_reject_wrong_sorting(capsys):
