@@ -192,8 +192,10 @@ def test_semi_structured_benchmark_matches_dense_on_gpu():
     [
         (torch.randn(16, 64), {}, r"multiple of \(32, 64\).*\(16, 64\)"),
         (torch.randn(32, 32), {}, r"multiple of \(32, 64\).*\(32, 32\)"),
-        (torch.randn(32, 64), {"batch_size": 0}, "batch_size must be a positive int, got 0"),
-        (torch.randn(32, 64), {"min_run_time": 0.0}, "min_run_time must be positive"),
+        (torch.randn(32, 64), {"batch_size": 0}, "batch_size must be an int >= 1, got 0"),
+        (torch.randn(32, 64), {"min_run_time": 0.0}, r"min_run_time must be a finite .* \(0"),
+        (torch.randn(32, 64), {"min_run_time": float("nan")}, "min_run_time must be a finite"),
+        (torch.randn(32, 64), {"min_run_time": float("inf")}, "min_run_time must be a finite"),
     ],
 )
 def test_semi_structured_benchmark_rejects_bad_arguments(weight, keywords, match):

@@ -29,6 +29,7 @@ from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
 from labkit.hardware import check_codes
+from labkit.validation import check_count, check_seed, check_tensor
 
 INDEX_BITS = 4
 CODEBOOK_SIZE = 2**INDEX_BITS
@@ -135,6 +136,7 @@ def share_weights(weight: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, to
     parallel threads costs more than it saves.
     """
     _check_weight(weight)
+    seed = check_seed(seed)
     weight = weight.detach().cpu()
     nonzero = weight != 0
     values = weight[nonzero].double().numpy().reshape(-1, 1)
@@ -288,8 +290,7 @@ def _entry_positions(pe: PESlice) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _check_weight(weight: torch.Tensor) -> None:
-    if not isinstance(weight, torch.Tensor):
-        raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
+    check_tensor(weight, "weight")
     if weight.ndim != 2 or 0 in weight.shape:
         raise ValueError(
             f"weight must be a non-empty 2-D matrix (rows = outputs, columns = inputs), "
@@ -300,15 +301,11 @@ def _check_weight(weight: torch.Tensor) -> None:
 
 
 def _check_num_pes(num_pes: int) -> None:
-    if isinstance(num_pes, bool) or not isinstance(num_pes, int):
-        raise TypeError(f"num_pes must be an int, got {type(num_pes).__name__}")
-    if num_pes < 1:
-        raise ValueError(f"num_pes must be at least 1, got {num_pes}")
+    check_count(num_pes, "num_pes")
 
 
 def _check_activations(activations: torch.Tensor, num_columns: int) -> None:
-    if not isinstance(activations, torch.Tensor) or not activations.is_floating_point():
-        raise TypeError("activations must be a floating-point torch.Tensor")
+    check_tensor(activations, "activations", kind="floating")
     if activations.shape != (num_columns,):
         raise ValueError(
             f"activations must have shape ({num_columns},) to match the weight's columns, "

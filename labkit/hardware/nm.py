@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch.utils import benchmark
 
 from labkit.hardware import check_codes
+from labkit.measure import MAX_RUN_TIME_S
+from labkit.validation import check_count, check_real, check_seed, check_tensor
 
 GROUP_SIZE = 4
 KEPT_PER_GROUP = 2
@@ -114,9 +116,10 @@ def matmul_2_4(x: torch.Tensor, compressed: Compressed24) -> torch.Tensor:
     ``x``: shape ``(..., C)``. Returns shape ``(..., R)``.
     """
     columns = compressed.shape[1]
-    if not isinstance(x, torch.Tensor) or x.ndim == 0 or x.shape[-1] != columns:
-        found = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"x must have shape (..., {columns}) to match the weight, got {found}")
+    check_tensor(x, "x")
+    if x.ndim == 0 or x.shape[-1] != columns:
+        raise ValueError(f"x must have shape (..., {columns}) to match the weight, got "
+                         f"{tuple(x.shape)}")
     positions = unpack_positions(compressed.metadata, columns // KEPT_PER_GROUP)
     gathered = x[..., _columns_of(positions)]
     return (gathered * compressed.values).sum(dim=-1)
@@ -184,6 +187,8 @@ def semi_structured_linear_benchmark(
     """
     _check_weight(weight)
     _check_semi_structured_arguments(weight, batch_size, min_run_time)
+    check_real(tolerance, "tolerance", 0.0, low_open=True)
+    seed = check_seed(seed)
     reason = semi_structured_unavailable_reason()
     if reason is not None:
         raise RuntimeError(reason)
@@ -233,8 +238,7 @@ def _bit_shifts(device: torch.device) -> torch.Tensor:
 
 
 def _check_weight(weight: torch.Tensor) -> None:
-    if not isinstance(weight, torch.Tensor):
-        raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
+    check_tensor(weight, "weight")
     if weight.ndim != 2:
         raise ValueError(
             f"weight must be 2-D (rows = outputs, columns = inputs), got shape "
@@ -270,7 +274,5 @@ def _check_semi_structured_arguments(
             f"weight shape must be a multiple of {SEMI_STRUCTURED_FP16_BLOCK} for fp16 "
             f"semi-structured kernels, got {tuple(weight.shape)}"
         )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if not min_run_time > 0:
-        raise ValueError(f"min_run_time must be positive seconds, got {min_run_time!r}")
+    check_count(batch_size, "batch_size")
+    check_real(min_run_time, "min_run_time", 0.0, MAX_RUN_TIME_S, low_open=True)

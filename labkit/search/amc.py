@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -74,19 +73,7 @@ from labkit.pruning.channels import (
 )
 from labkit.search import torch_threads
 from labkit.training import evaluate
-from labkit.validation import check_count
-
-
-def _check_real(name: str, value: float, low: float, high: float, *,
-                low_open: bool = False, high_open: bool = False) -> None:
-    """Raise ValueError unless ``value`` is a real number in the stated interval."""
-    is_real = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    inside = is_real and math.isfinite(value) and (
-        (low < value if low_open else low <= value)
-        and (value < high if high_open else value <= high))
-    if not inside:
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
+from labkit.validation import batches, check_count, check_loader, check_real, check_seed
 
 
 def limit_ratio(ratio: float, *, reducible_macs: float, fixed_macs: float,
@@ -108,9 +95,11 @@ def limit_ratio(ratio: float, *, reducible_macs: float, fixed_macs: float,
     raised to ``r_min`` when it prunes too little, never negative and never above
     ``max_ratio``.
     """
-    if not reducible_macs > 0:
-        raise ValueError(f"reducible_macs must be positive, got {reducible_macs!r}")
-    _check_real("max_ratio", max_ratio, 0.0, 1.0, high_open=True)
+    ratio = check_real(ratio, "ratio")
+    check_real(reducible_macs, "reducible_macs", 0.0, low_open=True)
+    check_real(fixed_macs, "fixed_macs", 0.0)
+    check_real(budget_macs, "budget_macs", 0.0)
+    check_real(max_ratio, "max_ratio", 0.0, 1.0, high_open=True)
     min_ratio = 1.0 - (budget_macs - fixed_macs) / reducible_macs
     return float(min(max(ratio, min_ratio, 0.0), max_ratio))
 
@@ -181,13 +170,14 @@ class ChannelPruningEnv:
 
     def __init__(self, model: VGG, val_loader: DataLoader, *, mac_budget: float = 0.5,
                  max_ratio: float = 0.8) -> None:
-        _check_real("mac_budget", mac_budget, 0.0, 1.0, low_open=True)
-        _check_real("max_ratio", max_ratio, 0.0, 1.0, high_open=True)
+        check_real(mac_budget, "mac_budget", 0.0, 1.0, low_open=True)
+        check_real(max_ratio, "max_ratio", 0.0, 1.0, high_open=True)
         blocks = conv_blocks(model)
         self.model = apply_channel_sorting(model)
         self.val_loader = val_loader
         self.max_ratio = float(max_ratio)
-        example = next(iter(val_loader))[0][:1]
+        check_loader(val_loader, "val_loader")
+        example = next(batches(val_loader, "val_loader"))[0][:1]
         layer_macs = macs_per_layer(model, example)
         convs = [getattr(model.backbone, conv) for conv, _ in blocks]
         self.layers = tuple(
@@ -366,11 +356,12 @@ class DDPGAgent:
         check_count(buffer_size, "buffer_size", batch_size)
         for name, value in (("actor_lr", actor_lr), ("critic_lr", critic_lr),
                             ("sigma", sigma)):
-            _check_real(name, value, 0.0, math.inf, low_open=True, high_open=True)
+            check_real(value, name, 0.0, math.inf, low_open=True, high_open=True)
         for name, value in (("tau", tau), ("sigma_decay", sigma_decay),
                             ("baseline_momentum", baseline_momentum)):
-            _check_real(name, value, 0.0, 1.0, low_open=True)
-        _check_real("discount", discount, 0.0, 1.0)
+            check_real(value, name, 0.0, 1.0, low_open=True)
+        check_real(discount, "discount", 0.0, 1.0)
+        seed = check_seed(seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.actor = _mlp(state_dim, hidden, nn.Sigmoid())

@@ -47,8 +47,8 @@ from labkit.models import VGG
 from labkit.pruning.channels import apply_channel_sorting, channel_prune, conv_blocks
 from labkit.search import torch_threads
 from labkit.training import FINETUNE_LR, evaluate, finetune
-from labkit.validation import check_count
-from labkit.zoo import cache_dir, write_atomically
+from labkit.validation import check_count, check_loader, check_real, check_seed
+from labkit.zoo import cache_file, write_atomically
 
 
 def candidate_widths(channels: int, step: int) -> tuple[int, ...]:
@@ -188,7 +188,7 @@ def _table_key(blocks: Sequence[Block], batch_size: int, step: int, threads: int
 def latency_table_path(key: dict) -> Path:
     """The cache file of a table: ``latency-<hash of key>.json`` in labkit's cache folder."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return cache_dir() / f"latency-{digest}.json"
+    return cache_file("latency", digest, ".json")
 
 
 def _cached_table(path: Path, key: dict) -> LatencyTable | None:
@@ -309,11 +309,12 @@ def netadapt(model: VGG, table: LatencyTable, train_loader: Iterable, val_loader
     ``ValueError`` when even the table's narrowest network misses the budget; warns and
     stops early when no single layer can meet a step's constraint.
     """
-    if not isinstance(latency_budget, (int, float)) or isinstance(latency_budget, bool) or \
-            not 0 < latency_budget <= 1:
-        raise ValueError(f"latency_budget must be a fraction in (0, 1], got {latency_budget!r}")
+    check_real(latency_budget, "latency_budget", 0.0, 1.0, low_open=True)
     check_count(iterations, "iterations")
     check_count(finetune_batches, "finetune_batches")
+    seed = check_seed(seed)
+    check_loader(train_loader, "train_loader")
+    check_loader(val_loader, "val_loader")
     widths = _check_table(model, table)
     start_ms = table.estimate_ms(widths)
     budget_ms = latency_budget * start_ms
@@ -324,6 +325,8 @@ def netadapt(model: VGG, table: LatencyTable, train_loader: Iterable, val_loader
             f"table takes {narrowest_ms / start_ms:.3f} of the starting latency")
     delta_ms = (start_ms - budget_ms) / iterations
     batches = list(itertools.islice(train_loader, finetune_batches))
+    if not batches:
+        raise ValueError("train_loader is empty: it yields no batch to finetune on")
     with torch_threads(threads):
         family = [NetAdaptStep(copy.deepcopy(model), widths, start_ms, start_ms,
                                evaluate(model, val_loader), None, ())]
@@ -335,7 +338,7 @@ def _iterate(family: list[NetAdaptStep], table: LatencyTable, batches: list,
              val_loader: DataLoader, budget_ms: float, delta_ms: float, lr: float, seed: int,
              progress: bool) -> list[NetAdaptStep]:
     """NetAdapt's loop: shrink the last network of ``family`` until it meets the budget."""
-    total = math.ceil((family[0].latency_ms - budget_ms) / delta_ms)
+    total = math.ceil((family[0].latency_ms - budget_ms) / delta_ms) if delta_ms > 0 else 0
     with tqdm(total=total, desc="NetAdapt", unit="iteration", disable=not progress,
               leave=False) as bar:
         while family[-1].latency_ms > budget_ms:
@@ -349,7 +352,8 @@ def _iterate(family: list[NetAdaptStep], table: LatencyTable, batches: list,
                 ratios = [0.0] * len(current.widths)
                 ratios[layer] = 1.0 - width / current.widths[layer]
                 candidate = channel_prune(apply_channel_sorting(current.model), ratios)
-                finetune(candidate, batches, epochs=1, lr=lr, seed=seed, progress=False)
+                finetune(candidate, batches, epochs=1, lr=lr, seed=seed, threads=None,
+                         progress=False)
                 proposals.append((evaluate(candidate, val_loader), name, width, candidate))
             if not proposals:
                 warnings.warn(f"no single layer meets the constraint {constraint_ms:.3f} ms; "
