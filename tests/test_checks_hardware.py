@@ -32,7 +32,8 @@ def test_encoding_without_padding_entries_fails_on_a_long_run():
         previous = torch.cat([torch.tensor([-1]), rows[:-1]])
         return codes[rows].to(torch.uint8), (rows - previous - 1).to(torch.uint8)
 
-    with pytest.raises(checks.CheckFailed, match=r"3 at row 2.*values=\[\[3, 5, 0, 7\]"):
+    with pytest.raises(checks.CheckFailed, match=r"3 at row 2.*expected shape \(2, 4\), got "
+                                                 r"shape \(2, 3\)"):
         checks.check_relative_index_encode(no_padding)
 
 
@@ -40,7 +41,8 @@ def test_encoding_with_wrong_dtype_fails():
     def as_int64(codes):
         return tuple(part.long() for part in eie.relative_index_encode(codes))
 
-    with pytest.raises(checks.CheckFailed, match="dtype=torch.int64"):
+    with pytest.raises(checks.CheckFailed, match="expected dtype torch.uint8, got dtype "
+                                                 "torch.int64"):
         checks.check_relative_index_encode(as_int64)
 
 
@@ -86,13 +88,13 @@ def test_kernel_map_missing_offsets_fails():
     [checks.check_relative_index_encode, checks.check_pack_2_4_metadata, checks.check_kernel_map],
 )
 def test_not_a_function(check):
-    with pytest.raises(TypeError, match="expected a function, got float"):
+    with pytest.raises(checks.CheckFailed, match="expected a function, got float"):
         check(0.5)
 
 
-def test_unimplemented_exercise_says_so():
+def test_unimplemented_exercise_says_so(capsys):
     def todo(*args):
         raise NotImplementedError()
 
-    with pytest.raises(checks.CheckFailed, match="not implemented yet"):
-        checks.check_kernel_map(todo)
+    checks.check_kernel_map(todo)
+    assert capsys.readouterr().out.startswith("kernel_map: not done yet")

@@ -20,7 +20,13 @@ from typing import Any
 import torch
 
 from labkit.grading.checks import CHECKS
-from labkit.grading.checks.core import Check, CheckError, all_cases, expected_outcome
+from labkit.grading.checks.core import (
+    Check,
+    CheckError,
+    all_cases,
+    expected_outcome,
+    outcome_kind,
+)
 
 MAX_RESULTS_BYTES = 64 * 2**20
 TRIPWIRE_LOG = "tripwire.jsonl"
@@ -81,6 +87,8 @@ def judge(call: str, results_dir: Path, seed: int) -> Verdict:
         return Verdict(False, f"grader fault, not the student's: {error}")
     if tuple(results["cases"]) != names:
         return Verdict(False, "the recorded cases are not the check's cases")
+    if any(outcome_kind(outcome) == "Unfinished" for outcome in results["outcomes"]):
+        return Verdict(False, f"{check.name}: not implemented yet")
     failures = [(name, problem) for name, want, got in zip(names, expected, results["outcomes"],
                                                            strict=True)
                 if (problem := check.compare(want, got))]
