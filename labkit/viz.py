@@ -20,6 +20,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
+import torch
 from matplotlib.figure import Figure
 
 STYLE = {
@@ -113,3 +114,150 @@ def interactive(draw: Callable[..., Any], **controls: Any) -> None:
 
     for control in controls.values():
         control.observe(redraw, names="value")
+
+
+# --- figures --------------------------------------------------------------------------
+
+
+def _panels(count: int, width: float, height: float, **options: Any) -> tuple[Figure, list]:
+    fig, axes = plt.subplots(1, count, figsize=(width * count, height), layout="constrained",
+                             squeeze=False, **options)
+    return fig, list(axes.flat)
+
+
+def image_grid(images: torch.Tensor, titles: Sequence[Any], rows: int, cols: int,
+               title: str = "") -> Figure:
+    """The first ``rows * cols`` single-channel ``images`` (shape ``(N, 1, H, W)``) on a
+    grid, each titled by its entry of ``titles``."""
+    if images.dim() != 4 or images.shape[1] != 1:
+        raise ValueError(f"images must have shape (N, 1, H, W), got {tuple(images.shape)}")
+    fig, axes = plt.subplots(rows, cols, figsize=(cols, rows * 1.1), layout="constrained",
+                             squeeze=False)
+    for ax, image, label in zip(axes.flat, images, titles, strict=False):
+        ax.imshow(image[0], cmap="gray_r")
+        ax.set_title(str(label))
+    for ax in axes.flat:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def bars(panels: Mapping[str, Mapping[str, float] | torch.Tensor], ylabel: str = "",
+         xlabel: str = "", sort: bool = False, sharey: bool = False) -> Figure:
+    """One bar chart per panel: ``{panel title: {bar label: value}}``, or a 1-d tensor
+    per panel (bars by position; ``sort`` orders them from highest to lowest)."""
+    fig, axes = _panels(len(panels), 3.4, 2.8, sharey=sharey)
+    for ax, (name, values) in zip(axes, panels.items(), strict=True):
+        if isinstance(values, torch.Tensor):
+            heights = values.sort(descending=True).values if sort else values
+            ax.bar(range(heights.numel()), heights.tolist())
+        else:
+            ax.bar(list(values), list(values.values()))
+            ax.tick_params(axis="x", rotation=45)
+        ax.set_title(name)
+        ax.set_xlabel(xlabel)
+    axes[0].set_ylabel(ylabel)
+    return fig
+
+
+def histograms(tensors: Mapping[str, torch.Tensor], xlabel: str = "weight",
+               bins: int = 60) -> Figure:
+    """One density histogram per tensor: ``{panel title: tensor}``."""
+    fig, axes = _panels(len(tensors), 2.6, 2.4)
+    for ax, (name, tensor) in zip(axes, tensors.items(), strict=True):
+        ax.hist(tensor.detach().flatten().tolist(), bins=bins, density=True)
+        ax.set_title(name)
+        ax.set_xlabel(xlabel)
+        ax.locator_params(axis="x", nbins=4)
+    axes[0].set_ylabel("density")
+    return fig
+
+
+def curves(lines: Mapping[str, tuple[Sequence[float], Sequence[float]]], xlabel: str,
+           ylabel: str, title: str = "", logy: bool = False,
+           spread: Mapping[str, Sequence[float]] | None = None) -> Figure:
+    """One line per entry of ``lines``: ``{label: (xs, ys)}``, markers at the points;
+    ``spread`` (``{label: half-widths}``) draws a band of plus or minus it."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), layout="constrained")
+    markers = "osv^D<>p"
+    for number, (label, (xs, ys)) in enumerate(lines.items()):
+        ax.plot(xs, ys, marker=markers[number % len(markers)], markersize=4, label=label)
+        if spread and label in spread:
+            low = [y - s for y, s in zip(ys, spread[label], strict=True)]
+            high = [y + s for y, s in zip(ys, spread[label], strict=True)]
+            ax.fill_between(xs, low, high, alpha=0.2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def kernel_grid(ax: Any, weight: torch.Tensor, mask: torch.Tensor, rows: int = 8,
+                cols: int = 16) -> None:
+    """Draw the kernels ``weight[:rows, :cols]`` of a 4-d conv weight on ``ax``, one blank
+    pixel between kernels: kept weights coloured by ``|w|``, pruned ones grey."""
+    if weight.dim() != 4 or mask.shape != weight.shape:
+        raise ValueError(f"weight must be a 4-d conv weight and mask of its shape, got "
+                         f"{tuple(weight.shape)} and {tuple(mask.shape)}")
+    weight, mask = weight.detach()[:rows, :cols], mask[:rows, :cols]
+    rows, cols, k = weight.shape[0], weight.shape[1], weight.shape[-1]
+    size = (rows * (k + 1) - 1, cols * (k + 1) - 1)
+    background = torch.ones(size)
+    kept = torch.full(size, float("nan"))
+    for o in range(rows):
+        for i in range(cols):
+            block = (slice(o * (k + 1), o * (k + 1) + k), slice(i * (k + 1), i * (k + 1) + k))
+            background[block] = 0.8
+            kept[block] = torch.where(mask[o, i], weight[o, i].abs(), float("nan"))
+    ax.imshow(background, cmap="gray", vmin=0, vmax=1)
+    ax.imshow(kept, cmap="viridis", vmin=0, vmax=float(weight.abs().max()))
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def kernel_masks(weight: torch.Tensor, masks: Mapping[str, torch.Tensor], rows: int = 8,
+                 cols: int = 16) -> Figure:
+    """One :func:`kernel_grid` panel per mask, stacked: ``{panel title: mask}``."""
+    fig, axes = plt.subplots(len(masks), 1, figsize=(8, 2.3 * len(masks)), squeeze=False,
+                             layout="constrained")
+    for ax, (name, mask) in zip(axes.flat, masks.items(), strict=True):
+        kernel_grid(ax, weight, mask, rows, cols)
+        ax.set_title(name)
+    return fig
+
+
+# --- tables ---------------------------------------------------------------------------
+
+
+def cost_table(rows: Mapping[str, Mapping[str, Any]]) -> Any:
+    """Parameters, MACs and latencies of models, each against the first (dense) row.
+
+    ``rows`` maps a model's name to ``{"params": int, "MACs": int, <label>: Latency, ...}``
+    (:class:`labkit.measure.Latency`, one per input the model was timed on). The table
+    adds the MAC reduction (dense MACs / MACs) and, per latency, the median, the
+    inter-quartile range and the speed-up (dense median / median).
+    """
+    if not rows:
+        raise ValueError("cost_table needs at least one row, got none")
+    dense = next(iter(rows.values()))
+    timed = [key for key, value in dense.items() if hasattr(value, "median_ms")]
+    table_rows = {}
+    for name, row in rows.items():
+        line = {"params": row["params"], "MACs": row["MACs"],
+                "MAC reduction": dense["MACs"] / row["MACs"]}
+        for key in timed:
+            line[f"{key}: ms"] = row[key].median_ms
+            line[f"{key}: IQR ms"] = row[key].iqr_ms
+            line[f"{key}: speed-up"] = dense[key].median_ms / row[key].median_ms
+        table_rows[name] = line
+    formats = {"params": "{:,}", "MACs": "{:,}", "MAC reduction": "{:.2f}x"}
+    for key in timed:
+        formats.update({f"{key}: ms": "{:.3f}", f"{key}: IQR ms": "{:.3f}",
+                        f"{key}: speed-up": "{:.2f}x"})
+    return table(table_rows, formats, index="model")
