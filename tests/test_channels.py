@@ -8,7 +8,7 @@ from torch import nn
 
 from labkit.grading import checks
 from labkit.measure import count_macs
-from labkit.models import MLP, VGG, randomize_batchnorms
+from labkit.models import MLP, VGG, ResNet, randomize_batchnorms
 from labkit.pruning import channels
 
 WIDTHS = (4, "M", 6, 5)
@@ -234,3 +234,181 @@ def test_channel_checks_accept_the_reference_and_reject_wrong_sorting(capsys):
 
     with pytest.raises(checks.CheckFailed, match="computes something else"):
         checks.check_channel_sorting(forgets_the_next_layer)
+
+
+def trained_looking_resnet(widths=(4, 6), blocks=2, seed=0) -> ResNet:
+    torch.manual_seed(seed)
+    return randomize_batchnorms(ResNet(widths, blocks=blocks))
+
+
+def test_the_groups_of_a_two_block_resnet():
+    groups = channels.channel_groups(ResNet((4, 6), blocks=1))
+    assert [(g.convs, g.batchnorms, g.readers, g.channels) for g in groups] == [
+        (("stem.conv", "stages.0.0.conv2"), ("stem.bn", "stages.0.0.bn2"),
+         ("stages.0.0.conv1", "stages.1.0.conv1", "stages.1.0.shortcut.conv"), 4),
+        (("stages.0.0.conv1",), ("stages.0.0.bn1",), ("stages.0.0.conv2",), 4),
+        (("stages.1.0.conv1",), ("stages.1.0.bn1",), ("stages.1.0.conv2",), 6),
+        (("stages.1.0.conv2", "stages.1.0.shortcut.conv"),
+         ("stages.1.0.bn2", "stages.1.0.shortcut.bn"), ("classifier",), 6),
+    ]
+
+
+def masked_by_groups(model, keep):
+    """The model with every dropped channel of every group zeroed at its convs and BNs."""
+    masked = copy.deepcopy(model)
+    with torch.no_grad():
+        for group, kept in zip(channels.channel_groups(model), keep, strict=True):
+            dropped = torch.ones(group.channels, dtype=torch.bool)
+            dropped[kept] = False
+            for name in (*group.convs, *group.batchnorms):
+                module = masked.get_submodule(name)
+                module.weight[dropped] = 0
+                if module.bias is not None:
+                    module.bias[dropped] = 0
+    return masked
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.data())
+def test_resnet_removal_computes_what_the_masked_resnet_computes(data):
+    model = trained_looking_resnet()
+    keep = [torch.tensor(sorted(data.draw(st.sets(st.integers(0, g.channels - 1), min_size=1))))
+            for g in channels.channel_groups(model)]
+    pruned = channels.remove_channels(model, keep)
+    with torch.no_grad():
+        assert torch.allclose(pruned(inputs()), masked_by_groups(model, keep)(inputs()),
+                              atol=1e-5)
+
+
+def test_resnet_sorting_changes_no_output_and_pruning_shrinks_every_group():
+    model = trained_looking_resnet((8, 12))
+    sorted_model = channels.apply_channel_sorting(model)
+    with torch.no_grad():
+        assert torch.allclose(sorted_model(inputs()), model(inputs()), atol=1e-5)
+    for group in channels.channel_groups(sorted_model):
+        importance = channels.group_importance(sorted_model, group)
+        assert torch.all(importance[:-1] >= importance[1:])
+    pruned = channels.channel_prune(sorted_model, 0.5)
+    assert [g.channels for g in channels.channel_groups(pruned)] == [4, 4, 4, 6, 6, 6]
+    assert count_macs(pruned, inputs(1)) < 0.3 * count_macs(model, inputs(1))
+
+
+def test_group_importance_of_one_reader_is_its_input_channel_importance():
+    model = trained_looking_vgg()
+    for group, reader in zip(channels.channel_groups(model),
+                             [model.backbone.conv1, model.backbone.conv2, model.classifier],
+                             strict=True):
+        assert torch.equal(channels.group_importance(model, group),
+                           channels.get_input_channel_importance(reader.weight.detach()))
+
+
+class Concatenated(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(1, 3, 3, padding=1)
+        self.head = nn.Linear(5, 10)
+
+    def forward(self, x):
+        return self.head(torch.cat([self.a(x), self.b(x)], dim=1).mean(dim=(2, 3)))
+
+
+class Flattened(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(1, 2, 3, padding=1), nn.Linear(2 * 64, 10)
+
+    def forward(self, x):
+        return self.head(torch.flatten(self.conv(x), 1))
+
+
+class ResidualOnTheInput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(1, 1, 3, padding=1), nn.Linear(1, 10)
+
+    def forward(self, x):
+        return self.head((self.conv(x) + x).mean(dim=(2, 3)))
+
+
+class ReturnsFeatures(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x).relu()
+
+
+class Depthwise(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.depthwise = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.head = nn.Linear(4, 10)
+
+    def forward(self, x):
+        return self.head(self.depthwise(self.conv(x)).amax(dim=(-1, -2)))
+
+
+class PooledFlatten(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.pool = nn.Conv2d(1, 3, 3, padding=1), nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(3, 10)
+
+    def forward(self, x):
+        return self.head(torch.flatten(self.pool(torch.relu(self.conv(x))), 1))
+
+
+@pytest.mark.parametrize(("model", "message"), [
+    (Concatenated(), r"node 'cat' \(call_function cat\)"),
+    (Flattened(), r"node 'flatten' .*pool to 1 x 1 first"),
+    (ResidualOnTheInput(), r"node 'add' .*adds conv channels to values that are not"),
+    (ReturnsFeatures(), r"node 'output' .*returns conv channels"),
+    (Depthwise(), r"node 'depthwise' .*groups=4"),
+])
+def test_graphs_the_grouping_cannot_follow_are_refused_by_node(model, message):
+    with pytest.raises(ValueError, match=message):
+        channels.channel_prune(model, 0.5)
+
+
+def test_a_pooled_flatten_and_amax_over_negative_dims_are_followed():
+    assert [g.readers for g in channels.channel_groups(PooledFlatten())] == [("head",)]
+    pruned = channels.channel_prune(PooledFlatten(), 0.5)
+    assert pruned.head.in_features == 2 and pruned(inputs()).shape == (3, 10)
+
+
+def test_keep_refuses_float_indices():
+    with pytest.raises(TypeError, match="must be integer channel indices, got dtype torch.float32"):
+        channels.remove_channels(trained_looking_vgg(), [[0.0], [1], [0]])
+
+
+def torch_pruning_remove(model, keep, example):
+    """Torch-Pruning's DepGraph removes every channel not in ``keep`` (one group at a time)."""
+    tp = pytest.importorskip("torch_pruning")
+    pruned = copy.deepcopy(model)
+    graph = tp.DependencyGraph().build_dependency(pruned, example_inputs=example)
+    for group, kept in zip(channels.channel_groups(model), keep, strict=True):
+        removed = sorted(set(range(group.channels)) - set(kept.tolist()))
+        if removed:
+            conv = pruned.get_submodule(group.convs[0])
+            graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=removed).prune()
+    return pruned
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("architecture", ["resnet", "vgg"])
+def test_torch_pruning_depgraph_removes_the_same_channels(architecture, seed):
+    model = trained_looking_resnet((8, 12), seed=seed) if architecture == "resnet" \
+        else trained_looking_vgg((8, 8, "M", 16, 12), seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    keep = [torch.randperm(g.channels, generator=generator)[:max(1, g.channels // 2)].sort().values
+            for g in channels.channel_groups(model)]
+    theirs = torch_pruning_remove(model, keep, inputs(1)).eval()
+    ours = channels.remove_channels(model, keep).eval()
+    with torch.no_grad():
+        assert torch.allclose(ours(inputs()), theirs(inputs()), atol=1e-5)
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
+    assert count_macs(ours, inputs(1)) == count_macs(theirs, inputs(1))
+    assert {n: p.shape for n, p in ours.named_parameters()} == \
+        {n: p.shape for n, p in theirs.named_parameters()}

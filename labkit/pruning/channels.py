@@ -254,7 +254,7 @@ class _Grouper:
             return self.addition(node)
         if not self.tracked(node):
             return _Flow(None, ndim=None)
-        source = self.flows[node.args[0]]
+        source = self.inputs(node)[0]
         if target in PASS_THROUGH_FUNCTIONS or target in PASS_THROUGH_METHODS:
             return source
         if target is F.adaptive_avg_pool2d:
