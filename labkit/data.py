@@ -31,7 +31,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, TensorDataset
 
-from labkit.validation import check_count
+from labkit.validation import check_count, check_real, check_seed
 
 DATASETS = ("digits", "cifar10", "pydoc")
 TEXT_SPLITS = ("train", "val", "test")
@@ -74,9 +74,8 @@ class Splits:
         self, batch_size: int = 64, seed: int = 0
     ) -> tuple[DataLoader, DataLoader, DataLoader]:
         """DataLoaders for train (shuffled with ``seed``), validation and test."""
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        generator = torch.Generator().manual_seed(seed)
+        batch_size = check_count(batch_size, "batch_size")
+        generator = torch.Generator().manual_seed(check_seed(seed))
         train = DataLoader(self.train, batch_size=batch_size, shuffle=True, generator=generator)
         val = DataLoader(self.val, batch_size=512)
         test = DataLoader(self.test, batch_size=512)
@@ -104,9 +103,9 @@ def load(
     """
     if name not in DATASETS:
         raise ValueError(f"name must be one of {DATASETS}, got {name!r}")
+    seed = check_seed(seed)
     for arg, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 < value < 1.0:
-            raise ValueError(f"{arg} must be in (0, 1), got {value!r}")
+        check_real(value, arg, 0.0, 1.0, low_open=True, high_open=True)
     if name != "cifar10" and val_fraction + test_fraction >= 1.0:
         raise ValueError(
             "val_fraction + test_fraction must be below 1, "
@@ -173,7 +172,7 @@ class Corpus:
             starts = torch.arange(0, tokens.numel() - length, length)
         else:
             check_count(count, "count", minimum=0)
-            generator = torch.Generator().manual_seed(seed)
+            generator = torch.Generator().manual_seed(check_seed(seed))
             starts = torch.randint(tokens.numel() - length, (count,), generator=generator)
         return tokens[starts[:, None] + torch.arange(length + 1)]
 
