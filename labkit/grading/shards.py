@@ -152,9 +152,8 @@ def _read_part(path: Path) -> dict:
 
 
 def _lab_grade(row: dict) -> LabGrade:
-    return LabGrade(row["student"], row["lab"],
-                    [CheckResult(**result) for result in row["checks"]],
-                    [Answer(**answer) for answer in row["answers"]], list(row["notes"]))
+    return LabGrade(**{**row, "checks": [CheckResult(**result) for result in row["checks"]],
+                       "answers": [Answer(**answer) for answer in row["answers"]]})
 
 
 def merge_parts(parts: Sequence[Path], out: Path) -> tuple[Path, Path, Path]:
