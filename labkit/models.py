@@ -97,7 +97,7 @@ class MLP(nn.Module):
         return self.layers(x)
 
 
-RESNET_DIGITS_WIDTHS: tuple[int, ...] = (32, 64)
+RESNET_DIGITS_WIDTHS: tuple[int, ...] = (16, 32)
 """Stage widths of the digits ResNet: two stages on 8x8 inputs (8x8, then 4x4)."""
 
 

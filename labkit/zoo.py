@@ -35,7 +35,7 @@ from torch import nn
 
 from labkit import __version__
 from labkit.data import Corpus, load
-from labkit.models import DIGITS_WIDTHS, GPT, MLP, VGG
+from labkit.models import DIGITS_WIDTHS, GPT, MLP, RESNET_DIGITS_WIDTHS, VGG, ResNet
 from labkit.pruning.llm import train_language_model
 from labkit.training import TRAIN_LR, TRAIN_THREADS, train
 
@@ -69,11 +69,14 @@ def pydoc_gpt(**options) -> GPT:
 
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"vgg": VGG, "mlp": MLP,
+                                                      "resnet": ResNet,
                                                       "gpt-pydoc": pydoc_gpt}
 
 RECIPES: dict[str, Recipe] = {
     "vgg-digits": Recipe("vgg", options={"widths": list(DIGITS_WIDTHS)}),
     "mlp-digits": Recipe("mlp", options={"hidden": [128, 64]}),
+    "resnet-digits": Recipe("resnet", options={"widths": list(RESNET_DIGITS_WIDTHS),
+                                               "blocks": 2}),
     "gpt-pydoc": Recipe("gpt-pydoc", dataset="pydoc", epochs=3, lr=5e-3, batch_size=32,
                         options={"context": 64, "width": 96, "depth": 2, "heads": 4}),
 }

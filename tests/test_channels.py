@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from labkit.grading import checks
+from labkit import zoo
 from labkit.measure import count_macs
 from labkit.models import MLP, VGG, ResNet, randomize_batchnorms
 from labkit.pruning import channels
@@ -412,3 +413,9 @@ def test_torch_pruning_depgraph_removes_the_same_channels(architecture, seed):
     assert count_macs(ours, inputs(1)) == count_macs(theirs, inputs(1))
     assert {n: p.shape for n, p in ours.named_parameters()} == \
         {n: p.shape for n, p in theirs.named_parameters()}
+
+
+def test_the_digits_resnet_recipe_builds_a_two_stage_resnet_of_six_groups():
+    model = zoo.RECIPES["resnet-digits"].build()
+    assert isinstance(model, ResNet)
+    assert [g.channels for g in channels.channel_groups(model)] == [16, 16, 16, 32, 32, 32]
