@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed
 JOBS ?= auto
 SUBMISSIONS ?= submissions
 LABS_RUNS ?= 3
+EDITION ?= instructor
+STUDENT_SITE := _build/student
+STUDENT_TREE := $(STUDENT_SITE)/source
 
 .PHONY: book test test-browser lab execute student grade bench clean env
 
@@ -20,8 +23,22 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -e ".[dev]" -c constraints.txt
 	touch $(STAMP)
 
+# `make book` builds the instructor edition into _build/html (solutions and model answers
+# folded); `make book EDITION=student` builds the site from the released student notebooks
+# into _build/student/html, for a course to publish while the labs are graded.
 book: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python book/figures/make_figures.py
+ifeq ($(EDITION),student)
+	rm -rf $(STUDENT_SITE)
+	mkdir -p $(STUDENT_TREE)
+	tar -cf - --exclude=./.git --exclude=./.venv --exclude=./_build --exclude=./labs \
+	  --exclude=./student . | tar -xf - -C $(STUDENT_TREE)
+	$(BIN)/labkit release labs --out $(STUDENT_TREE)/labs --force
+	$(BIN)/jupyter-book build $(STUDENT_TREE) --warningiserror --keep-going
+	mv $(STUDENT_TREE)/_build/html $(STUDENT_SITE)/html
+else
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
+endif
 
 # Tests and labs run in parallel, one process per core, each on one thread: small
 # tensors gain nothing from more threads, and oversubscribed cores slow everything.
@@ -32,6 +49,7 @@ test: $(STAMP)
 test-browser: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev,browser]" -c constraints.txt
 	test -f _build/html/index.html || $(MAKE) book
+	test -f $(STUDENT_SITE)/html/index.html || $(MAKE) book EDITION=student
 	$(BIN)/python -m pytest -p no:cacheprovider browser_tests
 
 lab: $(STAMP)

@@ -1,7 +1,9 @@
-"""Serve the built site on localhost and drive Debian's Chromium with Playwright.
+"""Serve each edition of the built site on localhost and drive Debian's Chromium.
 
 No browser is downloaded: Playwright launches the system Chromium by its path
-(``$CHROMIUM``, default ``/usr/bin/chromium``). ``make book`` must have run.
+(``$CHROMIUM``, default ``/usr/bin/chromium``). ``make book`` must have built the
+instructor edition (``_build/html``) and ``make book EDITION=student`` the student one
+(``_build/student/html``).
 """
 
 from __future__ import annotations
@@ -9,14 +11,16 @@ from __future__ import annotations
 import functools
 import os
 import threading
+from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import nbformat
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SITE = ROOT / "_build" / "html"
+EDITIONS = {"instructor": ROOT / "_build" / "html", "student": ROOT / "_build" / "student" / "html"}
 SCREENSHOTS = ROOT / "_build" / "screenshots"
 CHROMIUM_FLAGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -40,21 +44,49 @@ def toc_files() -> list[str]:
     return files
 
 
+def tagged_cells(document: str, tag: str) -> int:
+    """How many cells of lab ``document`` (``labs/NN_name``) carry ``tag``."""
+    notebook = nbformat.read(ROOT / f"{document}.ipynb", as_version=4)
+    return sum(tag in cell.metadata.get("tags", []) for cell in notebook.cells)
+
+
 class QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
 
-@pytest.fixture(scope="session")
-def site_url():
-    if not (SITE / "index.html").exists():
-        pytest.fail(f"{SITE} has no index.html: run `make book` first")
-    handler = functools.partial(QuietHandler, directory=str(SITE))
+@dataclass(frozen=True)
+class Site:
+    edition: str
+    root: Path
+    url: str
+
+
+def _serve(directory: Path):
+    handler = functools.partial(QuietHandler, directory=str(directory))
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture(scope="session")
+def servers():
+    running = {}
+    yield running
+    for server in running.values():
+        server.shutdown()
+
+
+@pytest.fixture(scope="session", params=list(EDITIONS))
+def site(request, servers) -> Site:
+    edition = request.param
+    root = EDITIONS[edition]
+    if not (root / "index.html").exists():
+        command = "make book" + (" EDITION=student" if edition == "student" else "")
+        pytest.fail(f"{root} has no index.html: run `{command}` first")
+    if edition not in servers:
+        servers[edition] = _serve(root)
+    return Site(edition, root, f"http://127.0.0.1:{servers[edition].server_port}")
 
 
 @pytest.fixture(scope="session")

@@ -1,103 +1,248 @@
-"""The built book in a real browser: every page loads cleanly, figures and formulas show."""
+"""Both editions of the built book in a real browser, as a reader sees them.
+
+Every page loads with no console error and no request that leaves the site; no output
+area renders empty; every image loads and has real alt text and a caption; formulas are
+typeset; at 400 px no prose runs off the page sideways; solutions and model answers are
+folded in the instructor edition and absent from the student edition.
+"""
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urljoin, urlparse
 
+import nbformat
 import pytest
 
-from browser_tests.conftest import SITE, toc_files
+from browser_tests.conftest import ROOT, tagged_cells, toc_files
+from labkit.grading.release import BEGIN_SOLUTION, END_SOLUTION
 
 PAGES = toc_files()
 LABS = [page for page in PAGES if page.startswith("labs/")]
+SCREENSHOT_PAGES = ("book/intro", "book/granularity", "labs/01_granularity")
+NARROW = 400
+FILE_NAME = re.compile(r"(^|/)[^ ]+\.(png|jpe?g|svg|gif)$", re.IGNORECASE)
+
+_REPORTS: dict[tuple[str, str, int], dict] = {}
+
+FOLDS_JS = """() => {
+  const article = document.querySelector("article") || document.body;
+  const summary = d => {
+    const title = d && d.querySelector("summary");
+    return title ? title.innerText : "";
+  };
+  return {
+    exercises: [...article.querySelectorAll(".cell.tag_exercise")].map(cell => {
+      const fold = cell.querySelector("details");
+      return {folded: !!fold && !fold.open, label: summary(fold).trim(),
+              code: (cell.querySelector(".cell_input pre") || {}).textContent || ""};
+    }),
+    answers: [...article.querySelectorAll("details.model-answer")].map(
+      d => ({open: d.open, label: summary(d).trim()})),
+  };
+}"""
+
+CONTENT_JS = """() => {
+  const article = document.querySelector("article") || document.body;
+  article.querySelectorAll("details").forEach(d => { d.open = true; });
+  const cellName = el => {
+    const cell = el.closest(".cell");
+    const pre = cell && cell.querySelector(".cell_input pre");
+    return pre ? pre.textContent.trim().split("\\n")[0].slice(0, 80) : "(a cell)";
+  };
+  const visible = "img, svg, table, mjx-container, video, canvas, iframe";
+  return {
+    empty_outputs: [...article.querySelectorAll(".cell_output > *")]
+      .filter(o => o.matches("script, style")
+                   || (o.innerText.trim() === "" && !o.querySelector(visible)
+                       && !o.matches(visible)))
+      .map(cellName),
+    images: [...article.querySelectorAll("img")].map(i => {
+      const figure = i.closest("figure");
+      const caption = figure && figure.querySelector("figcaption");
+      return {src: i.getAttribute("src"), loaded: i.complete && i.naturalWidth > 0,
+              alt: (i.getAttribute("alt") || "").trim(),
+              caption: caption ? caption.innerText.trim() : ""};
+    }),
+    figures: [...article.querySelectorAll("figure")].map(f => {
+      const caption = f.querySelector("figcaption");
+      return {id: f.id, caption: caption ? caption.innerText.trim() : ""};
+    }),
+    untypeset: [...article.querySelectorAll(".math")]
+      .filter(m => !m.querySelector("mjx-container") && !m.closest("mjx-container"))
+      .map(m => m.textContent.trim().slice(0, 60)),
+    typeset: article.querySelectorAll("mjx-container").length,
+    text: article.innerText,
+  };
+}"""
+
+OVERFLOW_JS = """() => {
+  const article = document.querySelector("article") || document.body;
+  const width = document.documentElement.clientWidth;
+  const scrollsInBox = el => {
+    for (let box = el.parentElement; box && box !== article.parentElement;
+         box = box.parentElement) {
+      const overflow = getComputedStyle(box).overflowX;
+      if (overflow === "auto" || overflow === "scroll") return true;
+    }
+    return false;
+  };
+  const prose = [...article.querySelectorAll("p, li, h1, h2, h3, h4, dt, dd, figcaption")];
+  const runsOver = el => {
+    const right = Math.min(el.getBoundingClientRect().right, width) + 1;
+    return [el, ...el.querySelectorAll("code, a, em, strong, span, mjx-container")]
+      .some(part => part.getBoundingClientRect().right > right);
+  };
+  return {
+    page: document.documentElement.scrollWidth, width: width,
+    wide: prose.filter(el => !scrollsInBox(el) && runsOver(el))
+               .map(el => el.tagName + ": " + el.innerText.trim().slice(0, 70)),
+  };
+}"""
 
 
-# The only resources the site may fetch from elsewhere: the ipywidgets embedder that
-# myst-nb adds to pages with stored widget state, and the require.js it needs. This
-# machine is offline, so the test answers them with an empty script (which the
-# browser then refuses for its integrity hash: that message is expected); any other
-# request that leaves localhost is reported as a problem.
-EXTERNAL_SCRIPTS = (
-    "https://cdnjs.cloudflare.com/ajax/libs/require.js/",
-    "https://cdn.jsdelivr.net/npm/@jupyter-widgets/html-manager@",
-)
-
-
-def answer_external(route):
-    if route.request.url.startswith(EXTERNAL_SCRIPTS):
-        route.fulfill(status=200, content_type="application/javascript", body="")
-    else:
-        route.abort()
-
-
-def open_page(browser, url):
-    """Load ``url``; return the page and the console errors and failed requests seen."""
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.route(lambda u: not u.startswith(url.split("/", 3)[0] + "//" + urlparse(url).netloc),
-               answer_external)
+def inspect(browser, site, document: str, width: int = 1280, screenshot=None) -> dict:
+    """Load one page of one edition (once per width) and measure what a reader sees."""
+    key = (site.edition, document, width)
+    if key in _REPORTS and screenshot is None:
+        return _REPORTS[key]
+    page = browser.new_page(viewport={"width": width, "height": 900})
     problems: list[str] = []
+    own = site.url + "/"
+
+    def route(request_route):
+        problems.append(f"off-site request: {request_route.request.url}")
+        request_route.abort()
+
+    page.route(lambda url: not url.startswith(own), route)
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
-            if m.type == "error" and not any(u in m.text for u in EXTERNAL_SCRIPTS) else None)
+            if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+    page.on("requestfailed", lambda r: None if not r.url.startswith(own)
+            else problems.append(f"request failed: {r.url}"))
     page.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.url}")
             if r.status >= 400 else None)
-    response = page.goto(url, wait_until="networkidle")
-    assert response is not None and response.ok, f"{url}: HTTP {response and response.status}"
-    return page, problems
+    response = page.goto(f"{own}{document}.html", wait_until="networkidle")
+    assert response is not None and response.ok, f"{document}: HTTP {response and response.status}"
+    page.evaluate("() => window.MathJax && MathJax.startup ? MathJax.startup.promise : null")
+    report = {"problems": problems, "titles": page.locator("article h1").count()}
+    if width == NARROW:
+        report.update(page.evaluate(OVERFLOW_JS))
+    else:
+        report["hrefs"] = page.eval_on_selector_all("article a[href]",
+                                                    "els => els.map(e => e.href)")
+        report.update(page.evaluate(FOLDS_JS))
+        if screenshot is not None:
+            page.screenshot(path=str(screenshot), full_page=False)
+        report.update(page.evaluate(CONTENT_JS))
+    page.close()
+    _REPORTS[key] = report
+    return report
 
 
 @pytest.mark.parametrize("document", PAGES)
-def test_page_loads_without_errors(browser, site_url, document):
-    page, problems = open_page(browser, f"{site_url}/{document}.html")
-    assert page.locator("h1").count() >= 1, f"{document}: no title"
-    assert not problems, f"{document}: {problems}"
-    page.close()
+def test_page_loads_cleanly_and_stays_on_site(browser, site, document):
+    report = inspect(browser, site, document)
+    assert report["titles"] >= 1, f"{site.edition} {document}: no title"
+    assert not report["problems"], f"{site.edition} {document}: {report['problems']}"
 
 
 @pytest.mark.parametrize("document", PAGES)
-def test_internal_links_resolve(browser, site_url, document):
-    page, _ = open_page(browser, f"{site_url}/{document}.html")
-    hrefs = page.eval_on_selector_all("article a[href]", "els => els.map(e => e.href)")
-    page.close()
+def test_internal_links_resolve(browser, site, document):
+    report = inspect(browser, site, document)
     broken = []
-    for href in hrefs:
-        url = urlparse(urljoin(f"{site_url}/{document}.html", href))
-        if url.netloc != urlparse(site_url).netloc:
-            continue
-        target = SITE / url.path.lstrip("/")
-        if not target.exists():
+    for href in report["hrefs"]:
+        url = urlparse(urljoin(f"{site.url}/{document}.html", href))
+        local = url.netloc == urlparse(site.url).netloc
+        if local and not (site.root / url.path.lstrip("/")).exists():
             broken.append(href)
-    assert not broken, f"{document}: broken internal links {broken}"
+    assert not broken, f"{site.edition} {document}: broken internal links {broken}"
+
+
+@pytest.mark.parametrize("document", PAGES)
+def test_no_output_renders_empty(browser, site, document):
+    empty = inspect(browser, site, document)["empty_outputs"]
+    assert not empty, f"{site.edition} {document}: empty output areas below the cells {empty}"
+
+
+@pytest.mark.parametrize("document", PAGES)
+def test_images_load_with_alt_text_and_caption(browser, site, document):
+    images = inspect(browser, site, document)["images"]
+    failed = [i["src"] for i in images if not i["loaded"]]
+    no_alt = [i["src"] for i in images
+              if len(i["alt"]) < 10 or FILE_NAME.search(i["alt"]) or i["alt"] == i["src"]]
+    no_caption = [i["src"] for i in images if not i["caption"]]
+    assert not failed, f"{site.edition} {document}: images that did not load {failed}"
+    assert not no_alt, f"{site.edition} {document}: images without real alt text {no_alt}"
+    assert not no_caption, f"{site.edition} {document}: images outside a captioned figure " \
+                           f"{no_caption}"
+
+
+@pytest.mark.parametrize("document", PAGES)
+def test_figures_have_captions(browser, site, document):
+    figures = inspect(browser, site, document)["figures"]
+    assert all(f["caption"] for f in figures), \
+        f"{site.edition} {document}: figures without caption {[f['id'] for f in figures]}"
+
+
+@pytest.mark.parametrize("document", PAGES)
+def test_formulas_are_typeset(browser, site, document):
+    report = inspect(browser, site, document)
+    assert not report["untypeset"], f"{site.edition} {document}: formulas left as text " \
+                                    f"{report['untypeset']}"
+
+
+@pytest.mark.parametrize("document", [page for page in PAGES if not page.startswith("book/api")])
+def test_no_prose_overflows_at_400px(browser, site, document):
+    report = inspect(browser, site, document, width=NARROW)
+    assert report["page"] <= report["width"] + 1, \
+        f"{site.edition} {document}: the page is {report['page']} px wide at {NARROW} px"
+    assert not report["wide"], f"{site.edition} {document}: prose wider than the column " \
+                               f"{report['wide']}"
 
 
 @pytest.mark.parametrize("document", LABS)
-def test_lab_figures_load(browser, site_url, document):
-    page, _ = open_page(browser, f"{site_url}/{document}.html")
-    sizes = page.eval_on_selector_all(
-        "article img", "imgs => imgs.map(i => [i.src, i.complete, i.naturalWidth])")
-    page.close()
-    assert sizes, f"{document}: no figures"
-    empty = [src for src, complete, width in sizes if not complete or width == 0]
-    assert not empty, f"{document}: figures that did not load: {empty}"
+def test_solutions_and_answers_folded_or_absent(browser, site, document):
+    report = inspect(browser, site, document)
+    exercises, answers = report["exercises"], report["answers"]
+    questions = tagged_cells(document, "question")
+    assert len(exercises) == tagged_cells(document, "exercise") > 0
+    if site.edition == "instructor":
+        unfolded = [e["code"][:60] for e in exercises
+                    if not e["folded"] or "Show solution" not in e["label"]]
+        assert not unfolded, f"{document}: exercises not under 'Show solution' {unfolded}"
+        assert len(answers) == questions, f"{document}: {questions} model answers, " \
+                                          f"{len(answers)} folds"
+        assert all(not a["open"] and a["label"] == "Model answer" for a in answers), answers
+    else:
+        assert not answers, f"{document}: the student edition folds {len(answers)} answers"
+        assert all("raise NotImplementedError" in e["code"] for e in exercises), \
+            f"{document}: an exercise cell of the student edition is not the placeholder"
+        leaked = [line for line in solution_lines(document) if line in report["text"]]
+        assert not leaked, f"{document}: solution code in the student edition {leaked[:3]}"
 
 
-@pytest.mark.parametrize("document", [PAGES[0], *LABS[:1]])
-def test_formulas_are_typeset(browser, site_url, document, screenshots):
-    page, _ = open_page(browser, f"{site_url}/{document}.html")
-    page.wait_for_selector("mjx-container", timeout=15_000)
-    assert page.locator("mjx-container").count() > 0
-    name = document.replace("/", "_")
-    page.screenshot(path=str(screenshots / f"{name}.png"), full_page=False)
-    page.close()
+@pytest.mark.parametrize("document", SCREENSHOT_PAGES)
+def test_screenshots(browser, site, document, screenshots):
+    folder = screenshots / site.edition
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{document.replace('/', '_')}.png"
+    inspect(browser, site, document, screenshot=path)
+    assert path.stat().st_size > 10_000
 
 
-def test_solutions_are_folded(browser, site_url):
-    """Exercise cells render collapsed, so a reader can try before looking."""
-    for document in LABS:
-        page, _ = open_page(browser, f"{site_url}/{document}.html")
-        folded = page.locator("details.hide").count()
-        exercises = page.locator(".cell.tag_exercise").count()
-        page.close()
-        assert exercises > 0 and folded >= exercises, f"{document}: {exercises} exercises, " \
-                                                       f"{folded} folded cells"
+def solution_lines(document: str) -> list[str]:
+    """The distinctive lines between the solution markers of a lab's exercise cells."""
+    notebook = nbformat.read(ROOT / f"{document}.ipynb", as_version=4)
+    lines = []
+    for cell in notebook.cells:
+        if "exercise" not in cell.metadata.get("tags", []):
+            continue
+        inside = False
+        for line in cell.source.splitlines():
+            marker = line.strip()
+            if marker in (BEGIN_SOLUTION, END_SOLUTION):
+                inside = marker == BEGIN_SOLUTION
+            elif inside and len(marker) > 25:
+                lines.append(marker)
+    return lines
