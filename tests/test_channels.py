@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from labkit.grading import checks
 from labkit import zoo
+from labkit.grading import checks
 from labkit.measure import count_macs
 from labkit.models import MLP, VGG, ResNet, randomize_batchnorms
 from labkit.pruning import channels
