@@ -73,3 +73,38 @@ def test_extra_loss_is_added(digits):
 def test_bad_arguments(digits, kwargs, match):
     with pytest.raises(ValueError, match=match):
         training.train(tiny_model(), digits.loaders()[0], **kwargs)
+
+
+def test_training_is_the_same_under_any_outer_thread_count(digits):
+    previous = torch.get_num_threads()
+    states = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            model = tiny_model()
+            train_loader, val_loader, _ = digits.loaders(64)
+            training.train(model, train_loader, val_loader, epochs=1, progress=False)
+            assert torch.get_num_threads() == threads
+            states.append(model.state_dict())
+    finally:
+        torch.set_num_threads(previous)
+    for key in states[0]:
+        assert torch.equal(states[0][key], states[1][key]), key
+
+
+def test_training_threads_setting_is_used_and_restored(digits, monkeypatch):
+    seen = []
+    original = torch.optim.SGD.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", spy)
+    before = torch.get_num_threads()
+    train_loader, _, _ = digits.loaders(512)
+    training.train(tiny_model(), train_loader, epochs=1, threads=2, progress=False)
+    assert set(seen) == {2} and torch.get_num_threads() == before
+    seen.clear()
+    training.finetune(tiny_model(), train_loader, epochs=1, progress=False)
+    assert set(seen) == {training.TRAIN_THREADS}
