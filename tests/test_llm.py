@@ -19,7 +19,7 @@ def model(corpus):
     """A GPT trained for a few steps: enough for activations with structure."""
     torch.manual_seed(0)
     gpt = GPT(corpus.vocab_size, context=16, width=32, depth=2, heads=2)
-    llm.train_language_model(gpt, corpus, steps=30, batch_size=16, progress=False)
+    llm.train_language_model(gpt, corpus, epochs=1, batch_size=256, progress=False)
     return gpt
 
 

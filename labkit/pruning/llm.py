@@ -68,7 +68,7 @@ def language_model_loss(model: nn.Module, windows: torch.Tensor) -> torch.Tensor
 
 
 @torch.no_grad()
-def perplexity(model: nn.Module, windows: torch.Tensor, batch_size: int = 256) -> float:
+def perplexity(model: nn.Module, windows: torch.Tensor, batch_size: int = 64) -> float:
     """``exp`` of the mean next-token cross-entropy over every token of ``windows``.
 
     ``windows``: ``(count, length + 1)`` token ids, e.g. ``corpus.windows("val", context)``.
@@ -193,7 +193,8 @@ class _StopForward(Exception):
 def input_statistics(model: nn.Module, layer: str, calibration: torch.Tensor,
                      batch_size: int = 64) -> InputStatistics:
     """:class:`InputStatistics` of the inputs to ``model``'s layer named ``layer`` on the
-    first ``model.context`` tokens of each calibration sample (float64)."""
+    first ``model.context`` tokens of each calibration sample (each batch's ``X X^T`` in
+    float32, summed in float64)."""
     check_calibration(model, calibration)
     module = dict(model.named_modules()).get(layer)
     if not isinstance(module, nn.Linear):
@@ -203,8 +204,8 @@ def input_statistics(model: nn.Module, layer: str, calibration: torch.Tensor,
 
     def record(_module, inputs):
         nonlocal gram, count
-        x = inputs[0].detach().reshape(-1, module.in_features).double().cpu()
-        gram += x.T @ x
+        x = inputs[0].detach().reshape(-1, module.in_features).float().cpu()
+        gram += (x.T @ x).double()
         count += x.shape[0]
         raise _StopForward
 
