@@ -1,9 +1,10 @@
 """Comparison 2: labkit's channel removal against Torch-Pruning (Fang et al. 2023).
 
-labkit (:mod:`labkit.pruning.channels`): sort each conv's output channels by the L2
-norm of the next layer's weights that read them (:func:`apply_channel_sorting`), then
-keep the first ``round((1 - r) * c)`` (:func:`channel_prune`). The surgery knows the
-VGG chain conv -> BatchNorm -> next conv.
+labkit (:mod:`labkit.pruning.channels`): sort each channel group by the L2 norm of the
+next layers' weights that read it (:func:`apply_channel_sorting`), then keep the first
+``round((1 - r) * c)`` (:func:`channel_prune`). Both find the groups themselves, from a
+traced graph: labkit with ``torch.fx`` (:func:`channel_groups`), Torch-Pruning with its
+``DependencyGraph``.
 
 Torch-Pruning: a ``DependencyGraph`` traced from the model finds the same chain by
 itself; ``BasePruner`` (``MagnitudePruner`` in older releases) with
@@ -17,6 +18,11 @@ asked, layer by layer, for exactly labkit's widths; then parameters and MACs mus
 equal, and the latency of two models of identical shapes should be too. Finally labkit's
 :func:`remove_channels` is given the channels Torch-Pruning kept: both models must then
 compute the same outputs.
+
+On the **CIFAR ResNet** the residual additions couple channels across blocks, and
+Torch-Pruning's DepGraph is the oracle: both remove exactly the channels labkit's
+criterion drops, group by group; outputs, parameters, MACs and the shapes of every
+parameter must agree, and two models of identical shapes must run equally fast.
 """
 
 from __future__ import annotations
@@ -25,20 +31,23 @@ import copy
 
 import torch
 import torch_pruning as tp
+from torch import nn
 
 from labkit.measure import count_macs, num_parameters
 from labkit.models import VGG
 from labkit.pruning.channels import (
     apply_channel_sorting,
+    channel_groups,
     channel_prune,
     conv_blocks,
     get_input_channel_importance,
     get_num_channels_to_keep,
+    group_importance,
     remove_channels,
 )
 
 from . import report
-from .config import Config, cifar_inputs, cifar_model
+from .config import Config, cifar_inputs, cifar_model, cifar_resnet
 from .timing import as_dicts, speedup, time_calls, time_models
 
 NAME = "channels"
@@ -54,8 +63,9 @@ def convs(model: VGG) -> list[torch.nn.Conv2d]:
     return [model.backbone.get_submodule(conv) for conv, _ in conv_blocks(model)]
 
 
-def widths(model: VGG) -> list[int]:
-    return [conv.out_channels for conv in convs(model)]
+def widths(model: nn.Module) -> list[int]:
+    """The width of every channel group (for a VGG, of every conv)."""
+    return [group.channels for group in channel_groups(model)]
 
 
 def torch_pruning_prune(model: VGG, inputs: torch.Tensor, ratio: float,
@@ -85,7 +95,7 @@ def torch_pruning_prune(model: VGG, inputs: torch.Tensor, ratio: float,
     return pruned.eval(), kept
 
 
-def size(model: VGG, inputs: torch.Tensor) -> dict:
+def size(model: nn.Module, inputs: torch.Tensor) -> dict:
     return {"widths": widths(model), "parameters": num_parameters(model),
             "macs": count_macs(model, inputs[:1])}
 
@@ -139,10 +149,71 @@ def compare(model: VGG, ratio: float, config: Config) -> dict:
     return result
 
 
+def labkit_keep(model: nn.Module, ratio: float) -> list[torch.Tensor]:
+    """The channels labkit's criterion keeps in each group, in increasing order: the
+    ``round((1 - r) * c)`` of largest :func:`group_importance`."""
+    keep = []
+    for group in channel_groups(model):
+        ranking = torch.argsort(group_importance(model, group), descending=True, stable=True)
+        keep.append(ranking[:get_num_channels_to_keep(group.channels, ratio)].sort().values)
+    return keep
+
+
+def torch_pruning_remove(model: nn.Module, keep: list[torch.Tensor],
+                         inputs: torch.Tensor) -> nn.Module:
+    """A copy of ``model`` from which Torch-Pruning's DepGraph removes, group by group
+    (labkit's :func:`channel_groups` order), every channel not in ``keep[g]``."""
+    pruned = copy.deepcopy(model)
+    graph = tp.DependencyGraph().build_dependency(pruned, example_inputs=inputs)
+    for group, kept in zip(channel_groups(model), keep, strict=True):
+        removed = sorted(set(range(group.channels)) - set(kept.tolist()))
+        if removed:
+            conv = pruned.get_submodule(group.convs[0])
+            graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=removed).prune()
+    return pruned.eval()
+
+
+def compare_resnet(model: nn.Module, ratio: float, config: Config) -> dict:
+    """The DepGraph oracle on the ResNet: same kept channels, same model."""
+    example = cifar_inputs(config, 1)
+    keep = labkit_keep(model, ratio)
+    ours = remove_channels(model, keep).eval()
+    theirs = torch_pruning_remove(model, keep, example)
+    with torch.no_grad():
+        probe = cifar_inputs(config, max(config.batch_sizes))
+        difference = (ours(probe) - theirs(probe)).abs().max().item()
+    shapes = {name: tuple(p.shape) for name, p in ours.named_parameters()}
+    result = {
+        "ratio": ratio,
+        "groups": len(keep),
+        "labkit": size(ours, example),
+        "torch_pruning": size(theirs, example),
+        "same_parameter_shapes": shapes == {name: tuple(p.shape)
+                                            for name, p in theirs.named_parameters()},
+        "max_abs_difference": difference,
+        "prune_time": as_dicts(time_calls({
+            "labkit": lambda: remove_channels(model, keep),
+            "torch_pruning": lambda: torch_pruning_remove(model, keep, example),
+        }, config)),
+        "latency": [],
+    }
+    for batch in config.batch_sizes:
+        times = time_models({"labkit": ours, "torch_pruning": theirs},
+                            cifar_inputs(config, batch), config)
+        result["latency"].append({
+            "batch": batch, **as_dicts(times),
+            "torch_pruning_over_labkit": speedup(times["torch_pruning"], times["labkit"])})
+    return result
+
+
 def run(config: Config) -> dict:
     model = cifar_model(config)
+    resnet = cifar_resnet(config)
     return {"dense": size(model, cifar_inputs(config, 1)),
-            "ratios": [compare(model, ratio, config) for ratio in config.channel_ratios]}
+            "ratios": [compare(model, ratio, config) for ratio in config.channel_ratios],
+            "resnet_dense": size(resnet, cifar_inputs(config, 1)),
+            "resnet": [compare_resnet(resnet, ratio, config)
+                       for ratio in config.channel_ratios]}
 
 
 def markdown(results: dict) -> str:
@@ -163,14 +234,56 @@ def markdown(results: dict) -> str:
     agreement_table = report.table(
         ("ratio", "Torch-Pruning's kept channels that labkit keeps too",
          "max output difference, same channels", "time to prune: labkit",
-         "time to prune: Torch-Pruning"),
+         "time to prune: Torch-Pruning", "Torch-Pruning / labkit"),
         [(report.percent(r["ratio"]), report.percent(r["kept_overlap"]),
           f"{r['same_channels_max_abs_difference']:.1e}",
           report.milliseconds(r["prune_time"]["labkit"]),
-          report.milliseconds(r["prune_time"]["torch_pruning"])) for r in results["ratios"]])
+          report.milliseconds(r["prune_time"]["torch_pruning"]),
+          report.ratio(r["prune_time"]["torch_pruning"]["median_ms"]
+                       / r["prune_time"]["labkit"]["median_ms"])) for r in results["ratios"]])
     return "\n\n".join([
         "**Size** of the CIFAR VGG after uniform channel pruning.", size_table,
         "**Latency** of the two pruned models of identical shapes (labkit's widths), ms.",
         latency_table,
         "**Which channels, and how fast the surgery is** (ms).", agreement_table,
+        *resnet_markdown(results),
     ]) + "\n"
+
+
+def resnet_markdown(results: dict) -> list[str]:
+    """The ResNet tables: the DepGraph oracle, then latency and surgery time."""
+    rows = results["resnet"]
+    dense = results["resnet_dense"]
+    oracle = report.table(
+        ("ratio", "groups", "group widths", "parameters (labkit / Torch-Pruning)",
+         "MACs, batch 1 (labkit / Torch-Pruning)", "same parameter shapes",
+         "max output difference"),
+        [("dense", "", " ".join(map(str, dense["widths"])), f"{dense['parameters']:,}",
+          f"{dense['macs']:,}", "", "")]
+        + [(report.percent(r["ratio"]), r["groups"], " ".join(map(str, r["labkit"]["widths"])),
+            f"{r['labkit']['parameters']:,} / {r['torch_pruning']['parameters']:,}",
+            f"{r['labkit']['macs']:,} / {r['torch_pruning']['macs']:,}",
+            _yes(r["same_parameter_shapes"]), f"{r['max_abs_difference']:.1e}") for r in rows])
+    latency = report.table(
+        ("ratio", "batch", "labkit", "Torch-Pruning", "Torch-Pruning / labkit", "within 5%"),
+        [(report.percent(r["ratio"]), row["batch"], report.milliseconds(row["labkit"]),
+          report.milliseconds(row["torch_pruning"]), report.ratio(row["torch_pruning_over_labkit"]),
+          _yes(abs(row["torch_pruning_over_labkit"] - 1) <= 0.05))
+         for r in rows for row in r["latency"]])
+    surgery = report.table(
+        ("ratio", "labkit `remove_channels`", "Torch-Pruning DepGraph + prune",
+         "Torch-Pruning / labkit"),
+        [(report.percent(r["ratio"]), report.milliseconds(r["prune_time"]["labkit"]),
+          report.milliseconds(r["prune_time"]["torch_pruning"]),
+          report.ratio(r["prune_time"]["torch_pruning"]["median_ms"]
+                       / r["prune_time"]["labkit"]["median_ms"])) for r in rows])
+    return [
+        "**CIFAR ResNet, residual channel groups**: both remove the channels labkit's "
+        "criterion drops in each group (Torch-Pruning's DepGraph as the oracle).", oracle,
+        "**Latency** of the two pruned ResNets, ms.", latency,
+        "**Time of the surgery** on the ResNet, the same kept channels, ms.", surgery,
+    ]
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"

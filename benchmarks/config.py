@@ -9,7 +9,8 @@ The two models of the labs' world: the **lab model**, the pretrained digits VGG 
 ``labkit.zoo.pretrained("vgg-digits")`` on ``1 x 8 x 8`` inputs, and the **CIFAR
 VGG**, :class:`labkit.models.VGG` with the original lab's widths on ``3 x 32 x 32``
 inputs and random weights (seeded): pruning speed and MACs do not depend on what the
-weights learned.
+weights learned. For residual connections, the **CIFAR ResNet**: :class:`labkit.models.ResNet`
+with stages of ``resnet_widths`` channels, ``resnet_blocks`` basic blocks each.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from labkit import zoo
-from labkit.models import CIFAR_WIDTHS, DIGITS_WIDTHS, VGG
+from labkit.models import CIFAR_WIDTHS, DIGITS_WIDTHS, VGG, ResNet, randomize_batchnorms
 
 ROOT = Path(__file__).resolve().parents[1]
 LABS = tuple(sorted((ROOT / "labs").glob("*.ipynb")))
@@ -47,6 +48,8 @@ class Config:
     pretrained: bool = True
     cifar_widths: tuple[int | str, ...] = CIFAR_WIDTHS
     cifar_resolution: int = 32
+    resnet_widths: tuple[int, ...] = (64, 128, 256)
+    resnet_blocks: int = 2
     batch_sizes: tuple[int, ...] = (1, 64)
     mask_sparsities: tuple[float, ...] = (0.3, 0.5, 0.9)
     timing_sparsity: float = 0.5
@@ -66,10 +69,12 @@ class Config:
 
     def __post_init__(self) -> None:
         for name in ("threads", "rounds", "csr_size", "grid_size", "conv_channels",
-                     "labs_runs", "cifar_resolution", "point_cloud_points"):
+                     "labs_runs", "cifar_resolution", "point_cloud_points", "resnet_blocks"):
             _check_positive_int(name, getattr(self, name))
-        for value in (*self.batch_sizes, *self.csr_columns, *self.dense_grid_sizes):
-            _check_positive_int("batch_sizes, csr_columns and dense_grid_sizes", value)
+        for value in (*self.batch_sizes, *self.csr_columns, *self.dense_grid_sizes,
+                      *self.resnet_widths):
+            _check_positive_int("batch_sizes, csr_columns, dense_grid_sizes and resnet_widths",
+                                value)
         _check_range("min_run_time", self.min_run_time, lambda v: v > 0, "(0, inf) seconds")
         _check_range("voxel_size", self.voxel_size, lambda v: v > 0, "(0, inf)")
         for name in ("mask_sparsities", "channel_ratios", "speedup_ratios", "csr_sparsities"):
@@ -107,6 +112,7 @@ def smoke(labs: tuple[Path, ...] = ()) -> Config:
     """Tiny models and millisecond timings: checks that every comparison runs."""
     return Config(min_run_time=0.001, rounds=1, pretrained=False,
                   cifar_widths=(8, "M", 16, "M"), cifar_resolution=8, batch_sizes=(1, 2),
+                  resnet_widths=(4, 8), resnet_blocks=1,
                   mask_sparsities=(0.5,), channel_ratios=(0.5,), speedup_ratios=(0.5,),
                   csr_size=32, csr_columns=(2,), csr_sparsities=(0.5, 0.9), grid_size=6,
                   dense_grid_sizes=(6,),
@@ -132,6 +138,14 @@ def lab_model(config: Config) -> VGG:
 def cifar_model(config: Config) -> VGG:
     """The original lab's VGG widths on 3-channel images, random weights from ``seed``."""
     return seeded(lambda: VGG(config.cifar_widths, in_channels=3), config.seed)
+
+
+def cifar_resnet(config: Config) -> ResNet:
+    """A CIFAR-sized :class:`labkit.models.ResNet` (3-channel input), random weights and
+    trained-looking BatchNorms from ``seed``: BatchNorms at their initial values would hide
+    a channel mixed up in the surgery."""
+    return seeded(lambda: randomize_batchnorms(
+        ResNet(config.resnet_widths, blocks=config.resnet_blocks, in_channels=3)), config.seed)
 
 
 def seeded(build, seed: int) -> nn.Module:

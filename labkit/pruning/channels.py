@@ -153,7 +153,7 @@ class _Grouper:
 
     def __init__(self, model: nn.Module) -> None:
         try:
-            self.graph = fx.symbolic_trace(model).graph
+            self.graph = fx.Tracer().trace(model)
         except Exception as error:  # any tracing failure: say what could not be grouped
             raise ValueError(
                 f"channel groups come from tracing the model with torch.fx, which failed "
