@@ -63,11 +63,14 @@ check_input_channel_importance = register(channels.INPUT_CHANNEL_IMPORTANCE,
                                           "check_input_channel_importance")
 check_channel_sorting = register(channels.CHANNEL_SORTING, "check_channel_sorting")
 check_limit_ratio = register(amc.LIMIT_RATIO)
+_policy_budget = register(amc.POLICY_BUDGET, "check_policy_budget")
 check_agp_sparsity = register(schedule.AGP_SPARSITY)
 check_iterative_prune = register(schedule.ITERATIVE_PRUNE)
 check_relative_index_encode = register(hardware.RELATIVE_INDEX_ENCODE)
 check_pack_2_4_metadata = register(hardware.PACK_2_4_METADATA)
 check_kernel_map = register(hardware.KERNEL_MAP)
+check_lockstep_cycles = register(hardware.LOCKSTEP_CYCLES)
+check_scan_layer = register(sensitivity.SCAN_LAYER)
 check_wanda_mask = register(llm.WANDA_MASK)
 check_obs_update = register(llm.OBS_UPDATE)
 check_nm_score_mask = register(llm.NM_SCORE_MASK)
@@ -77,9 +80,15 @@ _sparsity_budget = register(sensitivity.SPARSITY_BUDGET, "check_sparsity_budget"
 def check_sparsity_budget(sparsities: Any, model: Any = None,
                           budget: float = sensitivity.SIZE_BUDGET) -> None:
     """Lab 04: a sparsity in [0, 1) for every prunable layer of the lab's model, its
-    non-zero size within the graded budget of the dense size."""
+    size with a bitmask index within the graded budget of the dense size, and its
+    validation accuracy after the check's fixed finetune at or above the bar."""
     if budget != sensitivity.SIZE_BUDGET:
         raise CheckFailed(f"sparsity_budget: the graded budget is {sensitivity.SIZE_BUDGET}, "
                           f"got budget={budget!r}")
     _sparsity_budget(lambda: sparsities)
 
+
+def check_policy_budget(ratios: Any) -> None:
+    """Lab 05: one pruning ratio per conv of the lab's VGG, within the graded MAC budget
+    and at or above the accuracy bar without finetuning."""
+    _policy_budget(lambda: ratios)

@@ -1,11 +1,17 @@
-"""Checks of lab 05: AMC's budget rule."""
+"""Checks of lab 05: AMC's budget rule, and a pruning policy within a MAC budget that
+must reach an accuracy bar."""
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
-from labkit.grading.checks.core import Case, Check, close
+from labkit import data, measure, zoo
+from labkit.grading.checks.core import Case, Check, close, describe_outcome
+from labkit.pruning.channels import apply_channel_sorting, channel_groups, channel_prune
 from labkit.search import amc
+from labkit.training import evaluate
 
 
 def _case(label: str, ratio: float, reducible: float, fixed: float, budget: float,
@@ -48,4 +54,62 @@ LIMIT_RATIO = Check(
     hidden=_hidden_limit,
     compare=close(1e-9),
     replaces=("labkit.search.amc.limit_ratio",),
+)
+
+
+# --- the design challenge: a policy within a MAC budget, above an accuracy bar --------
+
+MAC_BUDGET = 0.4
+"""The graded budget: at most this fraction of the dense model's MACs per image."""
+MAX_RATIO = 0.8
+"""The largest pruning ratio of one conv, as in the lab's AMC environment."""
+ACCURACY_BAR = 90.0
+"""Validation accuracy (%) the pruned network must reach, without finetuning."""
+
+
+def policy_outcome(ratios: list[float]) -> tuple[float, float]:
+    """MACs (fraction of dense) and validation accuracy (%) of the lab's VGG with its
+    channels sorted by importance and each conv pruned by its ratio, not finetuned."""
+    digits = data.load("digits")
+    model = zoo.pretrained("vgg-digits", progress=False)
+    example = torch.zeros(1, *digits.image_shape)
+    pruned = channel_prune(apply_channel_sorting(model), list(ratios))
+    _, val_loader, _ = digits.loaders(batch_size=64)
+    return (measure.count_macs(pruned, example) / measure.count_macs(model, example),
+            evaluate(pruned, val_loader))
+
+
+def judge_policy_budget(_: object, ratios: object) -> str | None:
+    """``None`` when ``ratios`` holds one ratio in [0, :data:`MAX_RATIO`] per conv of the
+    lab's VGG, the pruned network keeps at most :data:`MAC_BUDGET` of the dense MACs and
+    reaches :data:`ACCURACY_BAR` on the validation split without finetuning."""
+    convs = len(channel_groups(zoo.pretrained("vgg-digits", progress=False)))
+    if type(ratios) not in (list, tuple) or len(ratios) != convs:
+        return (f"expected a list of {convs} pruning ratios, one per conv, got "
+                f"{describe_outcome(ratios)}")
+    for position, value in enumerate(ratios):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
+                not 0 <= value <= MAX_RATIO:
+            return f"ratio {position} must be a number in [0, {MAX_RATIO}], got {value!r}"
+    macs, accuracy = policy_outcome(list(ratios))
+    if macs > MAC_BUDGET:
+        return (f"the pruned network keeps {macs:.4f} of the dense MACs, "
+                f"{macs - MAC_BUDGET:.4f} above the budget of {MAC_BUDGET}")
+    if accuracy < ACCURACY_BAR:
+        return (f"within the budget ({macs:.4f} of the dense MACs), but its validation "
+                f"accuracy without finetuning is {accuracy:.2f}%, "
+                f"{ACCURACY_BAR - accuracy:.2f} points below the bar of {ACCURACY_BAR}%")
+    return None
+
+
+POLICY_BUDGET = Check(
+    name="policy_budget",
+    reference=lambda: None,
+    cases=lambda: [Case("your policy", expected=None)],
+    hidden=lambda seed: [],
+    observe=lambda function, case: function(),
+    compare=judge_policy_budget,
+    pure=False,
+    conventions=(f"{MAC_BUDGET:.0%} of the dense MACs", f"{ACCURACY_BAR:.0f}%",
+                 "without finetuning"),
 )

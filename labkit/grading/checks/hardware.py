@@ -151,3 +151,62 @@ KERNEL_MAP = Check(
     observe=_kernel_map_observation,
     replaces=("labkit.hardware.sparseconv.build_kernel_map",),
 )
+
+
+def _lockstep_reference(encoded: eie.EIEMatrix, activations: torch.Tensor) -> tuple:
+    report = eie.simulate_spmv(encoded, activations)
+    return report.cycles, report.work_per_pe
+
+
+def _relu_vector(length: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.randn(length, generator=generator).clamp(min=0)
+
+
+def _integer_matrix(rows: int, columns: int, density: float,
+                    generator: torch.Generator) -> torch.Tensor:
+    """A matrix of small integers (exact codebook values), ``density`` of them non-zero."""
+    matrix = torch.randint(1, 10, (rows, columns), generator=generator).float()
+    matrix[torch.rand(rows, columns, generator=generator) > density] = 0
+    return matrix
+
+
+def _lockstep_cases() -> list[Case]:
+    generator = torch.Generator().manual_seed(0)
+    small = _integer_matrix(8, 8, 0.35, generator)
+    tall = torch.zeros(40, 3)
+    tall[[0, 37], 0], tall[[5, 39], 1], tall[20, 2] = 2.0, 3.0, 4.0
+    uneven = torch.zeros(8, 4)
+    uneven[:, 0], uneven[0, 1:] = 1.0, 5.0
+    random_matrix = _integer_matrix(32, 24, 0.2, generator)
+    settings = [
+        ("8 x 8 on 4 PEs, every activation non-zero", small, 4, torch.ones(8)),
+        ("zero activations are not broadcast", small, 4,
+         torch.tensor([1.0, 0.0, 2.0, 0.0, 0.0, 3.0, 1.0, 0.0])),
+        ("all activations zero: no cycles", small, 4, torch.zeros(8)),
+        ("one PE: padding entries cost cycles too", tall, 1, torch.ones(3)),
+        ("every row of column 0 on 4 PEs, one busy PE for the rest", uneven, 4, torch.ones(4)),
+        ("3 PEs, rows not a multiple of 3", small, 3, torch.arange(8.0)),
+        ("random 32 x 24 on 8 PEs, ReLU activations", random_matrix, 8,
+         _relu_vector(24, generator)),
+    ]
+    return [Case(label, (eie.encode_eie(weight, pes), x)) for label, weight, pes, x in settings]
+
+
+def _hidden_lockstep(seed: int) -> list[Case]:
+    generator = torch.Generator().manual_seed(seed)
+    cases = []
+    for pes in (2, 5):
+        weight = _integer_matrix(20, 16, 0.3, generator)
+        cases.append(Case(f"random 20 x 16 on {pes} PEs",
+                          (eie.encode_eie(weight, pes), _relu_vector(16, generator))))
+    return cases
+
+
+LOCKSTEP_CYCLES = Check(
+    name="lockstep_cycles",
+    reference=_lockstep_reference,
+    cases=_lockstep_cases,
+    hidden=_hidden_lockstep,
+    replaces=("labkit.hardware.eie.simulate_spmv",),
+    conventions=("a Python `int`", "`torch.int64`", "padding entries included"),
+)

@@ -1,23 +1,130 @@
-"""Checks of lab 04: a per-layer sparsity choice within a size budget."""
+"""Checks of lab 04: a one-layer sensitivity scan, and a per-layer sparsity choice within
+a size budget (index counted) that must still reach an accuracy bar after a fixed
+finetune."""
 
 from __future__ import annotations
 
+import copy
 import numbers
 
-from labkit import measure, zoo
-from labkit.grading.checks.core import Case, Check, describe_outcome, outcome_kind
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from labkit import data, measure, zoo
+from labkit.grading.checks.core import Case, Check, close, describe_outcome, outcome_kind
+from labkit.models import MLP
 from labkit.pruning import sensitivity
+from labkit.pruning.masking import Pruner
+from labkit.training import evaluate, finetune
 
 SIZE_BUDGET = 0.25
+"""The graded size: a quarter of the dense model's bits."""
+INDEX = "bitmask"
+"""The sparse format the budget counts: one mask bit per weight plus the non-zeros."""
+FINETUNE_EPOCHS = 2
+"""The fixed finetune the check runs on the student's choice (seed 0, masks kept)."""
+ACCURACY_BAR = 98.5
+"""Validation accuracy (%) the finetuned choice must reach."""
+
+
+# --- scan_layer: one row of the sensitivity scan ---------------------------------------
+
+
+def _scan_inputs() -> tuple[nn.Module, nn.Module, DataLoader]:
+    """Fresh for every run (a student's function may change them): the lab's dense VGG,
+    a seeded MLP and 135 validation digits (half the split)."""
+    splits = data.load("digits")
+    vgg = zoo.pretrained("vgg-digits", progress=False)
+    torch.manual_seed(0)
+    mlp = MLP(64, (32,), 10)
+    loader = DataLoader(Subset(splits.val, range(135)), batch_size=135)
+    return vgg, mlp, loader
+
+
+def reference_scan_layer(model: nn.Module, name: str, sparsities: list[float],
+                         val_loader: DataLoader) -> list[float]:
+    """labkit's scan of the one layer ``name``: a list of accuracies (%)."""
+    scan = sensitivity.sensitivity_scan(model, val_loader, sparsities=sparsities, layers=[name],
+                                        progress=False)
+    return list(scan.accuracies[name])
+
+
+def observe_scan_layer(scan_layer, case: Case) -> dict:
+    """The accuracies the function returns, and whether it left the model unchanged."""
+    model = case.args[0]
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    accuracies = scan_layer(*case.args)
+    unchanged = all(torch.equal(value, before[key]) for key, value in model.state_dict().items())
+    return {"accuracies": accuracies, "model unchanged": unchanged}
+
+
+def _scan_case(inputs: tuple, label: str, model_index: int, name: str,
+               sparsities: list[float]) -> Case:
+    model, loader = inputs[model_index], inputs[2]
+    expected = {"accuracies": reference_scan_layer(model, name, sparsities, loader),
+                "model unchanged": True}
+    return Case(label, (model, name, sparsities, loader), expected=expected)
+
+
+def _scan_cases() -> list[Case]:
+    inputs = _scan_inputs()
+    return [
+        _scan_case(inputs, "the first conv at one sparsity", 0, "backbone.conv0", [0.5]),
+        _scan_case(inputs, "the last conv at three sparsities", 0, "backbone.conv3",
+                   [0.3, 0.6, 0.9]),
+        _scan_case(inputs, "the classifier, nearly all pruned", 0, "classifier", [0.1, 0.95]),
+        _scan_case(inputs, "an MLP's first layer: round(numel * sparsity) weights pruned", 1,
+                   "layers.1", [0.33, 0.77]),
+    ]
+
+
+def _hidden_scan(seed: int) -> list[Case]:
+    generator = torch.Generator().manual_seed(seed)
+    names = ["backbone.conv1", "backbone.conv2", "backbone.conv3"]
+    name = names[int(torch.randint(len(names), (1,), generator=generator))]
+    draws = torch.rand(2, generator=generator)
+    sparsities = sorted({round(0.05 + 0.9 * float(x), 2) for x in draws})
+    return [_scan_case(_scan_inputs(), f"{name} at {sparsities}", 0, name, sparsities)]
+
+
+SCAN_LAYER = Check(
+    name="scan_layer",
+    reference=reference_scan_layer,
+    cases=_scan_cases,
+    hidden=_hidden_scan,
+    observe=observe_scan_layer,
+    compare=close(1e-6),
+    pure=False,
+    replaces=("labkit.pruning.sensitivity.sensitivity_scan",
+              "labkit.pruning.sensitivity.pruned_model"),
+    conventions=("a list of floats", "round(numel * sparsity)", "leave `model` unchanged"),
+)
+
+
+# --- the design challenge: sparsities within the budget, above the bar -----------------
 
 
 def _answer(function, case: Case):
     return function()
 
 
+def finetuned_accuracy(model: nn.Module, sparsities: dict[str, float]) -> float:
+    """Validation accuracy (%) of ``model`` pruned to ``sparsities`` (fine-grained
+    magnitude masks) after the check's fixed finetune: :data:`FINETUNE_EPOCHS` epochs at
+    the finetuning learning rate, seed 0, the masks re-applied after every step."""
+    train_loader, val_loader, _ = data.load("digits").loaders(batch_size=64)
+    pruner = Pruner.from_sparsity(copy.deepcopy(model), sparsities)
+    pruner.apply()
+    finetune(pruner.model, train_loader, val_loader, epochs=FINETUNE_EPOCHS, seed=0,
+             after_step=[pruner], progress=False)
+    return evaluate(pruner.model, val_loader)
+
+
 def judge_sparsity_budget(_: object, sparsities: object) -> str | None:
     """``None`` when ``sparsities`` names every prunable layer of the lab's model with a
-    number in [0, 1) and keeps its non-zero size within :data:`SIZE_BUDGET` of dense."""
+    number in [0, 1), keeps its size with a bitmask index within :data:`SIZE_BUDGET` of
+    dense, and reaches :data:`ACCURACY_BAR` after :func:`finetuned_accuracy`."""
     if outcome_kind(sparsities) != "value":
         return f"expected a dict of sparsities, got {describe_outcome(sparsities)}"
     model = zoo.pretrained("vgg-digits", progress=False)
@@ -28,10 +135,15 @@ def judge_sparsity_budget(_: object, sparsities: object) -> str | None:
     for name, value in sparsities.items():
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
             return f"the sparsity of {name} must be a number in [0, 1), got {value!r}"
-    fraction = sensitivity.size_fraction(model, sparsities)
+    fraction = sensitivity.size_fraction(model, sparsities, index=INDEX)
     if fraction > SIZE_BUDGET:
-        return (f"the pruned model keeps {fraction:.4f} of the dense size, "
-                f"{fraction - SIZE_BUDGET:.4f} above the budget of {SIZE_BUDGET}")
+        return (f"with its {INDEX} index the pruned model keeps {fraction:.4f} of the dense "
+                f"size, {fraction - SIZE_BUDGET:.4f} above the budget of {SIZE_BUDGET}")
+    accuracy = finetuned_accuracy(model, sparsities)
+    if accuracy < ACCURACY_BAR:
+        return (f"within the budget ({fraction:.4f} of the dense size), but after the fixed "
+                f"{FINETUNE_EPOCHS}-epoch finetune the validation accuracy is {accuracy:.2f}%, "
+                f"{ACCURACY_BAR - accuracy:.2f} points below the bar of {ACCURACY_BAR}%")
     return None
 
 
@@ -43,4 +155,5 @@ SPARSITY_BUDGET = Check(
     observe=_answer,
     compare=judge_sparsity_budget,
     pure=False,
+    conventions=("bitmask", "2 epochs", f"{ACCURACY_BAR}%"),
 )
