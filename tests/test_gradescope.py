@@ -1,0 +1,236 @@
+"""The Gradescope autograder, without Gradescope: the zip is unpacked into a temporary
+root laid out like ``/autograder`` and its ``run_autograder`` runs there on a correct,
+a wrong, a crashing, a missing and a non-notebook submission of lab 00. Every
+``results.json`` is validated against a JSON schema of Gradescope's documented fields.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import jsonschema
+import nbformat
+import pytest
+from lab_submissions import LAB_00, exercises, instructor, submission, wrong_sparsity
+
+from labkit.cli import main
+from labkit.grading.grade import Answer, CheckResult, LabGrade, Limits
+from labkit.grading.gradescope import (
+    ROOT_VARIABLE,
+    build_autograder,
+    results_json,
+    submitted_notebook,
+)
+from labkit.grading.release import tags
+
+VISIBILITY = {"enum": ["hidden", "after_due_date", "after_published", "visible"]}
+TEST_SCHEMA = {
+    "type": "object",
+    "required": ["score", "max_score", "name", "output", "visibility"],
+    "additionalProperties": False,
+    "properties": {
+        "score": {"type": "number", "minimum": 0}, "max_score": {"type": "number", "minimum": 0},
+        "status": {"enum": ["passed", "failed"]}, "name": {"type": "string", "minLength": 1},
+        "name_format": {"type": "string"}, "number": {"type": ["string", "number"]},
+        "output": {"type": "string"}, "output_format": {"type": "string"},
+        "tags": {"type": "array", "items": {"type": "string"}}, "visibility": VISIBILITY,
+        "extra_data": {"type": "object"},
+    },
+}
+RESULTS_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["score", "execution_time", "output", "tests"],
+    "additionalProperties": False,
+    "properties": {
+        "score": {"type": "number", "minimum": 0},
+        "execution_time": {"type": "integer", "minimum": 0},
+        "output": {"type": "string", "minLength": 1}, "output_format": {"type": "string"},
+        "test_output_format": {"type": "string"}, "test_name_format": {"type": "string"},
+        "visibility": VISIBILITY, "stdout_visibility": VISIBILITY,
+        "extra_data": {"type": "object"}, "tests": {"type": "array", "items": TEST_SCHEMA},
+        "leaderboard": {"type": "array"},
+    },
+}
+CONFIG = {"visibility": "visible", "hidden_visibility": "after_published"}
+
+
+def validated(results: dict) -> dict:
+    jsonschema.validate(results, RESULTS_SCHEMA)
+    return results
+
+
+# --- results.json from made-up grades --------------------------------------------------
+
+
+def test_results_have_one_test_per_check_and_an_entry_per_question():
+    grade = LabGrade("student", "00_baseline", [
+        CheckResult("check_a", True, 2),
+        CheckResult("check_b", False, 1, "b: case 'zeros' failed: expected 0, got 1"),
+        CheckResult("check_c", False, 3, "c: case 'hidden case 2: big' failed: expected 1"),
+    ], [Answer("q-1", "Why prune?", "To save energy.")], ["review exercise cell x"])
+
+    results = validated(results_json([grade], ["a message"], CONFIG, 12.4))
+
+    assert results["score"] == 2
+    assert results["execution_time"] == 12
+    assert results["output"] == "a message\n00_baseline: review exercise cell x"
+    assert [(t["name"], t["score"], t["max_score"], t["visibility"]) for t in results["tests"]] \
+        == [("00_baseline: check_a", 2, 2, "visible"), ("00_baseline: check_b", 0, 1, "visible"),
+            ("00_baseline: check_c", 0, 3, "after_published"),
+            ("00_baseline: question q-1 (graded by hand)", 0, 0, "visible")]
+    assert results["tests"][0]["output"] == "passed"
+    assert results["tests"][3]["output"] == "Why prune?\n\nYour answer: To save energy."
+
+
+def test_the_submitted_notebook_is_found_by_name_or_as_the_only_one(tmp_path):
+    (tmp_path / "sub" / "nested").mkdir(parents=True)
+    (tmp_path / "sub" / "nested" / "mine.ipynb").write_text("{}")
+    (tmp_path / "sub" / ".hidden.ipynb").write_text("{}")
+    assert submitted_notebook("00_baseline", ["00_baseline"], tmp_path / "sub") == (
+        tmp_path / "sub" / "nested" / "mine.ipynb", "")
+    path, message = submitted_notebook("00_baseline", ["00_baseline", "01_x"], tmp_path / "sub")
+    assert path is None
+    assert message == "00_baseline: no notebook 00_baseline.ipynb was submitted " \
+                      "(found: nested/mine.ipynb)"
+
+
+# --- building the zip, bad input -------------------------------------------------------
+
+
+def test_zip_refuses_labs_without_check_cells_and_writes_nothing(tmp_path, capsys):
+    notebook = instructor()
+    notebook.cells = [cell for cell in notebook.cells if "check" not in tags(cell)]
+    (tmp_path / "labs").mkdir()
+    nbformat.write(notebook, tmp_path / "labs" / "00_baseline.ipynb")
+    out = tmp_path / "autograder.zip"
+    assert main(["gradescope", str(tmp_path / "labs"), "--out", str(out)]) == 1
+    assert "labkit gradescope: labs: " in capsys.readouterr().err
+    with pytest.raises(ValueError, match="00_baseline.ipynb has no check cells"):
+        build_autograder([tmp_path / "labs" / "00_baseline.ipynb"], out)
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "labs"]
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"visibility": "public"}, "visibility must be one of hidden, after_due_date, "
+                               "after_published, visible, got 'public'"),
+    ({"hidden_visibility": "later"}, "hidden_visibility must be one of"),
+])
+def test_zip_refuses_an_unknown_visibility(tmp_path, options, message):
+    with pytest.raises(ValueError, match=message):
+        build_autograder([LAB_00], tmp_path / "autograder.zip", **options)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_zip_refuses_bad_paths_and_overwriting(tmp_path):
+    out = tmp_path / "autograder.zip"
+    with pytest.raises(ValueError, match="out must be a .zip file, got"):
+        build_autograder([LAB_00], tmp_path / "autograder.tar")
+    with pytest.raises(ValueError, match="labs must be instructor notebooks or folders"):
+        build_autograder([tmp_path / "missing.ipynb"], out)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no .ipynb notebook"):
+        build_autograder([tmp_path / "empty"], out)
+    with pytest.raises(ValueError, match="two notebooks named 00_baseline.ipynb"):
+        build_autograder([LAB_00, LAB_00.parent], out)
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "empty"]
+    out.write_bytes(b"old")
+    with pytest.raises(ValueError, match="exists; pass force=True"):
+        build_autograder([LAB_00], out)
+    assert out.read_bytes() == b"old"
+
+
+# --- the zip, run as Gradescope runs it ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def autograder_zip(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("zip") / "autograder.zip"
+    assert main(["gradescope", str(LAB_00), "--out", str(out), "--cell-timeout", "60",
+                 "--timeout", "600"]) == 0
+    return out
+
+
+def run_in_root(zip_path: Path, root: Path, files: dict[str, bytes],
+                python: str = sys.executable) -> dict:
+    """Unpack the zip as Gradescope does, put ``files`` in the submission, run it."""
+    with zipfile.ZipFile(zip_path) as archive:
+        archive.extractall(root / "source")
+    (root / "submission").mkdir()
+    for name, content in files.items():
+        (root / "submission" / name).write_bytes(content)
+    script = root / "source" / "run_autograder"
+    script.chmod(0o755)
+    subprocess.run([str(script)], check=True, capture_output=True, timeout=900,
+                   env={**os.environ, ROOT_VARIABLE: str(root), "LABKIT_PYTHON": python})
+    return validated(json.loads((root / "results" / "results.json").read_text()))
+
+
+def notebook_bytes(**sources: str) -> bytes:
+    return nbformat.writes(submission(**sources)).encode()
+
+
+def test_zip_has_gradescope_layout(autograder_zip):
+    with zipfile.ZipFile(autograder_zip) as archive:
+        names = set(archive.namelist())
+        modes = {info.filename: info.external_attr >> 16 for info in archive.infolist()}
+        config = json.loads(archive.read("autograder.json"))
+    assert {"setup.sh", "run_autograder", "autograder.json", "labs/00_baseline.ipynb",
+            "pyproject.toml", "constraints.txt", "labkit/grading/gradescope.py"} <= names
+    assert modes["run_autograder"] & 0o111 and modes["setup.sh"] & 0o111
+    assert config["labs"] == ["00_baseline"]
+    assert config["limits"] == {**vars(Limits()), "cell_timeout_s": 60, "notebook_timeout_s": 600}
+
+
+def test_correct_and_wrong_submissions(autograder_zip, tmp_path):
+    correct = run_in_root(autograder_zip, tmp_path / "correct",
+                          {"00_baseline.ipynb": notebook_bytes(**exercises())})
+    wrong = run_in_root(autograder_zip, tmp_path / "wrong",
+                        {"my lab.ipynb": notebook_bytes(**wrong_sparsity())})
+
+    def scores(results):
+        return {test["name"]: (test["score"], test["max_score"]) for test in results["tests"]}
+
+    assert scores(correct) == {"00_baseline: check_get_sparsity": (1, 1),
+                               "00_baseline: check_get_model_size": (1, 1),
+                               "00_baseline: question 648243bc (graded by hand)": (0, 0)}
+    assert correct["score"] == 2
+    assert scores(wrong)["00_baseline: check_get_sparsity"] == (0, 1)
+    assert wrong["score"] == 1
+    failed = next(t for t in wrong["tests"] if t["name"] == "00_baseline: check_get_sparsity")
+    assert failed["output"].startswith("get_sparsity: case 'all non-zero' failed")
+    assert failed["status"] == "failed"
+
+
+def test_crashing_submission_scores_zero_with_the_reason(autograder_zip, tmp_path):
+    sparsity = next(iter(exercises()))
+    results = run_in_root(autograder_zip, tmp_path,
+                          {"00_baseline.ipynb": notebook_bytes(**{
+                              **exercises(), sparsity: "import os\nos._exit(1)"})})
+    assert results["score"] == 0
+    assert all("not run" in t["output"] or "died" in t["output"]
+               for t in results["tests"] if t["max_score"])
+
+
+@pytest.mark.parametrize(("files", "message"), [
+    ({}, "00_baseline: no notebook 00_baseline.ipynb was submitted (found: nothing)"),
+    ({"report.pdf": b"%PDF-1.4\n"}, "no notebook 00_baseline.ipynb was submitted "
+                                    "(found: report.pdf)"),
+    ({"00_baseline.ipynb": b'{"cells": ['}, "unreadable submission: not a readable notebook"),
+])
+def test_missing_or_non_notebook_submission_scores_zero(autograder_zip, tmp_path, files,
+                                                         message):
+    results = run_in_root(autograder_zip, tmp_path, files)
+    assert results["score"] == 0
+    assert message in results["output"]
+    assert {t["score"] for t in results["tests"]} == {0}
+
+
+def test_a_failing_autograder_still_writes_results(autograder_zip, tmp_path):
+    results = run_in_root(autograder_zip, tmp_path, {}, python="/bin/false")
+    assert results == {"score": 0, "output": "The autograder failed before it could grade "
+                                             "(exit status 1); please tell your instructor.",
+                       "execution_time": 0, "stdout_visibility": "hidden", "tests": []}
