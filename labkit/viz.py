@@ -6,8 +6,9 @@ The labs keep the algorithm in view and call this module for the plumbing:
   table in JupyterLab and in the book);
 - :func:`interactive`: controls (ipywidgets) above a figure that they redraw; the figure
   at the default values is an ordinary image output, so a static page shows it too;
-- one function per kind of figure the labs draw; each returns the
-  :class:`~matplotlib.figure.Figure` (nothing is shown until the notebook displays it).
+- one function per kind of figure the labs draw; each returns a
+  :class:`~matplotlib.figure.Figure` outside pyplot's figure list, so it is shown once,
+  where the notebook displays it (the last line of a cell, or ``display``).
 
 Importing the module sets the figure style (:data:`STYLE`: fonts legible at the column
 width) and, inside IPython, stores figures at twice their resolution ("retina").
@@ -76,7 +77,8 @@ def table(rows: Mapping[Any, Mapping[str, Any]] | Sequence[Mapping[str, Any]] | 
                          f"its columns are {list(frame.columns)}")
     if index is not None:
         frame = frame.rename_axis(index)
-    styled = frame.style.format(formats)
+    styled = frame.style.format(formats).format_index(
+        lambda label: f"{label:g}" if isinstance(label, float) else label)
     return styled.set_caption(caption) if caption else styled
 
 
@@ -101,10 +103,7 @@ def interactive(draw: Callable[..., Any], **controls: Any) -> None:
                             f"(FloatSlider, Dropdown, ...), got {type(control).__name__}")
 
     def output() -> Any:
-        shown = draw(**{name: control.value for name, control in controls.items()})
-        if isinstance(shown, Figure):
-            plt.close(shown)
-        return shown
+        return draw(**{name: control.value for name, control in controls.items()})
 
     display(ipywidgets.HBox(list(controls.values())))
     handle = display(output(), display_id=True)
@@ -120,8 +119,8 @@ def interactive(draw: Callable[..., Any], **controls: Any) -> None:
 
 
 def _panels(count: int, width: float, height: float, **options: Any) -> tuple[Figure, list]:
-    fig, axes = plt.subplots(1, count, figsize=(width * count, height), layout="constrained",
-                             squeeze=False, **options)
+    fig = Figure(figsize=(width * count, height), layout="constrained")
+    axes = fig.subplots(1, count, squeeze=False, **options)
     return fig, list(axes.flat)
 
 
@@ -131,8 +130,8 @@ def image_grid(images: torch.Tensor, titles: Sequence[Any], rows: int, cols: int
     grid, each titled by its entry of ``titles``."""
     if images.dim() != 4 or images.shape[1] != 1:
         raise ValueError(f"images must have shape (N, 1, H, W), got {tuple(images.shape)}")
-    fig, axes = plt.subplots(rows, cols, figsize=(cols, rows * 1.1), layout="constrained",
-                             squeeze=False)
+    fig = Figure(figsize=(cols, rows * 1.1), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, image, label in zip(axes.flat, images, titles, strict=False):
         ax.imshow(image[0], cmap="gray_r")
         ax.set_title(str(label))
@@ -174,12 +173,49 @@ def histograms(tensors: Mapping[str, torch.Tensor], xlabel: str = "weight",
     return fig
 
 
+def histogram_overlay(values: Mapping[str, torch.Tensor], xlabel: str, ylabel: str = "count",
+                      title: str = "", bins: int = 50) -> Figure:
+    """Histograms of several tensors on one axis, on shared bins from 0 to the largest
+    value: ``{label: tensor}``."""
+    fig = Figure(figsize=(6.4, 3.4), layout="constrained")
+    ax = fig.subplots()
+    top = max(float(v.max()) for v in values.values())
+    edges = torch.linspace(0, top, bins + 1).tolist()
+    for label, tensor in values.items():
+        ax.hist(tensor.detach().flatten().tolist(), bins=edges, alpha=0.6, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    return fig
+
+
+def scatter_against(reference: torch.Tensor, estimates: Mapping[str, torch.Tensor],
+                    xlabel: str, ylabel: str = "estimate") -> Figure:
+    """One panel per estimate: its entries against ``reference``'s, the line y = x and
+    the correlation coefficient in the title."""
+    fig, axes = _panels(len(estimates), 3.6, 3.2)
+    x = reference.detach().flatten()
+    for ax, (label, estimate) in zip(axes, estimates.items(), strict=True):
+        y = estimate.detach().flatten()
+        correlation = torch.corrcoef(torch.stack([x, y]))[0, 1].item()
+        ax.scatter(x.tolist(), y.tolist(), s=4)
+        ax.axline((0, 0), slope=1, color="grey", linewidth=0.8)
+        ax.set_title(f"{label}: correlation {correlation:.2f}")
+        ax.set_xlabel(xlabel)
+        ax.locator_params(axis="x", nbins=4)
+    axes[0].set_ylabel(ylabel)
+    return fig
+
+
 def curves(lines: Mapping[str, tuple[Sequence[float], Sequence[float]]], xlabel: str,
            ylabel: str, title: str = "", logy: bool = False,
            spread: Mapping[str, Sequence[float]] | None = None) -> Figure:
     """One line per entry of ``lines``: ``{label: (xs, ys)}``, markers at the points;
     ``spread`` (``{label: half-widths}``) draws a band of plus or minus it."""
-    fig, ax = plt.subplots(figsize=(6.4, 3.8), layout="constrained")
+    fig = Figure(figsize=(6.4, 3.8), layout="constrained")
+    ax = fig.subplots()
     markers = "osv^D<>p"
     for number, (label, (xs, ys)) in enumerate(lines.items()):
         ax.plot(xs, ys, marker=markers[number % len(markers)], markersize=4, label=label)
@@ -224,8 +260,8 @@ def kernel_grid(ax: Any, weight: torch.Tensor, mask: torch.Tensor, rows: int = 8
 def kernel_masks(weight: torch.Tensor, masks: Mapping[str, torch.Tensor], rows: int = 8,
                  cols: int = 16) -> Figure:
     """One :func:`kernel_grid` panel per mask, stacked: ``{panel title: mask}``."""
-    fig, axes = plt.subplots(len(masks), 1, figsize=(8, 2.3 * len(masks)), squeeze=False,
-                             layout="constrained")
+    fig = Figure(figsize=(8, 2.3 * len(masks)), layout="constrained")
+    axes = fig.subplots(len(masks), 1, squeeze=False)
     for ax, (name, mask) in zip(axes.flat, masks.items(), strict=True):
         kernel_grid(ax, weight, mask, rows, cols)
         ax.set_title(name)

@@ -78,9 +78,9 @@ def test_every_lab_is_in_the_table_of_contents():
 # --- what every lab grades --------------------------------------------------------------
 # A lab grades at least two exercises, each followed by its check cell, and at least two
 # questions. Every check and question cell carries integer ``points`` in its metadata; the
-# first cell states the total as "**Grading: N points**" and says what is graded by hand.
+# first cell states the total as "**Grading: N points.**" and says what is graded by hand.
 
-TOTAL = re.compile(r"\*\*Grading: (\d+) points\*\*")
+TOTAL = re.compile(r"\*\*Grading: (\d+) points\.?\*\*")
 CHECK_CALL = re.compile(r"\bchecks\.(check_\w+)\(")
 
 
@@ -141,7 +141,7 @@ def test_points_are_integers_and_the_first_cell_states_their_total(lab_file):
     total = sum(cell.metadata["points"] for cell in graded)
     first = notebook.cells[0]
     stated = TOTAL.findall(first.source) if first.cell_type == "markdown" else []
-    assert stated, f"{where(path, first)}: the first cell must state '**Grading: {total} points**'"
+    assert stated, f"{where(path, first)}: the first cell must state '**Grading: {total} points.**'"
     assert int(stated[0]) == total, (f"{where(path, first)}: states {stated[0]} points, the "
                                      f"check and question cells hold {total}")
     assert "by hand" in first.source, (f"{where(path, first)}: the first cell must say what "

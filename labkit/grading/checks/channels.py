@@ -48,6 +48,7 @@ APOZ = Check(
     hidden=_hidden_apoz,
     compare=close(1e-6),
     replaces=("labkit.pruning.neurons.apoz",),
+    conventions=("float32", "(C,)"),
 )
 
 
@@ -103,7 +104,7 @@ INPUT_CHANNEL_IMPORTANCE = Check(
     hidden=_hidden_importance,
     compare=close(1e-5),
     replaces=("labkit.pruning.channels.get_input_channel_importance",),
-    conventions=("float32",),
+    conventions=("float32", "not change"),
 )
 
 

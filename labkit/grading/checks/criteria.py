@@ -44,6 +44,7 @@ ROW_NORM = Check(
     hidden=_hidden_row_norm,
     compare=close(1e-5),
     replaces=("labkit.pruning.criteria.row_norm",),
+    conventions=("float32", "(weight.shape[0],)", "not change"),
 )
 
 
@@ -91,6 +92,7 @@ HESSIAN_DIAGONAL = Check(
     compare=close(1e-5),
     pure=False,
     replaces=("labkit.pruning.criteria.exact_hessian_diagonal",),
+    conventions=("float32", "parameter's shape"),
 )
 
 
@@ -119,6 +121,7 @@ OBD_IMPORTANCE = Check(
     hidden=_hidden_obd,
     compare=close(1e-6),
     replaces=("labkit.pruning.criteria.obd_importance",),
+    conventions=("element-wise", "not change"),
 )
 
 
@@ -166,4 +169,5 @@ SLIMMING_PENALTY = Check(
     compare=close(1e-6),
     pure=False,
     replaces=("labkit.pruning.criteria.slimming_penalty",),
+    conventions=("scalar tensor", "autograd"),
 )
