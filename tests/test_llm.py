@@ -230,3 +230,45 @@ def test_perplexity_and_windows_bad_input(corpus, model):
         llm.perplexity(model, torch.zeros(0, 17, dtype=torch.long))
     with pytest.raises(ValueError, match="split must be one of"):
         corpus.windows("validation", 16)
+
+
+# --- the corpus and the model ---------------------------------------------------------
+
+def test_pydoc_corpus_is_three_contiguous_blocks(corpus):
+    from labkit.data import pydoc_text
+
+    text = pydoc_text()
+    assert corpus.decode(torch.cat([corpus.train, corpus.val, corpus.test])) == text
+    sizes = [corpus.train.numel(), corpus.val.numel(), corpus.test.numel()]
+    assert sizes[0] == round(len(text) * 0.65) and sum(sizes) == len(text)
+    assert corpus.vocabulary == "".join(sorted(set(text)))
+    assert corpus.decode(corpus.encode("for x in y:")) == "for x in y:"
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        corpus.encode("\x00")
+
+
+def test_windows_are_fixed_length_and_seeded(corpus):
+    every = corpus.windows("val", 32)
+    assert every.shape == ((corpus.val.numel() - 32 + 31) // 32, 33)
+    assert torch.equal(every[1, :32], corpus.val[32:64])
+    drawn = corpus.windows("train", 16, count=5, seed=3)
+    assert drawn.shape == (5, 17)
+    assert torch.equal(drawn, corpus.windows("train", 16, count=5, seed=3))
+    with pytest.raises(ValueError, match="length must be below"):
+        corpus.windows("val", corpus.val.numel())
+    with pytest.raises(ValueError, match="count must be an int >= 0"):
+        corpus.windows("train", 16, count=-1)
+
+
+@pytest.mark.parametrize("options", [{"width": 0}, {"context": -1}, {"width": 10, "heads": 4}])
+def test_gpt_bad_sizes(options):
+    with pytest.raises(ValueError, match="width|context|heads"):
+        GPT(10, **options)
+
+
+def test_zoo_recipe_builds_a_gpt_over_the_corpus(corpus):
+    from labkit import zoo
+
+    built = zoo.RECIPES["gpt-pydoc"].build()
+    assert isinstance(built, GPT) and built.token.num_embeddings == corpus.vocab_size
+    assert built.context == 64
