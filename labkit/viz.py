@@ -24,6 +24,8 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from labkit.pruning.schedule import agp_sparsity
+
 STYLE = {
     "figure.dpi": 100,
     "savefig.dpi": 200,
@@ -297,3 +299,67 @@ def cost_table(rows: Mapping[str, Mapping[str, Any]]) -> Any:
         formats.update({f"{key}: ms": "{:.3f}", f"{key}: IQR ms": "{:.3f}",
                         f"{key}: speed-up": "{:.2f}x"})
     return table(table_rows, formats, index="model")
+
+
+# --- searches and schedules (labs 05 and 06) ------------------------------------------
+
+
+def search_history(accuracy: Sequence[float], warmup: int, baseline: float,
+                   baseline_label: str, window: int = 10) -> Figure:
+    """A search's accuracy per episode: the points, their running mean over ``window``
+    episodes, the best so far, the first ``warmup`` (random) episodes shaded and a
+    ``baseline`` policy's accuracy as a dashed line."""
+    if not 1 <= window <= len(accuracy):
+        raise ValueError(f"window must be in [1, {len(accuracy)}] (the episodes), got {window}")
+    fig = Figure(figsize=(6.4, 3.6), layout="constrained")
+    ax = fig.subplots()
+    values = torch.tensor(list(accuracy), dtype=torch.float64)
+    ax.axvspan(0, warmup, color="0.9", label="warm-up (random actions)")
+    ax.plot(values.tolist(), ".", color="tab:blue", alpha=0.5, label="episode")
+    running = values.unfold(0, window, 1).mean(dim=1)
+    ax.plot(range(window - 1, len(values)), running.tolist(), color="tab:blue",
+            label=f"mean of {window} episodes")
+    ax.plot(values.cummax(dim=0).values.tolist(), color="tab:green", label="best so far")
+    ax.axhline(baseline, color="tab:red", linestyle="--", label=baseline_label)
+    ax.set_xlabel("episode")
+    ax.set_ylabel("accuracy (%)")
+    ax.legend(loc="lower right")
+    return fig
+
+
+def grouped_bars(groups: Mapping[str, Sequence[float]], categories: Sequence[str],
+                 ylabel: str, title: str = "") -> Figure:
+    """Side-by-side bars: for each category, one bar per group (``{group: values}``)."""
+    fig = Figure(figsize=(6.4, 3.4), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / len(groups)
+    for number, (label, values) in enumerate(groups.items()):
+        if len(values) != len(categories):
+            raise ValueError(f"group {label!r} has {len(values)} values for "
+                             f"{len(categories)} categories")
+        offset = (number - (len(groups) - 1) / 2) * width
+        ax.bar([i + offset for i in range(len(categories))], list(values), width=width,
+               label=label)
+    ax.set_xticks(range(len(categories)), list(categories))
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    return fig
+
+
+def agp_schedule(n: int = 10, s_final: float = 0.9) -> Figure:
+    """AGP's cubic schedule from 0 to ``s_final`` in ``n`` steps against a linear one
+    (left), and the share of the surviving weights each step removes (right)."""
+    fig, (ax_s, ax_r) = _panels(2, 3.6, 3.0)
+    steps = range(n + 1)
+    for label, values in (("cubic (AGP)", [agp_sparsity(t, n, 0.0, s_final) for t in steps]),
+                          ("linear", [s_final * t / n for t in steps])):
+        ax_s.plot(list(steps), values, "-o", markersize=3, label=label)
+        removed = [(b - a) / (1 - a) for a, b in zip(values, values[1:], strict=False)]
+        ax_r.plot(range(1, n + 1), removed, "-o", markersize=3, label=label)
+    ax_s.set(xlabel="pruning step t", ylabel="sparsity", title="sparsity schedule")
+    ax_r.set(xlabel="pruning step t", ylabel="share of survivors removed",
+             title="what each step removes")
+    ax_s.legend()
+    return fig
