@@ -99,6 +99,31 @@ def test_sparse_kernels_compute_the_dense_results(smoke_run):
     assert set(sparse["csr_crossover"]) == {"2"}
 
 
+def test_sparse_convolution_divides_the_fastest_dense_path(smoke_run):
+    sparse = smoke_run[0]["sparse_kernels"]["results"]
+    for row in sparse["conv"]:
+        paths = row["dense"]["paths"]
+        fastest = min(path["median_ms"] for path in paths.values())
+        assert paths[row["dense"]["fastest"]]["median_ms"] == fastest
+        assert row["speedup"] == pytest.approx(fastest / row["sparse"]["median_ms"])
+        assert row["speedup_with_map"] == pytest.approx(
+            fastest / row["sparse_with_map"]["median_ms"])
+    for row in sparse["dense_conv"]:
+        assert len(row["paths"]) == 3
+        expected = "aten::mkldnn_convolution" if row["channels"] * row["grid"] ** 2 > 20480 \
+            else "aten::slow_conv3d"
+        assert row["conv3d_kernel"] == expected
+
+
+def test_the_resnet_pruned_by_torch_pruning_is_labkits(smoke_run):
+    channels = smoke_run[0]["channels"]["results"]
+    assert channels["resnet"]
+    for row in channels["resnet"]:
+        assert row["labkit"] == row["torch_pruning"] and row["same_parameter_shapes"]
+        assert row["max_abs_difference"] < 1e-5
+        assert row["labkit"]["macs"] < channels["resnet_dense"]["macs"]
+
+
 def test_labs_are_timed_on_a_copy_and_a_failing_lab_is_reported(smoke_run):
     results, markdown, notebook, before = smoke_run
     tiny, broken = results["labs"]["results"]["rows"]
