@@ -272,3 +272,16 @@ def test_zoo_recipe_builds_a_gpt_over_the_corpus(corpus):
     built = zoo.RECIPES["gpt-pydoc"].build()
     assert isinstance(built, GPT) and built.token.num_embeddings == corpus.vocab_size
     assert built.context == 64
+
+
+def test_benchmark_explains_torchao_wanda_masks():
+    """torchao's WandaSparsifier ranks the whole layer by |W| * ||X||^2; the benchmark's
+    third labkit mask is that, and must equal torchao's everywhere."""
+    pytest.importorskip("torchao")
+    from benchmarks import llm as benchmark
+    from benchmarks.config import smoke
+
+    results = benchmark.run(smoke())
+    layers = [row for row in results["peer"] if row["layer"] != "(model)"]
+    assert layers and all(row["agreement"]["squared"] == 1.0 for row in layers)
+    assert "torchao" in benchmark.markdown(results)

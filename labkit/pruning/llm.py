@@ -319,15 +319,19 @@ def mask(scores: torch.Tensor, *, sparsity: float | None = None,
 
 # --- SparseGPT ------------------------------------------------------------------------
 
+def _check_damping(damping: float) -> None:
+    if isinstance(damping, bool) or not isinstance(damping, numbers.Real) or not damping > 0:
+        raise ValueError(f"damping must be a positive fraction of mean(diag(H)) such as "
+                         f"{DAMPING}, got {damping!r}")
+
+
 def _check_hessian(weight: torch.Tensor, hessian: torch.Tensor, damping: float) -> None:
     _check_matrix(weight, "weight")
     columns = weight.shape[1]
     if not isinstance(hessian, torch.Tensor) or hessian.shape != (columns, columns):
         raise ValueError(f"hessian must be a ({columns}, {columns}) tensor for weight "
                          f"{tuple(weight.shape)}, got {tuple(getattr(hessian, 'shape', ()))}")
-    if isinstance(damping, bool) or not isinstance(damping, numbers.Real) or not damping > 0:
-        raise ValueError(f"damping must be a positive fraction of mean(diag(H)) such as "
-                         f"{DAMPING}, got {damping!r}")
+    _check_damping(damping)
 
 
 def inverse_hessian_factor(hessian: torch.Tensor, damping: float = DAMPING) -> torch.Tensor:
@@ -338,6 +342,7 @@ def inverse_hessian_factor(hessian: torch.Tensor, damping: float = DAMPING) -> t
     ``U[q, q]^2`` is ``[H_F^-1]_qq`` and ``U[q, q:] / U[q, q]`` the update direction
     (SparseGPT, section 3.2).
     """
+    _check_damping(damping)
     h = hessian.detach().double().clone()
     dead = h.diagonal() == 0
     h[dead, dead] = 1.0
@@ -537,9 +542,7 @@ def prune(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     check_target(sparsity, nm)
     check_calibration(model, calibration)
-    if isinstance(damping, bool) or not isinstance(damping, numbers.Real) or not damping > 0:
-        raise ValueError(f"damping must be a positive fraction of mean(diag(H)) such as "
-                         f"{DAMPING}, got {damping!r}")
+    _check_damping(damping)
     layers = linear_layers(model, skip)
     if nm is not None:
         for name, layer in layers.items():
