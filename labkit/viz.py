@@ -24,7 +24,10 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from labkit.measure import count_macs
 from labkit.pruning.schedule import agp_sparsity
+from labkit.search.netadapt import fastest_run_ms
+from labkit.training import evaluate
 
 STYLE = {
     "figure.dpi": 100,
@@ -55,13 +58,15 @@ use_style()
 
 def table(rows: Mapping[Any, Mapping[str, Any]] | Sequence[Mapping[str, Any]] | pd.DataFrame,
           formats: Mapping[str, str | Callable[[Any], str]] | None = None,
-          index: str | None = None, caption: str | None = None) -> Any:
+          index: str | None = None, caption: str | None = None,
+          missing: str | None = None) -> Any:
     """A table of ``rows`` with one number format per column.
 
     ``rows`` is a DataFrame, a list of row dicts, or a dict ``{row label: row dict}``
     (the labels become the index, named ``index``). ``formats`` maps a column to a
     format string (``"{:.1f}"``, ``"{:,}"``) or a function; other columns show as they
-    are. Returns a pandas ``Styler`` (an HTML table in a notebook).
+    are. ``missing`` is shown for a missing value (a row without that column), instead of
+    ``nan``. Returns a pandas ``Styler`` (an HTML table in a notebook).
     """
     if isinstance(rows, pd.DataFrame):
         frame = rows
@@ -79,7 +84,7 @@ def table(rows: Mapping[Any, Mapping[str, Any]] | Sequence[Mapping[str, Any]] | 
                          f"its columns are {list(frame.columns)}")
     if index is not None:
         frame = frame.rename_axis(index)
-    styled = frame.style.format(formats).format_index(
+    styled = frame.style.format(formats, na_rep=missing).format_index(
         lambda label: f"{label:g}" if isinstance(label, float) else label)
     return styled.set_caption(caption) if caption else styled
 
@@ -135,7 +140,7 @@ def image_grid(images: torch.Tensor, titles: Sequence[Any], rows: int, cols: int
     fig = Figure(figsize=(cols, rows * 1.1), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax, image, label in zip(axes.flat, images, titles, strict=False):
-        ax.imshow(image[0], cmap="gray_r")
+        ax.imshow(image[0].numpy(), cmap="gray_r")
         ax.set_title(str(label))
     for ax in axes.flat:
         ax.axis("off")
@@ -167,7 +172,7 @@ def histograms(tensors: Mapping[str, torch.Tensor], xlabel: str = "weight",
     """One density histogram per tensor: ``{panel title: tensor}``."""
     fig, axes = _panels(len(tensors), 2.6, 2.4)
     for ax, (name, tensor) in zip(axes, tensors.items(), strict=True):
-        ax.hist(tensor.detach().flatten().tolist(), bins=bins, density=True)
+        ax.hist(tensor.detach().flatten().numpy(), bins=bins, density=True)
         ax.set_title(name)
         ax.set_xlabel(xlabel)
         ax.locator_params(axis="x", nbins=4)
@@ -184,7 +189,7 @@ def histogram_overlay(values: Mapping[str, torch.Tensor], xlabel: str, ylabel: s
     top = max(float(v.max()) for v in values.values())
     edges = torch.linspace(0, top, bins + 1).tolist()
     for label, tensor in values.items():
-        ax.hist(tensor.detach().flatten().tolist(), bins=edges, alpha=0.6, label=label)
+        ax.hist(tensor.detach().flatten().numpy(), bins=edges, alpha=0.6, label=label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
@@ -253,8 +258,8 @@ def kernel_grid(ax: Any, weight: torch.Tensor, mask: torch.Tensor, rows: int = 8
             block = (slice(o * (k + 1), o * (k + 1) + k), slice(i * (k + 1), i * (k + 1) + k))
             background[block] = 0.8
             kept[block] = torch.where(mask[o, i], weight[o, i].abs(), float("nan"))
-    ax.imshow(background, cmap="gray", vmin=0, vmax=1)
-    ax.imshow(kept, cmap="viridis", vmin=0, vmax=float(weight.abs().max()))
+    ax.imshow(background.numpy(), cmap="gray", vmin=0, vmax=1)
+    ax.imshow(kept.numpy(), cmap="viridis", vmin=0, vmax=float(weight.abs().max()))
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -362,4 +367,132 @@ def agp_schedule(n: int = 10, s_final: float = 0.9) -> Figure:
     ax_r.set(xlabel="pruning step t", ylabel="share of survivors removed",
              title="what each step removes")
     ax_s.legend()
+    return fig
+
+
+# --- hardware (lab 07) ----------------------------------------------------------------
+
+
+def learning_curves(panels: Mapping[str, Mapping[str, Sequence[float]]], xlabel: str,
+                    ylabel: str, baseline: float | None = None,
+                    baseline_label: str = "") -> Figure:
+    """One panel per entry, ``{panel title: {line label: values per epoch}}``, with
+    epochs counted from 1, sharing the y axis; ``baseline`` as a dotted line."""
+    fig, axes = _panels(len(panels), 3.6, 3.0, sharey=True)
+    styles = ("-o", "--s", ":v", "-.^")
+    for ax, (title, lines) in zip(axes, panels.items(), strict=True):
+        for style, (label, values) in zip(styles, lines.items(), strict=False):
+            ax.plot(range(1, len(values) + 1), list(values), style, markersize=3, label=label)
+        if baseline is not None:
+            ax.axhline(baseline, color="grey", linestyle=":", label=baseline_label)
+        ax.set(title=title, xlabel=xlabel)
+    axes[0].set_ylabel(ylabel)
+    axes[0].legend()
+    return fig
+
+
+def pe_interleave(matrix: torch.Tensor, num_pes: int) -> Figure:
+    """A small sparse matrix with each non-zero coloured by the processing element that
+    stores it (row ``i`` on PE ``i mod num_pes``), its value written in the cell."""
+    if matrix.dim() != 2:
+        raise ValueError(f"matrix must be 2-d, got shape {tuple(matrix.shape)}")
+    rows, columns = matrix.shape
+    palette = plt.get_cmap("tab10")
+    image = torch.ones(rows, columns, 3)
+    fig = Figure(figsize=(5.5, 4.5), layout="constrained")
+    ax = fig.subplots()
+    for row, column in torch.nonzero(matrix).tolist():
+        image[row, column] = torch.tensor(palette(row % num_pes)[:3])
+        ax.text(column, row, f"{matrix[row, column]:g}", ha="center", va="center",
+                color="white")
+    ax.imshow(image)
+    ax.set_xticks(range(columns), [f"$x_{j}$" for j in range(columns)])
+    ax.set_yticks(range(rows), [f"row {row}: PE{row % num_pes}" for row in range(rows)])
+    ax.set_xticks([i - 0.5 for i in range(columns + 1)], minor=True)
+    ax.set_yticks([i - 0.5 for i in range(rows + 1)], minor=True)
+    ax.grid(which="minor", color="lightgray")
+    ax.tick_params(which="minor", length=0)
+    ax.set_title(f"W: rows interleaved over {num_pes} PEs")
+    return fig
+
+
+def layout_24(matrix: torch.Tensor, values: torch.Tensor, positions: torch.Tensor,
+              packed: torch.Tensor) -> Figure:
+    """The compressed 2:4 layout of a small matrix: the 2:4 matrix, its kept values and
+    their 2-bit positions, each row's first metadata byte (``packed[:, 0]``) at the right."""
+    rows, columns = matrix.shape
+    fig = Figure(figsize=(12, 2.8), layout="constrained")
+    axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [columns, columns // 2,
+                                                             columns // 2]})
+    panels = [(matrix, matrix != 0, f"2:4 sparse W ({rows} x {columns})"),
+              (values, torch.ones(values.shape), f"values ({rows} x {columns // 2})"),
+              (positions, torch.ones(positions.shape), "positions p (2 bits each)")]
+    for ax, (shown, shade, title) in zip(axes, panels, strict=True):
+        ax.imshow(shade, cmap="Blues", vmin=0, vmax=1.6)
+        for row in range(shown.shape[0]):
+            for column in range(shown.shape[1]):
+                ax.text(column, row, f"{shown[row, column]:.0f}", ha="center", va="center")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(title)
+    for group in range(4, columns, 4):
+        axes[0].axvline(group - 0.5, color="black")
+    for ax in axes[1:]:
+        for group in range(2, columns // 2, 2):
+            ax.axvline(group - 0.5, color="black")
+    axes[2].set_yticks(range(rows), [f"byte {b:3d} = {b:08b}" for b in packed[:, 0].tolist()])
+    axes[2].yaxis.tick_right()
+    return fig
+
+
+def latency_curves(table: Any) -> Figure:
+    """NetAdapt's lookup table (:class:`labkit.search.netadapt.LatencyTable`): each conv's
+    latency against its output width, at full input width."""
+    lines = {}
+    for layer, name in enumerate(table.layers):
+        full_input = table.input_widths(layer)[-1]
+        lines[name.removeprefix("backbone.")] = (
+            list(table.widths[layer]),
+            [table.block_ms(layer, full_input, width) for width in table.widths[layer]])
+    return curves(lines, "output channels", "ms per batch of 64 (fastest run)",
+                  "Latency lookup table, this machine, 1 thread")
+
+
+def network_table(networks: Mapping[str, tuple[Any, Any]], example: torch.Tensor,
+                  latency_batch: torch.Tensor, val_loader: Any, test_loader: Any) -> Any:
+    """Pruned networks side by side, ``{label: (network, finetuned network or None)}``,
+    the first row the dense model: conv widths, MACs per image against the first row's,
+    the fastest of 20 runs on ``latency_batch`` (one thread), validation and test
+    accuracy before and after the finetune (blank where there is none)."""
+    if not networks:
+        raise ValueError("network_table needs at least one network, got none")
+    dense_macs = count_macs(next(iter(networks.values()))[0], example)
+    rows = {}
+    for label, (network, tuned) in networks.items():
+        widths = [m.out_channels for m in network.modules() if isinstance(m, torch.nn.Conv2d)]
+        rows[label] = {"conv widths": str(tuple(widths)),
+                       "MACs": count_macs(network, example) / dense_macs,
+                       "ms": fastest_run_ms(network, latency_batch, runs=20),
+                       "val (%)": evaluate(network, val_loader),
+                       "test (%)": evaluate(network, test_loader),
+                       "val, finetuned (%)": evaluate(tuned, val_loader) if tuned else None,
+                       "test, finetuned (%)": evaluate(tuned, test_loader) if tuned else None}
+    accuracy = ["val (%)", "test (%)", "val, finetuned (%)", "test, finetuned (%)"]
+    return table(rows, {"MACs": "{:.3f}", "ms": "{:.3f}", **dict.fromkeys(accuracy, "{:.2f}")},
+                 index="network", missing="")
+
+
+def point_cloud_voxels(points: torch.Tensor, occupied: torch.Tensor, title: str,
+                       voxel_title: str) -> Figure:
+    """A 3-d point cloud (left, coloured by height) and its occupied voxels (right,
+    ``occupied`` a 3-d bool grid)."""
+    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    ax_points = fig.add_subplot(1, 2, 1, projection="3d")
+    ax_points.scatter(*points.T.tolist(), s=1, c=points[:, 2].tolist(), cmap="viridis")
+    ax_points.set_title(title)
+    ax_voxels = fig.add_subplot(1, 2, 2, projection="3d")
+    ax_voxels.voxels(occupied.numpy(), facecolors="tab:orange", edgecolor="k", linewidth=0.2)
+    ax_voxels.set_title(voxel_title)
+    for ax in (ax_points, ax_voxels):
+        ax.set_box_aspect((1, 1, 0.4))
     return fig
