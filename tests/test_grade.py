@@ -1,14 +1,16 @@
-"""Grading: merged notebooks, nbval in a sandboxed kernel, and the grade tables.
+"""Grading: merged notebooks, nbval in a bubblewrap sandbox, the referee, the tables.
 
-Most tests use a tiny instructor notebook written into ``tmp_path``, whose checks are
-plain Python in labkit's format (so its kernels start in a second and short timeouts
-are safe); one end-to-end test grades made-up submissions of the shipped lab 00, with
-labkit's own checks, through the command line.
+Most tests use a tiny instructor notebook written into ``tmp_path`` with two of labkit's
+quick checks (AGP's schedule and the channel count), so its kernels start in seconds and
+short timeouts are safe; one end-to-end test grades made-up submissions of the shipped
+lab 00 through the command line. The dishonest submissions are in ``test_redteam.py``.
 """
 
 import csv
 import json
+import os
 import re
+import stat
 from pathlib import Path
 
 import nbformat
@@ -17,6 +19,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 
 from labkit import zoo
 from labkit.cli import main
+from labkit.grading import sandbox
 from labkit.grading.grade import (
     ALL_LABS,
     Answer,
@@ -38,6 +41,7 @@ from labkit.grading.grade import (
     table_paths,
     write_tables,
 )
+from labkit.grading.referee import Verdict
 from labkit.grading.release import ANSWER_PLACEHOLDER, release_notebook
 
 LABS = Path(__file__).resolve().parents[1] / "labs"
@@ -46,24 +50,11 @@ SHIPPED = sorted(LABS.glob("*.ipynb"))
 TINY = "01_tiny"
 TINY_LIMITS = Limits(cell_timeout_s=8, notebook_timeout_s=300)
 
-SETUP = '''class CheckFailed(AssertionError):
-    pass
-
-def run_check(name, function, cases):
-    for label, argument, expected in cases:
-        try:
-            actual = function(argument)
-        except NotImplementedError:
-            raise CheckFailed(f"{name}: not implemented yet (case {label!r})") from None
-        if actual != expected:
-            raise CheckFailed(f"{name}: case {label!r} failed: expected {expected}, got {actual}")
-    print(f"{name}: {len(cases)}/{len(cases)} cases passed")
-
-def check_double(f):
-    run_check("double", f, [("one", 1, 2), ("minus three", -3, -6)])
-
-def check_triple(f):
-    run_check("triple", f, [("two", 2, 6)])'''
+SETUP = "from labkit.grading import checks"
+AGP = ("def agp_sparsity(t, n, s_initial, s_final):\n    ### BEGIN SOLUTION\n"
+       "    return s_final + (s_initial - s_final) * (1 - t / n) ** 3\n    ### END SOLUTION")
+KEEP = ("def get_num_channels_to_keep(channels, prune_ratio):\n    ### BEGIN SOLUTION\n"
+        "    return max(1, round((1 - prune_ratio) * channels))\n    ### END SOLUTION")
 
 
 def checked(source: str, output: str, count: int, **metadata) -> nbformat.NotebookNode:
@@ -77,15 +68,15 @@ def tiny_instructor() -> nbformat.NotebookNode:
     """Setup, two exercises each with its check (2 points and 1 point), one question."""
     cells = [
         new_code_cell(SETUP, execution_count=1),
-        new_markdown_cell("## Doubling"),
-        new_code_cell("def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n"
-                      "    ### END SOLUTION", execution_count=2, metadata={"tags": ["exercise"]}),
-        checked("check_double(double)", "double: 2/2 cases passed\n", 3, points=2),
-        new_code_cell("def triple(x):\n    ### BEGIN SOLUTION\n    return 3 * x\n"
-                      "    ### END SOLUTION", execution_count=4, metadata={"tags": ["exercise"]}),
-        checked("check_triple(triple)", "triple: 1/1 cases passed\n", 5),
-        new_markdown_cell("## Question\nWhy is doubling linear?"),
-        new_markdown_cell("Because 2(a + b) = 2a + 2b.", metadata={"tags": ["question"]}),
+        new_markdown_cell("## The AGP schedule"),
+        new_code_cell(AGP, execution_count=2, metadata={"tags": ["exercise"]}),
+        checked("checks.check_agp_sparsity(agp_sparsity)", "agp_sparsity: 8/8 cases passed\n",
+                3, points=2),
+        new_code_cell(KEEP, execution_count=4, metadata={"tags": ["exercise"]}),
+        checked("checks.check_get_num_channels_to_keep(get_num_channels_to_keep)",
+                "get_num_channels_to_keep: 7/7 cases passed\n", 5),
+        new_markdown_cell("## Question\nWhy does AGP prune fast early?"),
+        new_markdown_cell("Redundancy is highest at first.", metadata={"tags": ["question"]}),
     ]
     for number, cell in enumerate(cells):
         cell.id = f"cell-{number}"
@@ -138,7 +129,7 @@ def assert_rows(actual: list[tuple], expected: list[tuple]) -> None:
 
 
 @pytest.mark.parametrize("field", ["cell_timeout_s", "notebook_timeout_s", "memory_gib",
-                                   "file_size_mib"])
+                                   "file_size_mib", "disk_mib"])
 @pytest.mark.parametrize("value", [0, -1, "10", True])
 def test_limits_reject_non_positive_numbers(field, value):
     with pytest.raises(ValueError, match=f"{field} must be a positive number, got {value!r}"):
@@ -148,7 +139,7 @@ def test_limits_reject_non_positive_numbers(field, value):
 def test_check_cells_are_named_by_their_check_function_with_their_points():
     checks = check_cells(tiny_instructor())
     assert [(c.code_index, c.cell_id, c.name, c.points) for c in checks] == [
-        (2, "cell-3", "check_double", 2), (4, "cell-5", "check_triple", 1)]
+        (2, "cell-3", "check_agp_sparsity", 2), (4, "cell-5", "check_get_num_channels_to_keep", 1)]
 
 
 @pytest.mark.parametrize("points", [-1, 1.5, "2", True])
@@ -230,7 +221,7 @@ def test_read_submission_rejects_a_huge_file(tmp_path, monkeypatch):
 
 def test_merge_takes_only_exercise_and_question_sources_by_cell_id():
     instructor = tiny_instructor()
-    answers = {"cell-2": "def double(x):\n    return x + x", "cell-3": "print('I pass')",
+    answers = {"cell-2": "def agp_sparsity(*a):\n    return 0.5", "cell-3": "print('I pass')",
                "cell-0": "import os", "cell-7": "It is linear."}
     merged, missing = merge(instructor, answers)
     assert missing == ["cell-4"]
@@ -238,15 +229,19 @@ def test_merge_takes_only_exercise_and_question_sources_by_cell_id():
     assert (merged.cells[2].outputs, merged.cells[2].execution_count) == ([], None)
     assert merged.cells[4].source == release_notebook(instructor).cells[4].source
     assert merged.cells[7].source == "It is linear."
-    for index in (0, 1, 3, 5, 6):
+    for index in (0, 1, 6):
         assert merged.cells[index] == instructor.cells[index]
+    for index, name in ((3, "agp_sparsity"), (5, "get_num_channels_to_keep")):
+        assert merged.cells[index].source == instructor.cells[index].source
+        assert merged.cells[index].outputs == [
+            new_output("stream", name="stdout", text=f"{name}: results recorded\n")]
     assert instructor == tiny_instructor()
 
 
 def test_question_answers_list_the_prompt_and_blank_a_placeholder():
     instructor = tiny_instructor()
     assert question_answers(instructor, {"cell-7": " It is linear.\n"}) == [
-        Answer("cell-7", "Why is doubling linear?", "It is linear.")]
+        Answer("cell-7", "Why does AGP prune fast early?", "It is linear.")]
     assert [a.answer for a in question_answers(instructor, {"cell-7": ANSWER_PLACEHOLDER})] == [""]
     assert [a.answer for a in question_answers(instructor, {})] == [""]
     instructor.cells[6].source = "## Question 3"
@@ -255,10 +250,10 @@ def test_question_answers_list_the_prompt_and_blank_a_placeholder():
 
 def test_review_notes_flag_exercise_code_that_reaches_for_the_checks():
     instructor = tiny_instructor()
-    answers = {"cell-2": "import builtins\nchecks.check_double = print", "cell-4": "x = 3",
+    answers = {"cell-2": "import builtins\nchecks.check_agp_sparsity = print", "cell-4": "x = 3",
                "cell-0": "import importlib"}
     assert review_notes(instructor, answers) == [
-        "review exercise cell cell-2: it uses builtins, checks"]
+        "review exercise cell cell-2: it uses checks, import builtins"]
 
 
 @pytest.mark.parametrize("lab", SHIPPED, ids=[path.stem for path in SHIPPED])
@@ -276,7 +271,10 @@ def test_shipped_labs_merge_their_released_and_solved_notebooks(tmp_path, lab):
         graded_by_student = {"exercise", "question"} & set(cell.metadata.get("tags", []))
         assert full.source == cell.source
         assert (blank.source != cell.source) == bool(graded_by_student)
-        if not graded_by_student:
+        if "check" in cell.metadata.get("tags", []):
+            assert blank.source == cell.source == full.source
+            assert blank.outputs[0]["text"].endswith(": results recorded\n")
+        elif not graded_by_student:
             assert blank == cell == full
 
 
@@ -297,7 +295,7 @@ def failure(text: str) -> str:
 
 
 RAISED = ("Notebook cell execution failed\nCell 2: Cell execution caused an exception\n\n"
-          "Input:\ncheck_double(double)\n\nTraceback:\n#x1B[31mValueError#x1B[39m: inner\n\n"
+          "Input:\ncheck_agp_sparsity(double)\n\nTraceback:\n#x1B[31mValueError#x1B[39m: inner\n\n"
           "The above exception was the direct cause of the following exception:\n"
           "#x1B[31mCheckFailed#x1B[39m: double: case 'one' failed: expected 2, got 3\n")
 TIMEOUT = "Notebook cell execution failed\nCell 1: Timeout of 8 seconds exceeded executing cell"
@@ -310,7 +308,7 @@ XFAIL = '<skipped type="pytest.xfail" message="Previous cell timed out, expected
 
 def graded(report: str | None, timed_out: bool = False, returncode: int = 1) -> list[tuple]:
     instructor = tiny_instructor()
-    run = NbvalRun(report, returncode, "INTERNALERROR> boom", timed_out)
+    run = NbvalRun(report, returncode, "INTERNALERROR> boom", "time" if timed_out else "")
     return [(r.check, r.passed, r.points, r.message)
             for r in score(instructor, check_cells(instructor), run, TINY_LIMITS)]
 
@@ -318,8 +316,8 @@ def graded(report: str | None, timed_out: bool = False, returncode: int = 1) -> 
 def test_score_reads_a_check_failure_and_a_pass():
     report = junit(case(0), case(1), case(2, failure(RAISED)), case(3), case(4))
     assert graded(report) == [
-        ("check_double", False, 2, "double: case 'one' failed: expected 2, got 3"),
-        ("check_triple", True, 1, "")]
+        ("check_agp_sparsity", False, 2, "double: case 'one' failed: expected 2, got 3"),
+        ("check_get_num_channels_to_keep", True, 1, "")]
 
 
 def test_score_says_when_a_check_prints_more_than_its_line():
@@ -331,16 +329,17 @@ def test_score_says_when_a_check_prints_more_than_its_line():
 def test_score_fails_every_check_after_a_timeout_even_if_nbval_ran_it():
     report = junit(case(0), case(1, failure(TIMEOUT)), case(2, XFAIL), case(3), case(4))
     stopped = "not run: in an earlier exercise cell (cell-2), timed out after 8 s"
-    assert graded(report) == [("check_double", False, 2, stopped),
-                              ("check_triple", False, 1, stopped)]
+    assert graded(report) == [("check_agp_sparsity", False, 2, stopped),
+                              ("check_get_num_channels_to_keep", False, 1, stopped)]
 
 
 def test_score_keeps_earlier_checks_when_the_kernel_dies_later():
     report = junit(case(0), case(1), case(2), case(3, failure(DEAD)), case(4, XFAIL))
     assert graded(report) == [
-        ("check_double", True, 2, ""),
-        ("check_triple", False, 1, "not run: in an earlier exercise cell (cell-4), the kernel "
-                                   "died or stopped responding (no reply within 8 s)")]
+        ("check_agp_sparsity", True, 2, ""),
+        ("check_get_num_channels_to_keep", False, 1,
+         "not run: in an earlier exercise cell (cell-4), the kernel died or stopped responding "
+         "(no reply within 8 s)")]
 
 
 def test_score_without_a_report_fails_every_check_with_the_reason():
@@ -353,8 +352,8 @@ def test_score_without_a_report_fails_every_check_with_the_reason():
 
 def test_score_ignores_a_report_when_pytest_did_not_finish_normally():
     forged = junit(*(case(number) for number in range(5)))
-    assert graded(forged, returncode=0) == [("check_double", True, 2, ""),
-                                            ("check_triple", True, 1, "")]
+    assert graded(forged, returncode=0) == [("check_agp_sparsity", True, 2, ""),
+                                            ("check_get_num_channels_to_keep", True, 1, "")]
     for returncode in (-9, 2, 3):
         assert {row[1:] for row in graded(forged, returncode=returncode)} == {
             (False, 2, f"not run: pytest exited with code {returncode}: INTERNALERROR> boom"),
@@ -363,26 +362,59 @@ def test_score_ignores_a_report_when_pytest_did_not_finish_normally():
 
 # --- the tables -----------------------------------------------------------------------
 
+HEADER = ("student", "lab", "check", "passed", "points", "earned", "message", "mode")
 
-def test_write_tables_writes_three_csv_files_atomically(tmp_path):
+
+def test_score_asks_the_referee_about_every_check_nbval_passed():
+    instructor = tiny_instructor()
+    report = junit(case(0), case(1), case(2), case(3), case(4))
+    run = NbvalRun(report, 1, "", "")
+    asked = []
+
+    def verdict(check):
+        asked.append(check.name)
+        return Verdict(check.name == "check_agp_sparsity", "wrong on hidden case 2")
+
+    assert [(r.check, r.passed, r.message) for r in score(
+        instructor, check_cells(instructor), run, TINY_LIMITS, verdict)] == [
+        ("check_agp_sparsity", True, "wrong on hidden case 2"),
+        ("check_get_num_channels_to_keep", False, "wrong on hidden case 2")]
+    assert asked == ["check_agp_sparsity", "check_get_num_channels_to_keep"]
+
+
+def test_score_names_the_disk_quota_when_a_run_was_stopped_for_it():
+    instructor = tiny_instructor()
+    run = NbvalRun(None, -9, "", "disk")
+    assert {r.message for r in score(instructor, check_cells(instructor), run, TINY_LIMITS)} == {
+        "not run: the submission wrote more than its disk quota of 1024 MiB"}
+
+
+def test_write_tables_writes_three_csv_files_atomically_readable_by_the_group(tmp_path):
     out = tmp_path / "grades.csv"
     out.write_text("an older table")
-    grades = [LabGrade("bo, jr", TINY, [CheckResult("check_double", True, 2),
-                                        CheckResult("check_triple", False, 1, 'say "x"')],
-                       [Answer("cell-7", "Why is doubling linear?", "line 1\nline 2")], ["a note"])]
+    grades = [LabGrade("bo, jr", TINY, [CheckResult("check_agp_sparsity", True, 2),
+                                        CheckResult("check_get_num_channels_to_keep", False, 1,
+                                                    'say "x"')],
+                       [Answer("cell-7", "Why does AGP prune fast early?", "line 1\nline 2")],
+                       ["a note"], "process")]
     assert write_tables(grades, out) == table_paths(out)
     assert read_csv(out) == [
-        ("student", "lab", "check", "passed", "points", "earned", "message"),
-        ("bo, jr", TINY, "check_double", "True", "2", "2", ""),
-        ("bo, jr", TINY, "check_triple", "False", "1", "0", 'say "x"')]
+        HEADER,
+        ("bo, jr", TINY, "check_agp_sparsity", "True", "2", "2", "", "process"),
+        ("bo, jr", TINY, "check_get_num_channels_to_keep", "False", "1", "0", 'say "x"',
+         "process")]
     assert read_csv(tmp_path / "grades-totals.csv") == [
-        ("student", "lab", "earned", "points", "questions", "notes"),
-        ("bo, jr", TINY, "2", "3", "1", "a note"), ("bo, jr", ALL_LABS, "2", "3", "1", "")]
+        ("student", "lab", "earned", "points", "questions", "notes", "mode"),
+        ("bo, jr", TINY, "2", "3", "1", "a note", "process"),
+        ("bo, jr", ALL_LABS, "2", "3", "1", "", "process")]
     assert read_csv(tmp_path / "grades-questions.csv") == [
         ("student", "lab", "question", "prompt", "answer"),
-        ("bo, jr", TINY, "cell-7", "Why is doubling linear?", "line 1\nline 2")]
+        ("bo, jr", TINY, "cell-7", "Why does AGP prune fast early?", "line 1\nline 2")]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "grades-questions.csv", "grades-totals.csv", "grades.csv"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask for p in tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("jobs", [0, -2, 1.5, True])
@@ -393,16 +425,24 @@ def test_grade_rejects_a_bad_number_of_jobs(tmp_path, tiny_labs, jobs):
 
 def test_grade_checks_only_the_labs_that_were_submitted(tmp_path, tiny_labs):
     broken = tiny_instructor()
-    broken.cells[2].source = "def double(x):\n    return 2 * x"
+    broken.cells[2].source = "def agp_sparsity(*a):\n    return 0.0"
     nbformat.write(broken, tiny_labs / "02_broken.ipynb")
     root = tmp_path / "submissions"
     (root / "zed").mkdir(parents=True)
     assert grade(root, tiny_labs, tmp_path / "grades.csv") == ([], [])
-    assert read_csv(tmp_path / "grades.csv") == [
-        ("student", "lab", "check", "passed", "points", "earned", "message")]
+    assert read_csv(tmp_path / "grades.csv") == [HEADER]
     (root / "ann__02_broken.ipynb").write_text("{}")
     with pytest.raises(ValueError, match="02_broken.ipynb, cell 2 .*needs a"):
         grade(root, tiny_labs, tmp_path / "grades.csv")
+
+
+def test_load_labs_refuses_a_check_cell_that_calls_no_known_check(tiny_labs):
+    notebook = tiny_instructor()
+    notebook.cells[3].source = "checks.check_everything(agp_sparsity)"
+    nbformat.write(notebook, tiny_labs / "02_unknown.ipynb")
+    with pytest.raises(ValueError, match="02_unknown.ipynb, check cell cell-3: it calls no known "
+                                         "check"):
+        load_labs(tiny_labs)
 
 
 def test_cli_grade_reports_a_bad_limit(tmp_path, tiny_labs, capsys):
@@ -413,7 +453,33 @@ def test_cli_grade_reports_a_bad_limit(tmp_path, tiny_labs, capsys):
     assert not out.exists()
 
 
-# --- grading the tiny lab in real kernels --------------------------------------------
+def test_grade_without_bubblewrap_names_the_package_and_writes_nothing(tmp_path, tiny_labs,
+                                                                      monkeypatch, capsys):
+    monkeypatch.setattr("labkit.grading.sandbox.bwrap", lambda: None)
+    sandbox.probe.cache_clear()
+    out = tmp_path / "grades.csv"
+    try:
+        assert main(["grade", str(tmp_path), "--labs", str(tiny_labs), "--out", str(out)]) == 1
+    finally:
+        sandbox.probe.cache_clear()
+    assert "install the bubblewrap package" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_no_sandbox_warns_and_records_the_mode(tmp_path, tiny_labs, capsys):
+    root = tmp_path / "submissions"
+    root.mkdir()
+    nbformat.write(student_copy(tiny_instructor(), **solutions(tiny_instructor())),
+                   root / f"ann__{TINY}.ipynb")
+    out = tmp_path / "grades.csv"
+    assert main(["grade", str(root), "--labs", str(tiny_labs), "--out", str(out),
+                 "--no-sandbox", "--jobs", "1"]) == 0
+    assert "WARNING: --no-sandbox" in capsys.readouterr().err
+    assert {row[-1] for row in read_csv(out)[1:]} == {"process"}
+    assert {row[5] for row in read_csv(out)[1:]} == {"2", "1"}
+
+
+# --- grading the tiny lab in real sandboxes ------------------------------------------
 
 
 def test_grade_tiny_lab_submissions_cell_by_cell(tmp_path, tiny_labs):
@@ -427,11 +493,12 @@ def test_grade_tiny_lab_submissions_cell_by_cell(tmp_path, tiny_labs):
         nbformat.write(notebook, path)
 
     submit(root / "correct" / f"{TINY}.ipynb",
-           student_copy(instructor, **solved, cell_7="It scales sums term by term."))
-    submit(root / f"wrong__{TINY}.ipynb", student_copy(
-        instructor, **{**solved, "cell_2": "def double(x):\n    return 3 * x"}))
-    tampered = student_copy(instructor, cell_3='print("double: 2/2 cases passed")',
-                            cell_5='print("triple: 1/1 cases passed")')
+           student_copy(instructor, **solved, cell_7="Most weights are redundant at first."))
+    submit(root / f"wrong__{TINY}.ipynb", student_copy(instructor, **{
+        **solved, "cell_2": "def agp_sparsity(t, n, s_initial, s_final):\n"
+                            "    return s_initial + (s_final - s_initial) * t / n"}))
+    tampered = student_copy(instructor, cell_3='print("agp_sparsity: results recorded")',
+                            cell_5='print("get_num_channels_to_keep: results recorded")')
     for cell in tampered.cells[3], tampered.cells[5]:
         cell.metadata = {"tags": [], "points": 100}
         cell.outputs = instructor.cells[3].outputs
@@ -463,49 +530,50 @@ def test_grade_tiny_lab_submissions_cell_by_cell(tmp_path, tiny_labs):
     assert ignored == [f"{root / 'zed' / 'notes.txt'}: not <student>/<lab>.ipynb or "
                        "<student>__<lab>.ipynb"]
     unreadable = re.compile(r"unreadable submission: not a readable notebook \(.+\)")
-    killed = re.compile(r"not run: pytest exited with code -9: .*", re.DOTALL)
+    killed = re.compile(r"not run: pytest exited with code (-9|137): .*", re.DOTALL)
     looped = "not run: in an earlier exercise cell (cell-2), timed out after 8 s"
     died = ("not run: in an earlier exercise cell (cell-4), the kernel died or stopped "
             "responding (no reply within 8 s)")
-    assert_rows(read_csv(tmp_path / "grades.csv"), [
-        ("student", "lab", "check", "passed", "points", "earned", "message"),
-        ("broken", TINY, "check_double", "False", "2", "0", unreadable),
-        ("broken", TINY, "check_triple", "False", "1", "0", unreadable),
-        ("correct", TINY, "check_double", "True", "2", "2", ""),
-        ("correct", TINY, "check_triple", "True", "1", "1", ""),
-        ("dying", TINY, "check_double", "True", "2", "2", ""),
-        ("dying", TINY, "check_triple", "False", "1", "0", died),
-        ("forger", TINY, "check_double", "False", "2", "0", killed),
-        ("forger", TINY, "check_triple", "False", "1", "0", killed),
-        ("looping", TINY, "check_double", "False", "2", "0", looped),
-        ("looping", TINY, "check_triple", "False", "1", "0", looped),
-        ("partial", TINY, "check_double", "True", "2", "2", ""),
-        ("partial", TINY, "check_triple", "False", "1", "0",
-         "triple: not implemented yet (case 'two')"),
-        ("picture", TINY, "check_double", "False", "2", "0", unreadable),
-        ("picture", TINY, "check_triple", "False", "1", "0", unreadable),
-        ("tampered", TINY, "check_double", "False", "2", "0",
-         "double: not implemented yet (case 'one')"),
-        ("tampered", TINY, "check_triple", "False", "1", "0",
-         "triple: not implemented yet (case 'two')"),
-        ("vandal", TINY, "check_double", "True", "2", "2", ""),
-        ("vandal", TINY, "check_triple", "True", "1", "1", ""),
-        ("wrong", TINY, "check_double", "False", "2", "0",
-         "double: case 'one' failed: expected 2, got 3"),
-        ("wrong", TINY, "check_triple", "True", "1", "1", ""),
-        ("zed", TINY, "check_double", "False", "2", "0", "not submitted"),
-        ("zed", TINY, "check_triple", "False", "1", "0", "not submitted"),
-    ])
+    wrong = re.compile(r"agp_sparsity: case 't = 5 of 10' failed: .*|agp_sparsity: case "
+                       r"'half way, t = 5 of 10' failed: expected 0.7875, got 0.45 .*")
+    agp, keep = "check_agp_sparsity", "check_get_num_channels_to_keep"
+    assert_rows(read_csv(tmp_path / "grades.csv"), [HEADER, *[
+        (*row, "sandbox") for row in [
+            ("broken", TINY, agp, "False", "2", "0", unreadable),
+            ("broken", TINY, keep, "False", "1", "0", unreadable),
+            ("correct", TINY, agp, "True", "2", "2", ""),
+            ("correct", TINY, keep, "True", "1", "1", ""),
+            ("dying", TINY, agp, "True", "2", "2", ""),
+            ("dying", TINY, keep, "False", "1", "0", died),
+            ("forger", TINY, agp, "False", "2", "0", killed),
+            ("forger", TINY, keep, "False", "1", "0", killed),
+            ("looping", TINY, agp, "False", "2", "0", looped),
+            ("looping", TINY, keep, "False", "1", "0", looped),
+            ("partial", TINY, agp, "True", "2", "2", ""),
+            ("partial", TINY, keep, "False", "1", "0", "get_num_channels_to_keep: not "
+                                                       "implemented yet"),
+            ("picture", TINY, agp, "False", "2", "0", unreadable),
+            ("picture", TINY, keep, "False", "1", "0", unreadable),
+            ("tampered", TINY, agp, "False", "2", "0", "agp_sparsity: not implemented yet"),
+            ("tampered", TINY, keep, "False", "1", "0", "get_num_channels_to_keep: not "
+                                                        "implemented yet"),
+            ("vandal", TINY, agp, "True", "2", "2", ""),
+            ("vandal", TINY, keep, "True", "1", "1", ""),
+            ("wrong", TINY, agp, "False", "2", "0", wrong),
+            ("wrong", TINY, keep, "True", "1", "1", ""),
+            ("zed", TINY, agp, "False", "2", "0", "not submitted"),
+            ("zed", TINY, keep, "False", "1", "0", "not submitted"),
+        ]]])
     totals = {(row[0], row[1]): row[2:] for row in read_csv(tmp_path / "grades-totals.csv")}
-    assert totals["correct", TINY] == ("3", "3", "1", "")
-    assert totals["correct", ALL_LABS] == ("3", "3", "1", "")
+    assert totals["correct", TINY] == ("3", "3", "1", "", "sandbox")
+    assert totals["correct", ALL_LABS] == ("3", "3", "1", "", "sandbox")
     assert totals["partial", TINY] == (
-        "2", "3", "1", "cells missing from the submission (unanswered): cell-4")
-    assert totals["zed", TINY] == ("0", "3", "0", "not submitted")
+        "2", "3", "1", "cells missing from the submission (unanswered): cell-4", "sandbox")
+    assert totals["zed", TINY] == ("0", "3", "0", "not submitted", "sandbox")
     assert unreadable.fullmatch(totals["broken", TINY][3])
     answers = read_csv(tmp_path / "grades-questions.csv")
-    asked = "Why is doubling linear?"
-    assert ("correct", TINY, "cell-7", asked, "It scales sums term by term.") in answers
+    asked = "Why does AGP prune fast early?"
+    assert ("correct", TINY, "cell-7", asked, "Most weights are redundant at first.") in answers
     assert ("wrong", TINY, "cell-7", asked, "") in answers
     assert len(grades) == 11
     assert {path: path.read_bytes() for path in before} == before
@@ -517,12 +585,9 @@ def test_grade_tiny_lab_submissions_cell_by_cell(tmp_path, tiny_labs):
 def test_grade_lab_00_end_to_end_through_the_command_line(tmp_path, capsys):
     instructor = nbformat.read(LAB_00, as_version=4)
     checks = check_cells(instructor)
-    assert [c.name for c in checks] == ["check_get_sparsity", "check_get_model_size"]
-    assert all(instructor.cells[i].outputs for i, c in enumerate(instructor.cells)
-               if "check" in c.metadata.get("tags", [])), "lab 00 must be executed"
+    assert [c.name for c in checks][:2] == ["check_get_sparsity", "check_get_model_size"]
     exercises = [c for c in instructor.cells if "exercise" in c.metadata.get("tags", [])]
-    sparsity, size = (cell.id for cell in exercises)
-    check_sparsity = next(c for c in instructor.cells if c.id == checks[0].cell_id)
+    sparsity, size = (cell.id for cell in exercises[:2])
     released = release_notebook(instructor)
 
     def submission(**sources: str) -> nbformat.NotebookNode:
@@ -538,16 +603,8 @@ def test_grade_lab_00_end_to_end_through_the_command_line(tmp_path, capsys):
     nbformat.write(submission(**{**solved, sparsity: (
         "def get_sparsity(tensor):\n    return tensor.count_nonzero().item() / tensor.numel()")}),
         root / "wrong__00_baseline.ipynb")
-    tampered = submission(**{size: solved[size]})
-    forged = next(c for c in tampered.cells if c.id == checks[0].cell_id)
-    forged.source = f"print({check_sparsity.outputs[0]['text']!r}, end='')"
-    forged.outputs, forged.execution_count = check_sparsity.outputs, 1
-    nbformat.write(tampered, root / "tampered__00_baseline.ipynb")
     nbformat.write(submission(**{**solved, size: "while True:\n    pass"}),
                    root / "looping__00_baseline.ipynb")
-    nbformat.write(submission(**{**solved, sparsity: "import os\nos._exit(1)"}),
-                   root / "dying__00_baseline.ipynb")
-    (root / "broken__00_baseline.ipynb").write_text('{"cells": [')
     (root / "picture__00_baseline.ipynb").write_bytes(b"%PDF-1.4\n")
     out = tmp_path / "grades.csv"
 
@@ -556,27 +613,15 @@ def test_grade_lab_00_end_to_end_through_the_command_line(tmp_path, capsys):
 
     assert zoo.cache_path("vgg-digits").exists()
     assert "graded in" in capsys.readouterr().out
-    unreadable = re.compile(r"unreadable submission: not a readable notebook \(.+\)")
-    died = (f"not run: in an earlier exercise cell ({sparsity}), the kernel died or stopped "
-            "responding (no reply within 30 s)")
-    looped = f"not run: in an earlier exercise cell ({size}), timed out after 30 s"
-    lab = "00_baseline"
-    assert_rows(read_csv(out), [
-        ("student", "lab", "check", "passed", "points", "earned", "message"),
-        ("broken", lab, "check_get_sparsity", "False", "1", "0", unreadable),
-        ("broken", lab, "check_get_model_size", "False", "1", "0", unreadable),
-        ("correct", lab, "check_get_sparsity", "True", "1", "1", ""),
-        ("correct", lab, "check_get_model_size", "True", "1", "1", ""),
-        ("dying", lab, "check_get_sparsity", "False", "1", "0", died),
-        ("dying", lab, "check_get_model_size", "False", "1", "0", died),
-        ("looping", lab, "check_get_sparsity", "True", "1", "1", ""),
-        ("looping", lab, "check_get_model_size", "False", "1", "0", looped),
-        ("picture", lab, "check_get_sparsity", "False", "1", "0", unreadable),
-        ("picture", lab, "check_get_model_size", "False", "1", "0", unreadable),
-        ("tampered", lab, "check_get_sparsity", "False", "1", "0",
-         "get_sparsity: not implemented yet (case 'all non-zero')"),
-        ("tampered", lab, "check_get_model_size", "True", "1", "1", ""),
-        ("wrong", lab, "check_get_sparsity", "False", "1", "0",
-         "get_sparsity: case 'all non-zero' failed: expected 0.0, got 1.0"),
-        ("wrong", lab, "check_get_model_size", "True", "1", "1", ""),
-    ])
+    rows = {(row[0], row[2]): row for row in read_csv(out)[1:]}
+    assert {row[7] for row in rows.values()} == {"sandbox"}
+    assert all(row[3] == "True" for (student, _), row in rows.items() if student == "correct")
+    assert rows["wrong", "check_get_sparsity"][3:6] == ("False", "1", "0")
+    assert rows["wrong", "check_get_sparsity"][6].startswith(
+        "get_sparsity: case 'all non-zero' failed: expected 0.0, got 1.0")
+    assert rows["wrong", "check_get_model_size"][3] == "True"
+    assert rows["looping", "check_get_sparsity"][3] == "True"
+    assert rows["looping", "check_get_model_size"][6] == (
+        f"not run: in an earlier exercise cell ({size}), timed out after 30 s")
+    assert {row[6] for (student, _), row in rows.items() if student == "picture"} == {
+        next(row[6] for (s, _), row in rows.items() if s == "picture")}

@@ -224,6 +224,20 @@ def load_labs(labs: Path, names: Iterable[str] | None = None) -> dict[str, Noteb
     return notebooks
 
 
+PRETRAINED = re.compile(r"""\bpretrained\(\s*["']([\w.-]+)["']""")
+
+
+def pretrained_models(labs: Path) -> list[str]:
+    """The zoo models the labs in ``labs`` load (``zoo.pretrained("name")`` in a cell), so
+    the grader can train them once before any kernel starts."""
+    from labkit import zoo
+
+    named = {match for path in sorted(Path(labs).glob("*.ipynb"))
+             for cell in nbformat.read(path, as_version=4).cells
+             for match in PRETRAINED.findall(cell.source)}
+    return sorted(named & set(zoo.RECIPES))
+
+
 # --- submissions --------------------------------------------------------------------
 
 
