@@ -85,6 +85,7 @@ def _release(args: argparse.Namespace) -> int:
 
 def _grade(args: argparse.Namespace) -> int:
     from labkit.grading.grade import LabGrade, Limits, grade, table_paths
+    from labkit.grading.shards import Shard, grade_shard
 
     def report(lab_grade: LabGrade) -> None:
         notes = f"  ({'; '.join(lab_grade.notes)})" if lab_grade.notes else ""
@@ -93,11 +94,17 @@ def _grade(args: argparse.Namespace) -> int:
 
     try:
         limits = Limits(args.cell_timeout, args.timeout, args.memory)
+        shard = None if args.shard is None else Shard.parse(args.shard)
         for name in sorted(zoo.RECIPES):  # train once here, so no kernel trains
             zoo.pretrained(name, progress=False)
         start = time.perf_counter()
-        _, ignored = grade(Path(args.submissions), Path(args.labs), Path(args.out),
-                           jobs=args.jobs, limits=limits, cache=zoo.cache_dir(), on_graded=report)
+        options = {"jobs": args.jobs, "limits": limits, "on_graded": report}
+        if shard is None:
+            _, ignored = grade(Path(args.submissions), Path(args.labs), Path(args.out),
+                               cache=zoo.cache_dir(), **options)
+        else:
+            _, ignored = grade_shard(Path(args.submissions), Path(args.labs), Path(args.out),
+                                     shard, cache=zoo.cache_dir(), **options)
     except ValueError as error:
         print(f"labkit grade: {error}", file=sys.stderr)
         return 1
@@ -105,6 +112,52 @@ def _grade(args: argparse.Namespace) -> int:
         print(f"ignored {line}", file=sys.stderr)
     print(f"graded in {time.perf_counter() - start:.1f} s; wrote "
           f"{', '.join(str(path) for path in table_paths(Path(args.out)))}")
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from labkit.grading.shards import merge_parts
+
+    try:
+        written = merge_parts([Path(part) for part in args.parts], Path(args.out))
+    except ValueError as error:
+        print(f"labkit merge: {error}", file=sys.stderr)
+        return 1
+    print(f"merged {len(args.parts)} parts; wrote {', '.join(str(path) for path in written)}")
+    return 0
+
+
+def _gradescope(args: argparse.Namespace) -> int:
+    from labkit.grading.grade import Limits
+    from labkit.grading.gradescope import build_autograder
+
+    try:
+        out = build_autograder(
+            [Path(lab) for lab in args.labs], Path(args.out),
+            limits=Limits(args.cell_timeout, args.timeout, args.memory),
+            visibility=args.visibility, hidden_visibility=args.hidden_visibility,
+            sandboxed=not args.no_sandbox, force=args.force)
+    except ValueError as error:
+        print(f"labkit gradescope: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}: upload it as the assignment's autograder (zip file upload)")
+    return 0
+
+
+def _similarity(args: argparse.Namespace) -> int:
+    from labkit.grading.similarity import similarity_report
+
+    try:
+        page, table, matches, ignored = similarity_report(
+            Path(args.submissions), Path(args.labs), Path(args.out), noise=args.noise,
+            threshold=args.threshold)
+    except ValueError as error:
+        print(f"labkit similarity: {error}", file=sys.stderr)
+        return 1
+    for line in ignored:
+        print(f"ignored {line}", file=sys.stderr)
+    flagged = sum(match.similarity >= args.threshold for match in matches)
+    print(f"{flagged} pairs at or above {args.threshold:.0%}; wrote {page}, {table}")
     return 0
 
 
@@ -140,7 +193,54 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--cell-timeout", type=float, default=120, help="seconds per cell")
     grade.add_argument("--timeout", type=float, default=900, help="seconds per notebook")
     grade.add_argument("--memory", type=float, default=4, help="GiB of address space per process")
+    grade.add_argument("--shard", metavar="I/N",
+                       help="grade only shard I of N (students by a stable hash of their id); "
+                            "--out is then a partial table for labkit merge")
     grade.set_defaults(run=_grade)
+
+    merge = commands.add_parser(
+        "merge", help="join the partial tables of labkit grade --shard into the class tables")
+    merge.add_argument("parts", nargs="+", help="the shards' --out tables")
+    merge.add_argument("--out", required=True,
+                       help="grade table (CSV); -totals.csv and -questions.csv beside it")
+    merge.set_defaults(run=_merge)
+
+    gradescope = commands.add_parser(
+        "gradescope", help="build the Gradescope autograder zip of some labs",
+        description="The zip grades each submission as labkit grade does and writes "
+                    "Gradescope's results.json: one test per check.")
+    gradescope.add_argument("labs", nargs="+", metavar="LAB",
+                            help="instructor notebooks (labs/00_baseline.ipynb) or folders")
+    gradescope.add_argument("--out", required=True, help="the zip to write (autograder.zip)")
+    gradescope.add_argument("--visibility", default="visible",
+                            help="visibility of each check's test (default visible)")
+    gradescope.add_argument("--hidden-visibility", default="after_published",
+                            help="visibility of a check failing on a hidden case "
+                                 "(default after_published)")
+    gradescope.add_argument("--cell-timeout", type=float, default=120, help="seconds per cell")
+    gradescope.add_argument("--timeout", type=float, default=900, help="seconds per notebook")
+    gradescope.add_argument("--memory", type=float, default=4,
+                            help="GiB of address space per process")
+    gradescope.add_argument("--no-sandbox", action="store_true",
+                            help="grade without bubblewrap (where Gradescope's container "
+                                 "refuses its namespaces)")
+    gradescope.add_argument("--force", action="store_true", help="replace an existing zip")
+    gradescope.set_defaults(run=_gradescope)
+
+    similarity = commands.add_parser(
+        "similarity", help="report pairs of students with the same code, exercise by exercise",
+        description="copydetect (winnowing, as MOSS) per exercise cell; the released stub and "
+                    "the instructor's solution do not count.")
+    similarity.add_argument("submissions", help="folder of submitted notebooks")
+    similarity.add_argument("--labs", required=True, help="folder of instructor notebooks")
+    similarity.add_argument("--out", required=True,
+                            help="the HTML report (similarity.html); the CSV goes beside it")
+    similarity.add_argument("--threshold", type=float, default=0.5,
+                            help="list pairs at or above this similarity (default 0.5)")
+    similarity.add_argument("--noise", type=int, default=25,
+                            help="shortest shared code that counts, in filtered characters, a name "
+                                 "counting as one (default 25)")
+    similarity.set_defaults(run=_similarity)
     return parser
 
 
