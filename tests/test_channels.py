@@ -1,4 +1,5 @@
 import copy
+import re
 
 import pytest
 import torch
@@ -212,12 +213,10 @@ def test_channel_checks_accept_the_reference_and_reject_wrong_sorting(capsys):
     checks.check_get_num_channels_to_keep(channels.get_num_channels_to_keep)
     checks.check_input_channel_importance(channels.get_input_channel_importance)
     checks.check_channel_sorting(channels.apply_channel_sorting)
-    assert capsys.readouterr().out.splitlines() == [
-        "get_num_channels_to_keep: 7/7 cases passed",
-        "get_input_channel_importance: 4/4 cases passed",
-        "apply_channel_sorting: 3/3 cases passed",
-    ]
-    with pytest.raises(checks.CheckFailed, match="expected \\(\\("):
+    lines = capsys.readouterr().out.splitlines()
+    assert [re.fullmatch(r"(\w+): (\d+)/\2 cases passed", line).group(1) for line in lines] == \
+        ["get_num_channels_to_keep", "get_input_channel_importance", "apply_channel_sorting"]
+    with pytest.raises(checks.CheckFailed, match="case 'VGG \\(4, M, 8\\)' failed"):
         checks.check_channel_sorting(copy.deepcopy)
 
     def sorts_in_place(model):

@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 import torch
@@ -218,8 +219,9 @@ def test_masks_do_not_change_the_weight():
 def test_lab_checks_pass_labkit_and_name_the_failing_case(capsys):
     checks.check_fine_grained_mask(fine_grained_mask)
     checks.check_nm_mask(nm_mask)
-    assert capsys.readouterr().out.splitlines() == ["fine_grained_mask: 11/11 cases passed",
-                                                    "nm_mask: 10/10 cases passed"]
+    lines = capsys.readouterr().out.splitlines()
+    assert [re.fullmatch(r"(\w+): (\d+)/\2 cases passed", line).group(1) for line in lines] == \
+        ["fine_grained_mask", "nm_mask"]
 
     def kthvalue_threshold(weight, sparsity):
         num_zeros = round(weight.numel() * sparsity)
@@ -227,10 +229,10 @@ def test_lab_checks_pass_labkit_and_name_the_failing_case(capsys):
             return torch.ones_like(weight, dtype=torch.bool)
         return weight.abs() > weight.abs().flatten().kthvalue(num_zeros).values
 
-    with pytest.raises(checks.CheckFailed, match="case 'ties: four equal weights at 50%'"):
+    with pytest.raises(checks.CheckFailed, match="case 'ties: four equal weights at 50%"):
         checks.check_fine_grained_mask(kthvalue_threshold)
     with pytest.raises(checks.CheckFailed, match=r"divide 6 input features' failed: "
-                                                 r"expected ValueError raised, got tensor"):
+                                                 r"expected ValueError raised.*, got tensor"):
         checks.check_nm_mask(lambda w, n, m: nm_mask(w, n, m) if w.shape[1] % m == 0
                              else torch.ones_like(w, dtype=torch.bool))
 

@@ -481,15 +481,32 @@ def channel_prune(model: nn.Module, prune_ratio: float | Sequence[float]) -> nn.
     return _remove(model, groups, keep)
 
 
+def reader_importance(weights: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Importance of each input channel over several layers that read the same channels:
+    ``sqrt(sum_r importance_r[j]^2)``, the L2 norm of every weight, in every reader ``r``,
+    that reads channel ``j`` (:func:`get_input_channel_importance` of each conv or linear
+    weight). For one weight, its input-channel importance. Returns float32 ``(in,)``.
+
+    Raises ``ValueError`` for no weights or weights reading different numbers of channels.
+    """
+    if isinstance(weights, torch.Tensor) or not isinstance(weights, Sequence) or not weights:
+        raise ValueError("weights must be a non-empty list of the readers' weight tensors, "
+                         f"got {type(weights).__name__}")
+    per_reader = [get_input_channel_importance(w) for w in weights]
+    sizes = [importance.numel() for importance in per_reader]
+    if len(set(sizes)) != 1:
+        raise ValueError(f"weights must all read the same number of input channels (dim 1), "
+                         f"got {sizes}")
+    return torch.linalg.vector_norm(torch.stack(per_reader), dim=0).float()
+
+
 def group_importance(model: nn.Module, group: ChannelGroup) -> torch.Tensor:
-    """Importance of each channel of ``group``: the L2 norm of every weight that reads it,
-    over all the group's readers (for one reader, :func:`get_input_channel_importance` of
-    its weight). Zero for channels nothing reads."""
-    weights = [model.get_submodule(name).weight for name in group.readers]
-    if not weights:
+    """Importance of each channel of ``group``: :func:`reader_importance` of the weights of
+    all the group's readers. Zero for channels nothing reads."""
+    if not group.readers:
         return torch.zeros(group.channels)
-    per_reader = torch.stack([get_input_channel_importance(w.detach()) for w in weights])
-    return torch.linalg.vector_norm(per_reader, dim=0)
+    return reader_importance([model.get_submodule(name).weight.detach()
+                              for name in group.readers])
 
 
 def apply_channel_sorting(model: nn.Module) -> nn.Module:
