@@ -1,5 +1,7 @@
 """labkit.viz: tables with a format per column, figures shown once, controls that redraw."""
 
+import itertools
+
 import matplotlib.pyplot as plt
 import pytest
 import torch
@@ -92,3 +94,50 @@ def test_interactive_refuses_what_is_not_a_control():
         viz.interactive(lambda: None)
     with pytest.raises(TypeError, match="control 'sparsity' must be an ipywidgets control"):
         viz.interactive(lambda sparsity: None, sparsity=0.5)
+
+
+def test_table_shows_missing_values_as_asked():
+    html = viz.table({"dense": {"a": 1.0}, "pruned": {"a": 0.5, "b": 0.25}},
+                     {"a": "{:.2f}", "b": "{:.2f}"}, missing="-").to_html()
+    assert "nan" not in html and ">-<" in html and "0.25" in html
+
+
+def test_search_schedule_and_hardware_figures_are_not_kept_by_pyplot():
+    from labkit.hardware import nm
+
+    plt.close("all")
+    small = nm.prune_2_4(torch.arange(1.0, 33.0).reshape(4, 8))
+    compressed = nm.compress_2_4(small)
+    figures = [
+        viz.search_history([50.0, 60.0, 55.0, 70.0], warmup=2, baseline=58.0,
+                           baseline_label="uniform", window=2),
+        viz.grouped_bars({"a": [0.1, 0.2], "b": [0.3, 0.4]}, ["conv0", "conv1"], "ratio"),
+        viz.agp_schedule(5, 0.8),
+        viz.learning_curves({"80%": {"ticket": [50.0, 90.0], "re-init": [10.0, 80.0]}},
+                            "epoch", "accuracy", baseline=99.0, baseline_label="dense"),
+        viz.pe_interleave(torch.eye(8) * 3, 4),
+        viz.layout_24(small, compressed.values, nm.unpack_positions(compressed.metadata, 4),
+                      compressed.metadata),
+        viz.point_cloud_voxels(torch.rand(20, 3), torch.rand(3, 3, 2) > 0.5, "points",
+                               "voxels"),
+    ]
+    assert all(isinstance(fig, Figure) for fig in figures)
+    assert plt.get_fignums() == []
+
+
+def test_agp_figure_removes_a_shrinking_share_late_in_the_cubic_schedule():
+    cubic, linear = (line.get_ydata() for line in viz.agp_schedule(10, 0.9).axes[1].lines)
+    assert all(later < earlier for earlier, later in itertools.pairwise(cubic[4:]))
+    assert all(later > earlier for earlier, later in itertools.pairwise(linear))
+
+
+def test_search_and_grouped_figures_check_their_arguments():
+    with pytest.raises(ValueError, match=r"window must be in \[1, 3\]"):
+        viz.search_history([1.0, 2.0, 3.0], warmup=1, baseline=1.0, baseline_label="b",
+                           window=5)
+    with pytest.raises(ValueError, match="group 'a' has 1 values for 2 categories"):
+        viz.grouped_bars({"a": [0.1]}, ["x", "y"], "ratio")
+    with pytest.raises(ValueError, match="matrix must be 2-d"):
+        viz.pe_interleave(torch.ones(2, 2, 2), 2)
+    with pytest.raises(ValueError, match="at least one network"):
+        viz.network_table({}, torch.zeros(1), torch.zeros(1), None, None)
