@@ -19,6 +19,7 @@ from labkit.grading.checks import (
     hardware,
     llm,
     measure,
+    residual,
     schedule,
     sensitivity,
 )
@@ -74,6 +75,8 @@ check_scan_layer = register(sensitivity.SCAN_LAYER)
 check_wanda_mask = register(llm.WANDA_MASK)
 check_obs_update = register(llm.OBS_UPDATE)
 check_nm_score_mask = register(llm.NM_SCORE_MASK)
+check_residual_groups = register(residual.RESIDUAL_GROUPS)
+check_reader_importance = register(residual.READER_IMPORTANCE)
 _sparsity_budget = register(sensitivity.SPARSITY_BUDGET, "check_sparsity_budget")
 
 
