@@ -223,6 +223,19 @@ def test_tensor_sizes_follow_their_formulas(tensor, data_width, index_width):
         nnz * (data_width + index_width) + (rows + 1) * index_width
 
 
+@given(st.integers(1, 4), st.integers(1, 6), st.integers(1, 6), st.integers(1, 3),
+       st.sampled_from([torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d]))
+def test_macs_of_linear_and_convs_follow_their_formulas(batch, fan_in, fan_out, size, conv):
+    linear = torch.nn.Linear(fan_in, fan_out)
+    assert measure.count_macs(linear, torch.randn(batch, fan_in)) == batch * fan_in * fan_out
+    dims = {torch.nn.Conv1d: 1, torch.nn.Conv2d: 2, torch.nn.Conv3d: 3}[conv]
+    layer = conv(fan_in, fan_out, 1, bias=False)
+    inputs = torch.randn(batch, fan_in, *[size] * dims)
+    expected = batch * fan_in * fan_out * size**dims
+    assert measure.count_macs(layer, inputs) == expected
+    assert measure.macs_per_layer(torch.nn.Sequential(layer), inputs) == {"0": expected}
+
+
 # Validation.
 
 @given(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 5),
