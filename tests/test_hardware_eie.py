@@ -230,7 +230,7 @@ def test_bad_column_codes_are_rejected(column, error, match):
     [
         (torch.ones(4), ValueError, r"activations must have shape \(3,\)"),
         (torch.ones(3, 1), ValueError, r"activations must have shape \(3,\)"),
-        (torch.ones(3, dtype=torch.int64), TypeError, "activations must have a floating-point dtype"),
+        (torch.ones(3, dtype=torch.int64), TypeError, "activations must have a floating-point"),
     ],
 )
 def test_bad_activations_are_rejected(activations, error, match):
