@@ -84,7 +84,9 @@ def _release(args: argparse.Namespace) -> int:
 
 
 def _grade(args: argparse.Namespace) -> int:
-    from labkit.grading.grade import LabGrade, Limits, grade, table_paths
+    from labkit.grading import sandbox
+    from labkit.grading.grade import LabGrade, Limits, grade, pretrained_models, table_paths
+    from labkit.grading.sandbox import SandboxUnavailable
     from labkit.grading.shards import Shard, grade_shard
 
     def report(lab_grade: LabGrade) -> None:
@@ -94,18 +96,25 @@ def _grade(args: argparse.Namespace) -> int:
 
     try:
         limits = Limits(args.cell_timeout, args.timeout, args.memory)
+        options = {"jobs": args.jobs, "limits": limits, "on_graded": report,
+                   "sandboxed": not args.no_sandbox, "seed": args.seed}
+        if args.no_sandbox:
+            print("labkit grade: WARNING: --no-sandbox: submissions run without bubblewrap, "
+                  "with process isolation only; a dishonest submission can read this "
+                  "machine's files. The tables record mode 'process'.", file=sys.stderr)
         shard = None if args.shard is None else Shard.parse(args.shard)
-        for name in sorted(zoo.RECIPES):  # train once here, so no kernel trains
+        if not args.no_sandbox:
+            sandbox.require()
+        for name in pretrained_models(Path(args.labs)):  # train once here, so no kernel trains
             zoo.pretrained(name, progress=False)
         start = time.perf_counter()
-        options = {"jobs": args.jobs, "limits": limits, "on_graded": report}
         if shard is None:
             _, ignored = grade(Path(args.submissions), Path(args.labs), Path(args.out),
                                cache=zoo.cache_dir(), **options)
         else:
             _, ignored = grade_shard(Path(args.submissions), Path(args.labs), Path(args.out),
                                      shard, cache=zoo.cache_dir(), **options)
-    except ValueError as error:
+    except (ValueError, SandboxUnavailable) as error:
         print(f"labkit grade: {error}", file=sys.stderr)
         return 1
     for line in ignored:
@@ -193,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--cell-timeout", type=float, default=120, help="seconds per cell")
     grade.add_argument("--timeout", type=float, default=900, help="seconds per notebook")
     grade.add_argument("--memory", type=float, default=4, help="GiB of address space per process")
+    grade.add_argument("--no-sandbox", action="store_true",
+                       help="grade without bubblewrap (process isolation only; not for a "
+                            "graded course)")
+    grade.add_argument("--seed", type=int, default=None,
+                       help="seed of the hidden cases (default: a fresh secret per run; "
+                            "give one to regrade the same cases)")
     grade.add_argument("--shard", metavar="I/N",
                        help="grade only shard I of N (students by a stable hash of their id); "
                             "--out is then a partial table for labkit merge")

@@ -78,8 +78,8 @@ class Limits:
     ``file_size_mib``: largest file a process may write (``RLIMIT_FSIZE``);
     ``disk_mib``: what the submission's folder may hold in all (watched; past it every
     process is killed), and the size of the sandbox's ``/tmp``;
-    ``processes``: processes and threads of the submission (``RLIMIT_NPROC``, in the
-    sandbox's own user namespace).
+    ``processes``: processes and threads of the submission (a pids cgroup where the
+    grader may make one, and ``RLIMIT_NPROC``, which the kernel does not apply to root).
     The CPU time limit (``RLIMIT_CPU``) is the notebook timeout times the threads.
     """
 
@@ -415,8 +415,10 @@ class GradingRun:
     sandboxed: bool = True
 
 
-def _apply_limits(limits: Limits, threads: int) -> None:
-    """Set the resource limits in the child before it runs pytest; the kernel inherits."""
+def _apply_limits(limits: Limits, threads: int, group: Path | None = None) -> None:
+    """Set the resource limits in the child before it runs pytest, and move it into its
+    process group (:func:`labkit.grading.sandbox.process_group`); the kernel inherits."""
+    sandbox.join_group(group)
     memory = int(limits.memory_gib * 2**30)
     cpu = int(limits.notebook_timeout_s * threads) + 1
     size = int(limits.file_size_mib * 2**20)
@@ -518,11 +520,11 @@ def run_nbval(root: Path, notebook: NotebookNode, limits: Limits, cache: Path | 
     env = kernel_environment(inside, threads, run.seed)
     if run.sandboxed:
         argv = sandbox.command(root, argv, env, limits.disk_mib)
-    with open(log, "wb") as output:
+    with open(log, "wb") as output, sandbox.process_group(limits.processes) as group:
         process = subprocess.Popen(
             argv, cwd=root / "work", env=env, stdin=subprocess.DEVNULL, stdout=output,
             stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=partial(_apply_limits, limits, threads),
+            preexec_fn=partial(_apply_limits, limits, threads, group),
         )
         stopped = _watch(process, root, limits)
     report = root / "report" / "junit.xml"
