@@ -208,3 +208,35 @@ def test_shipped_labs_release_without_a_trace_of_their_solutions(lab):
     for before, after in zip(instructor.cells, released.cells, strict=True):
         if "question" in before.metadata.get("tags", []):
             assert after.source == ANSWER_PLACEHOLDER
+
+
+def test_release_clears_widget_views_progress_bars_and_solution_outputs():
+    setup = new_code_cell("import math", execution_count=1,
+                          outputs=[new_output("stream", name="stdout", text="kept\n")])
+    exercise = new_code_cell(EXERCISE, metadata={"tags": ["exercise"]}, execution_count=2)
+    uses = new_code_cell("value = double(2)\nprint(value)", execution_count=3,
+                         outputs=[new_output("stream", name="stdout", text="4\n")])
+    downstream = new_code_cell("print(value + 1)", execution_count=4,
+                               outputs=[new_output("stream", name="stdout", text="5\n")])
+    figure = new_code_cell("plot()", execution_count=5, outputs=[
+        new_output("display_data", data={"image/png": "iVBOR", "text/plain": "<Figure>"})])
+    widget = new_code_cell("slider()", execution_count=6, outputs=[
+        new_output("display_data", data={
+            "application/vnd.jupyter.widget-view+json": {"model_id": "x"},
+            "text/plain": "interactive(children=(FloatSlider(value=0.5),))"}),
+        new_output("stream", name="stderr", text=" 40%|####      | 4/10 [00:01<00:02]\n")])
+    notebook = new_notebook(cells=[setup, exercise, uses, downstream, figure, widget],
+                            metadata={"widgets": {"state": {}}})
+    released = release_notebook(notebook)
+    assert [len(cell.outputs) for cell in released.cells] == [1, 0, 0, 0, 1, 0]
+    assert released.cells[2].execution_count is None
+    assert "widgets" not in released.metadata
+
+
+@pytest.mark.parametrize("lab", SHIPPED, ids=[path.stem for path in SHIPPED])
+def test_shipped_labs_release_no_output_a_student_should_not_see(lab):
+    from labkit.grading.release import live_only
+
+    released = release_notebook(nbformat.read(lab, as_version=4))
+    assert not any(live_only(output) for cell in released.cells if cell.cell_type == "code"
+                   for output in cell.outputs)

@@ -8,16 +8,28 @@ a markdown cell tagged ``question`` holds only the model answer. Releasing repla
   indented like the ``### BEGIN SOLUTION`` line, so a function body stays a body;
 - every question cell's text by :data:`ANSWER_PLACEHOLDER`;
 
-and clears the outputs and execution counts of exercise and check cells (a check's
-stored output is the expected line nbval compares against; the student should run it,
-not read it). Everything else (cell ids, tags, metadata, other outputs, widget state)
-is kept as it is: the grader matches a student's cells to the instructor's by cell id.
+and clears, so that a student sees nothing before running it that came from the
+instructor's run:
+
+- the outputs and execution counts of exercise and check cells (a check's stored
+  output is the expected line nbval compares against; the student should run it);
+- every output computed from a solution: of each code cell that uses a name an
+  exercise cell defines, or a name defined by such a cell, and so on down the notebook
+  (read from the cells' syntax);
+- widget views, their stored state, and progress bars (text that only a live kernel
+  makes sense of).
+
+Everything else (cell ids, tags, metadata, figures and text that do not depend on a
+solution) is kept as it is: the grader matches a student's cells to the instructor's
+by cell id.
 """
 
 from __future__ import annotations
 
+import ast
 import copy
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -96,7 +108,59 @@ def release_notebook(notebook: NotebookNode, name: str = "notebook") -> Notebook
         if cell.cell_type == "code" and cell_tags & {"exercise", "check"}:
             cell.outputs = []
             cell.execution_count = None
+    _clear_solution_outputs(released)
+    for cell in released.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [output for output in cell.outputs if not live_only(output)]
+    released.metadata.pop("widgets", None)
     return released
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+PROGRESS = re.compile(r"\d+%\|.*\|\s*\d+/\d+|^\s*(interactive|HBox|VBox)\(children=")
+
+
+def live_only(output: NotebookNode) -> bool:
+    """An output that means something only in a live kernel: a widget view, or a
+    progress bar (as a widget's text or as ``tqdm``'s text)."""
+    data = output.get("data", {})
+    if WIDGET_VIEW in data and not any(kind.startswith("image/") for kind in data):
+        return True
+    text = output.get("text", "") or data.get("text/plain", "")
+    text = "".join(text) if isinstance(text, list) else text
+    return bool(PROGRESS.search(text))
+
+
+def _names(source: str) -> tuple[set[str], set[str]]:
+    """The names a cell defines and the names it uses (empty when it does not parse)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set(), set()
+    defined, used = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, ast.Name):
+            (defined if isinstance(node.ctx, ast.Store) else used).add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            defined.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+    return defined, used
+
+
+def _clear_solution_outputs(notebook: NotebookNode) -> None:
+    """Clear the outputs of every code cell that depends on an exercise cell's names."""
+    tainted: set[str] = set()
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        defined, used = _names(cell.source)
+        if "exercise" in tags(cell):
+            tainted |= defined
+        elif used & tainted:
+            tainted |= defined
+            cell.outputs = []
+            cell.execution_count = None
 
 
 def write_atomically(path: Path, text: str) -> None:
