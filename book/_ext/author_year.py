@@ -1,19 +1,19 @@
-"""One citation style in text and bibliography: author-year labels.
+"""One citation style in text and bibliography: author-year.
 
-Each entry of the bibliography files gets the label "Author, year", "Author and Other,
-year" or "Author et al., year"; papers with the same label get "a", "b", ... after the
-year, in the order of their titles (Han et al., 2016a and 2016b). The text cites with
-the same label in parentheses, ``(Han et al., 2015)``, several separated by semicolons,
-and the bibliography lists the entries under those labels, sorted by author and year.
+Papers whose first authors and year would print alike get "a", "b", ... after the year,
+in the order of their titles (Han et al., 2016a and 2016b): the suffix is written into the
+parsed entries' year, so the text, the hover titles and the bibliography all show it.
+``{cite}`key``` prints "(Han et al., 2015)", ``{cite:t}`key``` "Han et al. (2015)", and
+the bibliography lists every entry under its "Han et al., 2015" label, sorted by author
+and year.
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from pybtex.database import parse_file
 from pybtex.plugin import register_plugin
 from pybtex.richtext import Text
 from pybtex.style.formatting.unsrt import Style as UnsrtStyle
@@ -21,9 +21,9 @@ from pybtex.style.labels import BaseLabelStyle
 from sphinx.application import Sphinx
 from sphinxcontrib.bibtex import plugin as bibtex_plugin
 from sphinxcontrib.bibtex.style.referencing import BracketStyle
-from sphinxcontrib.bibtex.style.referencing.label import LabelReferenceStyle
+from sphinxcontrib.bibtex.style.referencing.author_year import AuthorYearReferenceStyle
 
-LABELS: dict[str, str] = {}
+SUFFIXES = "abcdefghijklmnopqrstuvwxyz"
 
 
 def _surname(person) -> str:
@@ -42,25 +42,23 @@ def author_part(entry) -> str:
     return f"{_surname(people[0])} et al."
 
 
-def author_year_labels(bibfiles: list[Path]) -> dict[str, str]:
-    """The label of every entry of ``bibfiles``, with a, b, ... where labels would clash."""
+def distinguish_years(entries) -> None:
+    """Append a, b, ... to the year of entries whose author part and year coincide."""
     groups = defaultdict(list)
-    for bibfile in bibfiles:
-        for key, entry in parse_file(str(bibfile)).entries.items():
-            groups[(author_part(entry), entry.fields.get("year", "n.d."))].append(
-                (entry.fields.get("title", ""), key))
-    labels = {}
-    for (authors, year), entries in groups.items():
-        suffixes = "abcdefghijklmnopqrstuvwxyz"[:len(entries)] if len(entries) > 1 else [""]
-        for suffix, (_, key) in zip(suffixes, sorted(entries), strict=True):
-            labels[key] = f"{authors}, {year}{suffix}"
-    return labels
+    for entry in entries.values():
+        year = re.match(r"\d*", entry.fields.get("year", "")).group()
+        groups[(author_part(entry), year)].append(entry)
+    for (_, year), clashing in groups.items():
+        if len(clashing) > 1:
+            ordered = sorted(clashing, key=lambda entry: entry.fields.get("title", ""))
+            for suffix, entry in zip(SUFFIXES, ordered, strict=False):
+                entry.fields["year"] = f"{year}{suffix}"
 
 
 class AuthorYearLabels(BaseLabelStyle):
     def format_labels(self, sorted_entries):
         for entry in sorted_entries:
-            yield LABELS[entry.key]
+            yield f"{author_part(entry)}, {entry.fields.get('year', 'n.d.')}"
 
 
 class AuthorYearStyle(UnsrtStyle):
@@ -73,20 +71,21 @@ def _parentheses() -> BracketStyle:
 
 
 @dataclass
-class AuthorYearReferences(LabelReferenceStyle):
+class RoundAuthorYear(AuthorYearReferenceStyle):
     bracket_parenthetical: BracketStyle = field(default_factory=_parentheses)
     bracket_textual: BracketStyle = field(default_factory=_parentheses)
+    bracket_author: BracketStyle = field(default_factory=_parentheses)
     bracket_label: BracketStyle = field(default_factory=_parentheses)
+    bracket_year: BracketStyle = field(default_factory=_parentheses)
 
 
-def load_labels(app: Sphinx) -> None:
-    root = Path(app.srcdir)
-    LABELS.update(author_year_labels([root / name for name in app.config.bibtex_bibfiles]))
+def on_builder_inited(app: Sphinx) -> None:
+    distinguish_years(app.env.get_domain("cite").bibdata.data.entries)
 
 
 def setup(app: Sphinx) -> dict:
     register_plugin("pybtex.style.formatting", "author_year", AuthorYearStyle)
     bibtex_plugin.register_plugin("sphinxcontrib.bibtex.style.referencing",
-                                  "author_year_labels", AuthorYearReferences)
-    app.connect("builder-inited", load_labels)
+                                  "round_author_year", RoundAuthorYear)
+    app.connect("builder-inited", on_builder_inited, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

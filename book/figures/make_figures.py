@@ -324,16 +324,16 @@ def netadapt_step():
 @figure
 def finetune_loop():
     """Iterative pruning along the lecture's schedule, with a finetune after every step."""
-    fig = plt.figure(figsize=(8.5, 2.8))
-    ax = _diagram_axes(fig, (0, 17), (0, 5.6))
-    _box(ax, (1.6, 3.2), "train\ndense", 2.2, 1.3, "#e5e7eb")
-    x = 1.6
+    fig = plt.figure(figsize=(9, 2.6))
+    ax = _diagram_axes(fig, (0, 18.8), (0.2, 5.2))
+    _box(ax, (1.4, 3.2), "train\ndense", 2.2, 1.3, "#e5e7eb")
+    x = 1.4
     for sparsity in schedule.LECTURE_SPARSITIES:
         x_next = x + 3.1
         _arrow(ax, (x + 1.1, 3.2), (x_next - 1.1, 3.2))
         _box(ax, (x_next, 3.2), f"prune to {sparsity:.0%}\n↓\nfinetune", 2.2, 1.7, "#fde68a")
         x = x_next
-    ax.text(8.5, 0.8, "each step re-ranks the surviving weights by magnitude; "
+    ax.text(9.4, 0.8, "each step re-ranks the surviving weights by magnitude; "
             "masks are re-applied after every optimizer step", ha="center", fontsize=9)
     return fig
 
