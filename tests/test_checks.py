@@ -16,8 +16,8 @@ def parameter_bits(model, data_width=32, count_nonzero_only=False):
 
 def test_every_registered_reference_passes_its_public_and_hidden_cases():
     for call, check in checks.CHECKS.items():
-        if call in ("check_sparsity_budget", "check_iterative_prune"):
-            continue  # judged answers and long runs: tested on their own
+        if any(case.expected is not core.NOT_GIVEN for case in check.cases()):
+            continue  # judged answers and stated outcomes: tested with their labs' checks
         for case in core.all_cases(check, seed=7):
             expected = core.expected_outcome(check, case)
             assert check.compare(expected, core.outcome(check, check.reference, case)) is None, \
