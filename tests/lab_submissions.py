@@ -10,25 +10,25 @@ LABS = Path(__file__).resolve().parents[1] / "labs"
 LAB_00 = LABS / "00_baseline.ipynb"
 
 
-def instructor() -> nbformat.NotebookNode:
-    return nbformat.read(LAB_00, as_version=4)
+def instructor(lab: Path = LAB_00) -> nbformat.NotebookNode:
+    return nbformat.read(lab, as_version=4)
 
 
-def exercises() -> dict[str, str]:
-    """The instructor's exercise cells of lab 00 (the solutions), by cell id."""
-    return {cell.id: cell.source for cell in instructor().cells if "exercise" in tags(cell)}
+def exercises(lab: Path = LAB_00) -> dict[str, str]:
+    """The instructor's exercise cells of ``lab`` (the solutions), by cell id."""
+    return {cell.id: cell.source for cell in instructor(lab).cells if "exercise" in tags(cell)}
 
 
-def submission(**sources: str) -> nbformat.NotebookNode:
-    """The released lab 00 with the cells of the given ids holding the given sources."""
-    notebook = release_notebook(instructor())
+def submission(lab: Path = LAB_00, **sources: str) -> nbformat.NotebookNode:
+    """The released ``lab`` with the cells of the given ids holding the given sources."""
+    notebook = release_notebook(instructor(lab))
     for cell in notebook.cells:
         cell.source = sources.get(cell.id, cell.source)
     return notebook
 
 
-def wrong_sparsity() -> dict[str, str]:
+def wrong_sparsity(lab: Path = LAB_00) -> dict[str, str]:
     """The solutions, with a ``get_sparsity`` that counts the non-zeros instead."""
-    sparsity = next(iter(exercises()))
-    return {**exercises(), sparsity: "def get_sparsity(tensor):\n"
+    sparsity = next(iter(exercises(lab)))
+    return {**exercises(lab), sparsity: "def get_sparsity(tensor):\n"
                                      "    return tensor.count_nonzero().item() / tensor.numel()"}

@@ -258,14 +258,15 @@ def test_slurm_job_array_then_merge_grades_the_class(tmp_path):
 
     Shard 1 holds bob and carol, shard 2 alice (``shard_of``).
     """
-    subs = tmp_path / "submissions"
-    (subs / "carol").mkdir(parents=True)  # a student who handed in nothing
-    for student, sources in (("alice", exercises()), ("bob", wrong_sparsity())):
-        (subs / student).mkdir()
-        nbformat.write(submission(**sources), subs / student / "00_baseline.ipynb")
     labs = tmp_path / "labs"
     labs.mkdir()
-    (labs / "00_baseline.ipynb").write_bytes(LAB_00.read_bytes())
+    lab = labs / "00_baseline.ipynb"
+    lab.write_bytes(LAB_00.read_bytes())
+    subs = tmp_path / "submissions"
+    (subs / "carol").mkdir(parents=True)  # a student who handed in nothing
+    for student, sources in (("alice", exercises(lab)), ("bob", wrong_sparsity(lab))):
+        (subs / student).mkdir()
+        nbformat.write(submission(lab, **sources), subs / student / "00_baseline.ipynb")
     env = {**os.environ, "SUBMISSIONS": str(subs), "LABS": str(labs),
            "PARTS": str(tmp_path / "parts"), "OUT": str(tmp_path / "grades.csv"),
            "LABKIT": str(Path(sys.executable).parent / "labkit"), "SLURM_CPUS_PER_TASK": "1"}

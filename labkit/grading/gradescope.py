@@ -8,8 +8,9 @@ submission, runs ``run_autograder`` with the student's files in
 
 - ``setup.sh``: installs bubblewrap and the pinned course environment, trains the
   pretrained models into a cache;
-- ``run_autograder``: runs :func:`run_autograder`, and writes a results file of its own
-  should Python fail before it could;
+- ``run_autograder``: runs :func:`run_autograder` with the labkit ``setup.sh``
+  installed (the one the sandboxed kernels import too), and writes a results file of
+  its own should Python fail before it could;
 - ``labs/``: the instructor notebooks, ``autograder.json`` (which labs, limits,
   visibility), and labkit's source with ``pyproject.toml`` and ``constraints.txt``.
 
@@ -81,7 +82,7 @@ PYTHON="${LABKIT_PYTHON:-$ROOT/venv/bin/python}"
 export LABKIT_CACHE="${LABKIT_CACHE:-$ROOT/cache}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 mkdir -p "$ROOT/results"
 rm -f "$ROOT/results/results.json"
-cd "$ROOT/source" && PYTHONPATH="$ROOT/source" "$PYTHON" -m labkit.grading.gradescope "$ROOT"
+cd "$ROOT" && "$PYTHON" -m labkit.grading.gradescope "$ROOT"
 status=$?
 if [ ! -s "$ROOT/results/results.json" ]; then
     printf '{"score": 0, "output": "%s (exit status %s); please tell your instructor.", ' \\
