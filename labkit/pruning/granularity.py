@@ -35,12 +35,12 @@ GRANULARITIES = ("fine-grained", "pattern", "vector", "kernel", "channel")
 """The granularities :func:`granularity_mask` knows, from finest to coarsest."""
 
 
-def _check_weight(weight: torch.Tensor, argument: str = "weight") -> None:
+def _check_weight(weight: torch.Tensor, argument: str = "weight", *, finite: bool = True) -> None:
     if not isinstance(weight, torch.Tensor):
         raise TypeError(f"{argument} must be a torch.Tensor, got {type(weight).__name__}")
     if weight.is_complex():
         raise TypeError(f"{argument} must be real, got dtype {weight.dtype}")
-    check_tensor(weight, argument, kind="any")
+    check_tensor(weight, argument, kind="any", finite=finite)
 
 
 def _check_conv_or_linear(weight: torch.Tensor, granularity: str) -> torch.Tensor:
@@ -69,6 +69,11 @@ def mask_from_scores(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     """
     _check_weight(scores, "scores")
     check_sparsity(sparsity)
+    return _keep_highest(scores, sparsity)
+
+
+def _keep_highest(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """:func:`mask_from_scores` on checked arguments."""
     flat = scores.detach().flatten()
     num_prune = round(flat.numel() * sparsity)
     if num_prune == 0:
@@ -89,7 +94,8 @@ def fine_grained_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
     ``torch.nn.utils.prune.l1_unstructured``'s mask when ``|weight|`` has no ties.
     """
     _check_weight(weight)
-    return mask_from_scores(weight.abs(), sparsity)
+    check_sparsity(sparsity)
+    return _keep_highest(weight.detach().abs(), sparsity)
 
 
 def nm_mask(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
@@ -154,7 +160,7 @@ def channel_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
     Any weight with an output dimension (``dim() >= 2``); a 1-D tensor raises
     ``ValueError``.
     """
-    _check_weight(weight)
+    _check_weight(weight, finite=False)  # row_norm refuses NaN and infinity itself
     if weight.dim() < 2:
         raise ValueError(
             f"channel pruning needs a weight with output channels (dim() >= 2), "
