@@ -397,44 +397,46 @@ def _check_keep(keep: Sequence[ChannelIndices], groups: list[ChannelGroup]) -> l
     return checked
 
 
-def _select(module: nn.Module, name: str, index: torch.Tensor, dim: int) -> None:
-    """Keep entries ``index`` along ``dim`` of ``module``'s parameter or buffer ``name``."""
-    old = getattr(module, name)
-    if old is None or old.dim() == 0:
-        return
-    new = old.detach().index_select(dim, index.to(old.device))
-    if isinstance(old, nn.Parameter):
-        new = nn.Parameter(new, requires_grad=old.requires_grad)
-    setattr(module, name, new)
-
-
-def _prune_group(model: nn.Module, group: ChannelGroup, index: torch.Tensor) -> None:
-    """Keep channels ``index`` of ``group`` in ``model`` (in place)."""
-    for name in group.convs:
-        conv = model.get_submodule(name)
-        _select(conv, "weight", index, 0)
-        _select(conv, "bias", index, 0)
-        conv.out_channels = index.numel()
-    for name in group.batchnorms:
-        bn = model.get_submodule(name)
-        for tensor in ("weight", "bias", "running_mean", "running_var"):
-            _select(bn, tensor, index, 0)
-        bn.num_features = index.numel()
-    for name in group.readers:
-        layer = model.get_submodule(name)
-        _select(layer, "weight", index, 1)
-        if isinstance(layer, nn.Linear):
-            layer.in_features = index.numel()
-        else:
-            layer.in_channels = index.numel()
+def _cuts(groups: list[ChannelGroup], keep: list[torch.Tensor]) -> dict[tuple[str, str], list]:
+    """For every (module, tensor) the removal touches, the ``(dim, kept indices)`` to cut."""
+    cuts: dict[tuple[str, str], list] = {}
+    for group, index in zip(groups, keep, strict=True):
+        touched = [(name, tensor, 0) for name in group.convs for tensor in ("weight", "bias")]
+        touched += [(name, tensor, 0) for name in group.batchnorms
+                    for tensor in ("weight", "bias", "running_mean", "running_var")]
+        touched += [(name, "weight", 1) for name in group.readers]
+        for name, tensor, dim in touched:
+            cuts.setdefault((name, tensor), []).append((dim, index))
+    return cuts
 
 
 def _remove(model: nn.Module, groups: list[ChannelGroup],
             keep: Sequence[ChannelIndices]) -> nn.Module:
+    """A copy of ``model`` whose tensors are cut to the kept channels: each cut tensor goes
+    into ``copy.deepcopy``'s memo, so the copy never duplicates a tensor it then cuts."""
     keep = _check_keep(keep, groups)
-    pruned = copy.deepcopy(model)
+    memo: dict[int, torch.Tensor] = {}
+    for (module_name, tensor_name), cuts in _cuts(groups, keep).items():
+        old = getattr(model.get_submodule(module_name), tensor_name)
+        if old is None or old.dim() == 0:
+            continue
+        new = old.detach()
+        for dim, index in cuts:
+            new = new.index_select(dim, index.to(new.device))
+        memo[id(old)] = nn.Parameter(new, requires_grad=old.requires_grad) \
+            if isinstance(old, nn.Parameter) else new
+    pruned = copy.deepcopy(model, memo)
     for group, index in zip(groups, keep, strict=True):
-        _prune_group(pruned, group, index)
+        for name in group.convs:
+            pruned.get_submodule(name).out_channels = index.numel()
+        for name in group.batchnorms:
+            pruned.get_submodule(name).num_features = index.numel()
+        for name in group.readers:
+            layer = pruned.get_submodule(name)
+            if isinstance(layer, nn.Linear):
+                layer.in_features = index.numel()
+            else:
+                layer.in_channels = index.numel()
     return pruned
 
 
