@@ -227,3 +227,16 @@ def test_the_policy_challenge_names_a_malformed_answer(ratios, match):
 def test_the_policy_outcome_is_deterministic():
     assert amc_checks.policy_outcome([0.0, 0.4, 0.5, 0.6]) == \
         amc_checks.policy_outcome([0.0, 0.4, 0.5, 0.6])
+
+
+def test_the_challenges_take_the_student_s_function_and_wait_for_it(capsys):
+    def unfinished():
+        raise NotImplementedError
+
+    checks.check_policy_budget(lambda: [0.0, 0.4, 0.5, 0.6])
+    checks.check_policy_budget(unfinished)
+    checks.check_sparsity_budget(unfinished)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "policy_budget: 1/1 cases passed"
+    assert lines[1].startswith("policy_budget: not done yet")
+    assert lines[2].startswith("sparsity_budget: not done yet")

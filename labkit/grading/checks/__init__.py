@@ -84,14 +84,16 @@ def check_sparsity_budget(sparsities: Any, model: Any = None,
                           budget: float = sensitivity.SIZE_BUDGET) -> None:
     """Lab 04: a sparsity in [0, 1) for every prunable layer of the lab's model, its
     size with a bitmask index within the graded budget of the dense size, and its
-    validation accuracy after the check's fixed finetune at or above the bar."""
+    validation accuracy after the check's fixed finetune at or above the bar.
+    ``sparsities`` is the dict, or the student's function that returns it."""
     if budget != sensitivity.SIZE_BUDGET:
         raise CheckFailed(f"sparsity_budget: the graded budget is {sensitivity.SIZE_BUDGET}, "
                           f"got budget={budget!r}")
-    _sparsity_budget(lambda: sparsities)
+    _sparsity_budget(sparsities if callable(sparsities) else lambda: sparsities)
 
 
 def check_policy_budget(ratios: Any) -> None:
     """Lab 05: one pruning ratio per conv of the lab's VGG, within the graded MAC budget
-    and at or above the accuracy bar without finetuning."""
-    _policy_budget(lambda: ratios)
+    and at or above the accuracy bar without finetuning. ``ratios`` is the list, or the
+    student's function that returns it."""
+    _policy_budget(ratios if callable(ratios) else lambda: ratios)
