@@ -10,7 +10,9 @@ and its model answers as markdown cells tagged ``question`` (see
   MyST-NB renders a markdown cell's text without its tags.
 
 A released student notebook holds placeholders instead: its exercise cells are shown
-open (there is no solution to hide) and its question cells are left as they are.
+open (there is no solution to hide) and its question cells are left as they are. A figure
+that depends on the student's code has no stored output there; its cell gets a note in
+its place, so the figure keeps its number, caption and the chapters' references to it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from labkit.grading.release import ANSWER_PLACEHOLDER, CODE_PLACEHOLDER, tags
 
 FENCE = "`" * 6
 SOLUTION_PROMPTS = {"code_prompt_show": "Show solution", "code_prompt_hide": "Hide solution"}
+FIGURE_TO_COME = "*This figure appears when you run the lab with your solutions.*"
 
 
 def fold_model_answer(text: str) -> str:
@@ -46,6 +49,10 @@ def fold_cells(notebook: dict) -> dict:
                                     if tag != "hide-input"]
             else:
                 metadata.setdefault("mystnb", {}).update(SOLUTION_PROMPTS)
+        elif (cell["cell_type"] == "code" and not cell.get("outputs")
+              and cell.get("metadata", {}).get("mystnb", {}).get("figure")):
+            cell["outputs"] = [{"output_type": "display_data", "metadata": {},
+                                "data": {"text/markdown": FIGURE_TO_COME}}]
     return notebook
 
 
