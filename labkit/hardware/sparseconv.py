@@ -149,18 +149,20 @@ def build_kernel_map(coords: torch.Tensor, kernel_size: int) -> KernelMap:
     sorted_keys, order = torch.sort(keys)
     if (sorted_keys[1:] == sorted_keys[:-1]).any():
         raise ValueError("coords must be unique: one row per active voxel")
-    queries = keys + (offsets * strides).sum(dim=1)[:, None]
+    count = len(keys)
+    queries = (keys + (offsets * strides).sum(dim=1)[:, None]).flatten()
     if volume <= INDEX_GRID_MAX_RATIO * queries.numel():
         grid = torch.full((volume,), -1, dtype=torch.long)
-        grid[keys] = torch.arange(len(keys))
-        inputs = grid[queries]
-        found = inputs >= 0
+        grid[keys] = torch.arange(count)
+        inputs = grid.index_select(0, queries)
+        hits = (inputs >= 0).nonzero().squeeze(1)
+        inputs = inputs.index_select(0, hits)
     else:
-        positions = torch.searchsorted(sorted_keys, queries).clamp_(max=len(keys) - 1)
-        found = sorted_keys[positions] == queries
-        inputs = order[positions]
-    outputs = found.nonzero()[:, 1]
-    pairs = torch.stack([inputs[found], outputs], dim=1).split(found.sum(dim=1).tolist())
+        positions = torch.searchsorted(sorted_keys, queries).clamp_(max=count - 1)
+        hits = (sorted_keys.index_select(0, positions) == queries).nonzero().squeeze(1)
+        inputs = order.index_select(0, positions.index_select(0, hits))
+    per_offset = torch.bincount(hits // count, minlength=len(offsets)).tolist()
+    pairs = torch.stack([inputs, hits % count], dim=1).split(per_offset)
     return KernelMap(kernel_size=kernel_size, coords=coords.clone(), offsets=offsets,
                      pairs=tuple(pairs))
 
