@@ -18,7 +18,9 @@ a lot. NetAdapt therefore works from measurements taken on the target machine:
    short-finetunes that candidate on a few batches and measures its validation accuracy.
    The most accurate candidate becomes the next network.
 3. It stops once the estimate is within ``B``. Every network along the way is returned:
-   a family of latency / accuracy trade-offs, the last of which gets a long finetune.
+   a family of latency / accuracy trade-offs. The paper then finetunes the chosen
+   network for long; that step is not part of this function (finetune the network you
+   pick with :func:`labkit.training.finetune`).
 
 Unlike AMC, NetAdapt needs no learned policy; its cost is one short finetune per layer
 and iteration.
