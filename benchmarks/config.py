@@ -66,10 +66,12 @@ class Config:
     voxel_size: float = 0.05
     labs: tuple[Path, ...] = field(default=LABS)
     labs_runs: int = 3
+    grading_submissions: int = 40
 
     def __post_init__(self) -> None:
         for name in ("threads", "rounds", "csr_size", "grid_size", "conv_channels",
-                     "labs_runs", "cifar_resolution", "point_cloud_points", "resnet_blocks"):
+                     "labs_runs", "cifar_resolution", "point_cloud_points", "resnet_blocks",
+                     "grading_submissions"):
             _check_positive_int(name, getattr(self, name))
         for value in (*self.batch_sizes, *self.csr_columns, *self.dense_grid_sizes,
                       *self.resnet_widths):
@@ -105,7 +107,7 @@ def quick() -> Config:
     """For development: short timings, smaller sweeps, one run of each lab."""
     return Config(min_run_time=0.3, rounds=3, batch_sizes=(1, 16), mask_sparsities=(0.5,),
                   csr_size=512, csr_sparsities=(0.5, 0.9, 0.99), dense_grid_sizes=(32, 40),
-                  occupancies=(0.01, 0.1), labs_runs=1)
+                  occupancies=(0.01, 0.1), labs_runs=1, grading_submissions=8)
 
 
 def smoke(labs: tuple[Path, ...] = ()) -> Config:
@@ -117,7 +119,7 @@ def smoke(labs: tuple[Path, ...] = ()) -> Config:
                   csr_size=32, csr_columns=(2,), csr_sparsities=(0.5, 0.9), grid_size=6,
                   dense_grid_sizes=(6,),
                   conv_channels=2, occupancies=(0.2,), point_cloud_points=200,
-                  voxel_size=0.5, labs=labs, labs_runs=1)
+                  voxel_size=0.5, labs=labs, labs_runs=1, grading_submissions=1)
 
 
 PRESETS = {"full": full, "quick": quick, "smoke": smoke}

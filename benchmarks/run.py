@@ -22,7 +22,7 @@ from . import report
 from .config import PRESETS, RESULTS, Config, with_options
 from .timing import machine_info
 
-COMPARISONS = ("masks", "channels", "macs", "speedup", "sparse_kernels", "labs", "llm")
+COMPARISONS = ("masks", "channels", "macs", "speedup", "sparse_kernels", "labs", "llm", "grading")
 INSTALL_HINT = 'pip install -e ".[bench]" -c constraints.txt'
 
 

@@ -16,8 +16,16 @@ import pytest
 import yaml
 from lab_submissions import LAB_00, exercises, submission, wrong_sparsity
 
+from benchmarks.grading import markdown, write_class
 from labkit.cli import main
-from labkit.grading.grade import Answer, CheckResult, LabGrade, table_paths, write_tables
+from labkit.grading.grade import (
+    Answer,
+    CheckResult,
+    LabGrade,
+    find_submissions,
+    table_paths,
+    write_tables,
+)
 from labkit.grading.shards import (
     Shard,
     class_digest,
@@ -300,3 +308,17 @@ def test_ci_matrix_example_runs_one_job_per_shard_then_the_merge():
     assert "--shard ${{ matrix.shard }}/${{ env.SHARDS }}" in grade_step
     assert jobs["merge"]["needs"] == "shard"
     assert any("labkit merge" in step.get("run", "") for step in jobs["merge"]["steps"])
+
+
+def test_the_grading_benchmark_writes_a_class_and_renders_its_tables(tmp_path):
+    write_class(tmp_path, 5)
+    found, ignored = find_submissions(tmp_path, ["00_baseline"])
+    assert [s.student for s in found] == [f"student-{n:02d}" for n in range(5)] and not ignored
+    results = {"lab": "00_baseline", "submissions": 5, "shard_jobs": 2,
+               "per_submission_s": {"1": 9.0, "2": 5.0}, "unsharded_s": 25.0,
+               "shards": [{"shards": 2, "shard_s": [12.0, 13.5], "merge_s": 0.01,
+                           "total_s": 25.51, "same_tables": True, "ratio_to_unsharded": 1.02}],
+               "similarity_s": 0.2}
+    table = markdown(results)
+    assert "| 2 | 5.0 s | 25 s |" in table and "| 2 | 12 s, 14 s | 0.01 s | 26 s | 1.02× | yes |" \
+        in table
