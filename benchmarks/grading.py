@@ -5,7 +5,8 @@ each exercise cell filled with one of a few correct or wrong implementations, so
 grades and the similarity report have something to find). Measured, in one run:
 
 - seconds per submission of ``labkit grade`` (each submission in its own bubblewrap
-  sandbox) with 1 and with 2 jobs;
+  sandbox) with 1 and with 2 jobs, and with 1 job without the sandbox
+  (``--no-sandbox``), to show what the sandbox costs;
 - the wall time of the class graded as 1, 2 and 4 shards run one after another
   (``--shard I/N``, 2 jobs each), plus ``labkit merge``; sharding splits the work and
   adds only the merge, so the shards' sum should stay within 10% of one unsharded run;
@@ -90,6 +91,9 @@ def run(config: Config) -> dict:
                             **options)
             per_submission[jobs] = wall / students
             print(f"    {jobs} job(s): {wall / students:.1f} s per submission", flush=True)
+        process_s = _seconds(grade, submissions, labs, root / "process.csv", jobs=1,
+                             sandboxed=False, **options) / students
+        print(f"    1 job without the sandbox: {process_s:.1f} s per submission", flush=True)
         shards = []
         for count in SHARD_COUNTS:
             parts = [root / f"shards-{count}" / f"grades-{index}.csv"
@@ -108,16 +112,21 @@ def run(config: Config) -> dict:
     for row in shards:
         row["ratio_to_unsharded"] = row["total_s"] / unsharded
     return {"lab": LAB.stem, "submissions": students, "shard_jobs": SHARD_JOBS,
-            "per_submission_s": per_submission, "unsharded_s": unsharded, "shards": shards,
+            "per_submission_s": per_submission, "process_per_submission_s": process_s,
+            "unsharded_s": unsharded, "shards": shards,
             "similarity_s": similarity_s}
 
 
 def markdown(results: dict) -> str:
     students = results["submissions"]
     per = results["per_submission_s"]
-    jobs = report.table(("jobs", "seconds per submission", f"wall time of {students}"),
-                        [(jobs, f"{seconds:.1f} s", f"{seconds * students:.0f} s")
-                         for jobs, seconds in per.items()])
+    process = results["process_per_submission_s"]
+    jobs = report.table(("jobs", "isolation", "seconds per submission", f"wall time of {students}"),
+                        [*[(jobs, "sandbox", f"{seconds:.1f} s", f"{seconds * students:.0f} s")
+                           for jobs, seconds in per.items()],
+                         (1, "process (`--no-sandbox`)", f"{process:.1f} s",
+                          f"{process * students:.0f} s")])
+    sandbox_cost = next(iter(per.values())) / process - 1  # JOBS starts with 1
     shards = report.table(
         ("shards", "each shard", "merge", "sum", "against unsharded", "same tables"),
         [(row["shards"], ", ".join(f"{s:.0f} s" for s in row["shard_s"]),
@@ -125,7 +134,9 @@ def markdown(results: dict) -> str:
           report.ratio(row["ratio_to_unsharded"]), "yes" if row["same_tables"] else "**no**")
          for row in results["shards"]])
     return (f"**Grading {students} submissions of `{results['lab']}`**, each in its own "
-            f"sandbox.\n\n{jobs}\n\n**The same class in shards** run one after another "
+            f"sandbox, and once with process isolation only.\n\n{jobs}\n\nThe sandbox adds "
+            f"{sandbox_cost:+.0%} per submission at one job.\n\n"
+            f"**The same class in shards** run one after another "
             f"({results['shard_jobs']} jobs each), then merged; the merged tables are "
             f"compared with those of the unsharded run.\n\n{shards}\n\n"
             f"**Similarity report** of the {students} submissions: "
