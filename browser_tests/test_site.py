@@ -89,11 +89,9 @@ OVERFLOW_JS = """() => {
   };
   const prose = [...article.querySelectorAll(
     "p, li, h1, h2, h3, h4, dt:not(.sig), dd, figcaption")];
-  const runsOver = el => {
-    const right = Math.min(el.getBoundingClientRect().right, width) + 1;
-    return [el, ...el.querySelectorAll("code, a, em, strong, span, mjx-container")]
-      .some(part => part.getBoundingClientRect().right > right);
-  };
+  const runsOver = el => [el, ...el.querySelectorAll(
+      "code, a:not(.headerlink), em, strong, span, mjx-container")]
+    .some(part => part.getBoundingClientRect().right > width + 1);
   return {
     page: document.documentElement.scrollWidth, width: width,
     wide: prose.filter(el => !scrollsInBox(el) && runsOver(el))
@@ -233,17 +231,20 @@ def test_screenshots(browser, site, document, screenshots):
 
 
 def solution_lines(document: str) -> list[str]:
-    """The distinctive lines between the solution markers of a lab's exercise cells."""
+    """The distinctive lines of a lab's solutions: inside the solution markers of its
+    exercise cells, longer than 25 characters, and in no other text of the notebook."""
     notebook = nbformat.read(ROOT / f"{document}.ipynb", as_version=4)
-    lines = []
+    solution, elsewhere = set(), []
     for cell in notebook.cells:
-        if "exercise" not in cell.metadata.get("tags", []):
-            continue
         inside = False
         for line in cell.source.splitlines():
             marker = line.strip()
-            if marker in (BEGIN_SOLUTION, END_SOLUTION):
+            if "exercise" in cell.metadata.get("tags", []) and marker in (BEGIN_SOLUTION,
+                                                                         END_SOLUTION):
                 inside = marker == BEGIN_SOLUTION
             elif inside and len(marker) > 25:
-                lines.append(marker)
-    return lines
+                solution.add(marker)
+            elif not inside:
+                elsewhere.append(line)
+    text = "\n".join(elsewhere)
+    return sorted(line for line in solution if line not in text)
