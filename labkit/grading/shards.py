@@ -1,9 +1,11 @@
-"""Shards: grade one class on several machines, then merge the partial tables.
+r"""Shards: grade one class on several machines, then merge the partial tables.
 
 A cluster grades a class in the time one machine grades a share of it. Shard ``I/N``
 (``1 <= I <= N``) holds the students whose id hashes to ``I``:
 
-    shard(student) = 1 + (int(SHA-256(student)[:8]) mod N)
+.. math::
+
+    \text{shard}(s) = 1 + \big(\text{int}(\text{SHA-256}(s)[{:}8]) \bmod N\big)
 
 SHA-256 rather than Python's ``hash()``, which is salted per process: every machine,
 every rerun and every later run with students added puts a student in the same shard.

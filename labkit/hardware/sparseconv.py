@@ -1,11 +1,14 @@
-"""Sparse 3-D convolution on voxelised point clouds (Choy et al. 2019; Tang et al. 2022).
+r"""Sparse 3-D convolution on voxelised point clouds (Choy et al. 2019; Tang et al. 2022).
 
 A point cloud fills a tiny fraction of its voxel grid, so a dense ``conv3d`` spends almost
 all of its work on empty voxels. Sparse convolution (MinkowskiEngine, Choy et al. 2019;
 TorchSparse, Tang et al. 2022) keeps only the active voxels, integer coordinates ``c_i``
 with feature vectors ``x_i``, and in submanifold mode computes outputs at the input sites:
 
-    y_o = sum over offsets d in {-k//2, ..., k//2}^3 with c_o + d active of  W_d x_{i(c_o + d)}
+.. math::
+
+    y_o = \sum_{d \in \{-\lfloor k/2 \rfloor, \dots, \lfloor k/2 \rfloor\}^3,\;
+          c_o + d \text{ active}} W_d \, x_{i(c_o + d)}
 
 TorchSparse computes it offset by offset. The kernel map ``M_d = {(i, o) : c_i = c_o + d}``
 is found with a hash table of coordinates; then for each ``d``: gather the ``x_i`` of

@@ -1,4 +1,4 @@
-"""AMC: AutoML for Model Compression (He et al. 2018), for the lab's VGG.
+r"""AMC: AutoML for Model Compression (He et al. 2018), for the lab's VGG.
 
 Choosing one pruning ratio per layer is a search problem: the ratios interact (pruning
 ``conv_i``'s outputs also shrinks ``conv_{i+1}``'s inputs) and a grid over ``L`` layers
@@ -29,7 +29,9 @@ so a ratio keeps the most important channels.
 MACs as a chain: with ``w_0`` the image channels, ``w_{j+1}`` the channels conv ``j``
 keeps and ``w_{L+1}`` the classes,
 
-    MACs = sum_j u_j * w_j * w_{j+1},
+.. math::
+
+    \text{MACs} = \sum_j u_j \, w_j \, w_{j+1},
 
 where ``u_j`` is layer ``j``'s MACs per (input channel, output channel) pair
 (``k_h * k_w * H_j * W_j`` for a conv, 1 for the head). The count is exact: it equals
@@ -78,18 +80,24 @@ from labkit.validation import batches, check_count, check_loader, check_real, ch
 
 def limit_ratio(ratio: float, *, reducible_macs: float, fixed_macs: float,
                 budget_macs: float, max_ratio: float) -> float:
-    """AMC's budget rule: one layer's pruning ratio, limited so the budget stays reachable.
+    r"""AMC's budget rule: one layer's pruning ratio, limited so the budget stays reachable.
 
     When the agent prunes a fraction ``r`` of layer ``t``'s channels, the fewest MACs the
     model can still end with (every *later* layer pruned by ``max_ratio``) are
 
-        M(r) = fixed_macs + (1 - r) * reducible_macs,
+    .. math::
 
-    where ``reducible_macs`` are the MACs that scale with layer ``t``'s channels (its own
-    and the next layer's input side, at full width) and ``fixed_macs`` all the others.
+        M(r) = M_\text{fixed} + (1 - r) \, M_\text{reducible},
+
+    where :math:`M_\text{reducible}` (``reducible_macs``) are the MACs that scale with layer
+    ``t``'s channels (its own and the next layer's input side, at full width),
+    :math:`M_\text{fixed}` (``fixed_macs``) all the others and :math:`M_\text{budget}`
+    the budget (``budget_macs``).
     ``M(r) <= budget_macs`` holds exactly when
 
-        r >= r_min = 1 - (budget_macs - fixed_macs) / reducible_macs,
+    .. math::
+
+        r \ge r_\min = 1 - \frac{M_\text{budget} - M_\text{fixed}}{M_\text{reducible}},
 
     so the rule returns ``min(max(ratio, r_min, 0), max_ratio)``: the agent's ratio,
     raised to ``r_min`` when it prunes too little, never negative and never above
