@@ -158,7 +158,6 @@ def test_nan_weights_are_refused(call):
         call(weight)
 
 
-@pytest.mark.xfail(reason="voxelize does not check its points for NaN yet", strict=False)
 def test_voxelize_refuses_nan_points():
     from labkit.hardware.sparseconv import voxelize
 

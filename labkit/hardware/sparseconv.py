@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from labkit.validation import check_tensor
+
 SHAPES = ("sphere", "torus", "box")
 TORUS_MAJOR_RADIUS = 1.0
 TORUS_MINOR_RADIUS = 0.4
@@ -277,6 +279,7 @@ def _check_points(points: torch.Tensor) -> None:
         raise TypeError("points must be a floating-point torch.Tensor")
     if points.ndim != 2 or points.shape[1] != 3 or len(points) == 0:
         raise ValueError(f"points must have shape (N, 3) with N >= 1, got {tuple(points.shape)}")
+    check_tensor(points, "points")
 
 
 def _check_coords(coords: torch.Tensor) -> None:
