@@ -1,4 +1,4 @@
-"""Similarity: which students handed in the same code, exercise by exercise.
+r"""Similarity: which students handed in the same code, exercise by exercise.
 
 An autograder catches wrong code, not shared code. For every exercise cell of a lab, the
 code of every pair of students is compared with copydetect's winnowed fingerprints, the
@@ -8,7 +8,10 @@ one symbol, so renaming variables changes nothing; the fingerprints are the hash
 its ``noise``-character k-grams, so moving a line moves its fingerprints along with it.
 For the two cells A and B of a pair,
 
-    similarity(A) = |A's tokens in fingerprints shared with B| / |A's fingerprinted tokens|
+.. math::
+
+    \text{similarity}(A) = \frac{\#\{\text{tokens of } A \text{ in fingerprints shared
+    with } B\}}{\#\{\text{fingerprinted tokens of } A\}}
 
 and a pair is ranked by the larger of the two. The released stub and the instructor's
 solution are *boilerplate*: their fingerprints are removed before comparing students,
