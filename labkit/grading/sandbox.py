@@ -66,8 +66,9 @@ def command(scratch: Path, argv: list[str], env: dict[str, str], tmp_mib: float,
                                  f"(apt-get install {PACKAGE}) or grade with --no-sandbox")
     line = [executable, "--unshare-user-try", "--unshare-pid", "--unshare-net",
             "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--die-with-parent",
-            "--new-session", "--hostname", "sandbox", "--clearenv"]
-    for root in _read_only_roots():
+            "--new-session", "--hostname", "sandbox", "--clearenv",
+            "--size", str(int(tmp_mib * 2**20)), "--tmpfs", "/tmp"]
+    for root in _read_only_roots():  # after /tmp: a root may lie under it
         line += ["--ro-bind", str(root), str(root)]
     for name in ("bin", "lib", "lib64", "sbin"):
         path = Path("/") / name
@@ -78,7 +79,6 @@ def command(scratch: Path, argv: list[str], env: dict[str, str], tmp_mib: float,
     for path in ETC_FILES:
         line += ["--ro-bind-try", path, path]
     line += ["--proc", "/proc", "--dev", "/dev",
-             "--size", str(int(tmp_mib * 2**20)), "--tmpfs", "/tmp",
              "--bind", str(scratch), str(INSIDE), "--chdir", str(working_dir)]
     for key, value in sorted(env.items()):
         line += ["--setenv", key, value]
