@@ -1,12 +1,14 @@
-"""Pruning neurons (channels) by what they compute, not by their weights.
+r"""Pruning neurons (channels) by what they compute, not by their weights.
 
 Two criteria from the lecture judge a channel by its *activations* on data:
 
 * **Percentage of zeros** (APoZ, Hu et al. 2016). ReLU outputs many zeros; a channel
   that is almost always zero contributes little. For channel ``c`` of an activation
-  ``a`` of shape ``(N, C, H, W)``::
+  ``a`` of shape ``(N, C, H, W)``
 
-      APoZ_c = #{(n, h, w) : a[n, c, h, w] = 0} / (N * H * W)
+  .. math::
+
+      \text{APoZ}_c = \frac{\#\{(n, h, w) : a_{n,c,h,w} = 0\}}{N H W}
 
   and the channels with the *largest* APoZ are pruned first.
 
@@ -15,9 +17,12 @@ Two criteria from the lecture judge a channel by its *activations* on data:
   changes it least and then refit the remaining weights. Each output position of a
   conv with ``c`` input channels and weight ``W`` (``n`` outputs) is a sum of per-channel
   contributions, ``Z = sum_c X_c W_c^T`` with ``X_c`` the ``k x k`` input patch of
-  channel ``c``. The problem::
+  channel ``c``. The problem
 
-      min_{beta, W} || Z - sum_c beta_c X_c W_c^T ||_F^2   s.t.  ||beta||_0 <= N
+  .. math::
+
+      \min_{\beta, W} \Big\lVert Z - \sum_c \beta_c X_c W_c^\top \Big\rVert_F^2
+      \quad \text{s.t.} \quad \lVert \beta \rVert_0 \le N
 
   is solved in two steps: a LASSO on ``beta`` (the L1 penalty ``alpha ||beta||_1``
   relaxes the L0 constraint; raising ``alpha`` zeroes more ``beta_c``) picks the ``N``
