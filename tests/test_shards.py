@@ -315,10 +315,13 @@ def test_the_grading_benchmark_writes_a_class_and_renders_its_tables(tmp_path):
     found, ignored = find_submissions(tmp_path, ["00_baseline"])
     assert [s.student for s in found] == [f"student-{n:02d}" for n in range(5)] and not ignored
     results = {"lab": "00_baseline", "submissions": 5, "shard_jobs": 2,
-               "per_submission_s": {"1": 9.0, "2": 5.0}, "unsharded_s": 25.0,
+               "per_submission_s": {"1": 9.0, "2": 5.0}, "process_per_submission_s": 8.0,
+               "unsharded_s": 25.0,
                "shards": [{"shards": 2, "shard_s": [12.0, 13.5], "merge_s": 0.01,
                            "total_s": 25.51, "same_tables": True, "ratio_to_unsharded": 1.02}],
                "similarity_s": 0.2}
     table = markdown(results)
-    assert "| 2 | 5.0 s | 25 s |" in table and "| 2 | 12 s, 14 s | 0.01 s | 26 s | 1.02× | yes |" \
-        in table
+    assert "| 2 | sandbox | 5.0 s | 25 s |" in table
+    assert "| 1 | process (`--no-sandbox`) | 8.0 s | 40 s |" in table
+    assert "The sandbox adds +12% per submission at one job." in table
+    assert "| 2 | 12 s, 14 s | 0.01 s | 26 s | 1.02× | yes |" in table
