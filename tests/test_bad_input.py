@@ -6,12 +6,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_masking import tiny_loader, tiny_vgg
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from labkit import data, measure, training
 from labkit.hardware import eie, nm
-from labkit.models import VGG
 from labkit.pruning import criteria, neurons, schedule, sensitivity
 from labkit.pruning.granularity import granularity_mask
 from labkit.pruning.masking import Pruner, slimming_masks
@@ -20,16 +20,8 @@ from labkit.search import amc, netadapt
 NAN = float("nan")
 
 
-def tiny_vgg(seed=0):
-    torch.manual_seed(seed)
-    return VGG((4, "M", 8), in_channels=1, num_classes=3)
-
-
-def loader(n=12, batch_size=4):
-    generator = torch.Generator().manual_seed(0)
-    dataset = TensorDataset(torch.randn(n, 1, 4, 4, generator=generator),
-                            torch.randint(0, 3, (n,), generator=generator))
-    return DataLoader(dataset, batch_size=batch_size)
+def loader():
+    return tiny_loader(n=12)
 
 
 def empty_loader():
