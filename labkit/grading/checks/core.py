@@ -69,9 +69,6 @@ class Raised:
     error: str
     message: str = ""
 
-    def __str__(self) -> str:
-        return f"{self.error} raised" + (f" ({self.message})" if self.message else "")
-
 
 @dataclass(frozen=True)
 class Unfinished:
@@ -84,9 +81,6 @@ class Crashed:
 
     error: str
     where: str = ""
-
-    def __str__(self) -> str:
-        return f"raised {self.error}" + (f"\n{self.where}" if self.where else "")
 
 
 NOT_GIVEN = object()
