@@ -16,6 +16,8 @@ width) and, inside IPython, stores figures at twice their resolution ("retina").
 
 from __future__ import annotations
 
+import copy
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -87,6 +89,25 @@ def table(rows: Mapping[Any, Mapping[str, Any]] | Sequence[Mapping[str, Any]] | 
     styled = frame.style.format(formats, na_rep=missing).format_index(
         lambda label: f"{label:g}" if isinstance(label, float) else label)
     return styled.set_caption(caption) if caption else styled
+
+
+def seed_table(results: Mapping[Any, Sequence[float]], quantity: str, *, index: str,
+               extra: Mapping[str, Mapping[Any, Any]] | None = None,
+               formats: Mapping[str, str] | None = None) -> Any:
+    """Runs over seeds, ``{method: [value per seed]}``, a row per method: the mean of
+    ``quantity``, its range (max - min, the run-to-run spread that a difference between
+    methods must beat) and each seed's value; then the ``extra`` columns
+    (``{column: {method: value}}``, formatted by ``formats``)."""
+    if not results or not all(results.values()):
+        raise ValueError(f"seed_table needs at least one value per method, got {dict(results)}")
+    extra = extra or {}
+    rows = {label: {f"{quantity}, mean": statistics.mean(values),
+                    "range": max(values) - min(values),
+                    "per seed": " / ".join(f"{value:.1f}" for value in values),
+                    **{column: by_label.get(label) for column, by_label in extra.items()}}
+            for label, values in results.items()}
+    return table(rows, {f"{quantity}, mean": "{:.2f}", "range": "{:.2f}", **(formats or {})},
+                 index=index, missing="")
 
 
 def interactive(draw: Callable[..., Any], **controls: Any) -> None:
@@ -218,9 +239,13 @@ def scatter_against(reference: torch.Tensor, estimates: Mapping[str, torch.Tenso
 
 def curves(lines: Mapping[str, tuple[Sequence[float], Sequence[float]]], xlabel: str,
            ylabel: str, title: str = "", logy: bool = False,
-           spread: Mapping[str, Sequence[float]] | None = None) -> Figure:
+           spread: Mapping[str, Sequence[float]] | None = None, *,
+           hline: float | None = None, hline_label: str | None = None,
+           vline: float | None = None, hspan: tuple[float, float] | None = None) -> Figure:
     """One line per entry of ``lines``: ``{label: (xs, ys)}``, markers at the points;
-    ``spread`` (``{label: half-widths}``) draws a band of plus or minus it."""
+    ``spread`` (``{label: half-widths}``) draws a band of plus or minus it. ``hline`` and
+    ``vline`` mark a threshold or a budget (red, dashed; ``hline_label`` names it in the
+    legend), ``hspan`` a band ``(low, high)`` of the y axis (grey)."""
     fig = Figure(figsize=(6.4, 3.8), layout="constrained")
     ax = fig.subplots()
     markers = "osv^D<>p"
@@ -230,6 +255,12 @@ def curves(lines: Mapping[str, tuple[Sequence[float], Sequence[float]]], xlabel:
             low = [y - s for y, s in zip(ys, spread[label], strict=True)]
             high = [y + s for y, s in zip(ys, spread[label], strict=True)]
             ax.fill_between(xs, low, high, alpha=0.2)
+    if hline is not None:
+        ax.axhline(hline, color="tab:red", linestyle="--", linewidth=1, label=hline_label)
+    if vline is not None:
+        ax.axvline(vline, color="tab:red", linestyle="--")
+    if hspan is not None:
+        ax.axhspan(*hspan, color="grey", alpha=0.2)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if logy:
@@ -333,8 +364,9 @@ def search_history(accuracy: Sequence[float], warmup: int, baseline: float,
 
 
 def grouped_bars(groups: Mapping[str, Sequence[float]], categories: Sequence[str],
-                 ylabel: str, title: str = "") -> Figure:
-    """Side-by-side bars: for each category, one bar per group (``{group: values}``)."""
+                 ylabel: str, title: str = "", logy: bool = False) -> Figure:
+    """Side-by-side bars: for each category, one bar per group (``{group: values}``);
+    ``logy`` puts the values on a log scale."""
     fig = Figure(figsize=(6.4, 3.4), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / len(groups)
@@ -347,6 +379,8 @@ def grouped_bars(groups: Mapping[str, Sequence[float]], categories: Sequence[str
                label=label)
     ax.set_xticks(range(len(categories)), list(categories))
     ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
     if title:
         ax.set_title(title)
     ax.legend()
@@ -388,6 +422,62 @@ def learning_curves(panels: Mapping[str, Mapping[str, Sequence[float]]], xlabel:
         ax.set(title=title, xlabel=xlabel)
     axes[0].set_ylabel(ylabel)
     axes[0].legend()
+    return fig
+
+
+def steps_table(steps: Sequence[Any], tuned: str, pruned: str | None = None, *,
+                index: str = "sparsity") -> Any:
+    """Pruning steps (:class:`labkit.pruning.schedule.Step`), a row per step at its
+    sparsity: the validation accuracy after finetuning (column ``tuned``) and, when
+    ``pruned`` names a column, just after pruning before it (blank where a step has none)."""
+    rows = {round(step.sparsity, 3): {**({pruned: step.pruned_val_accuracy} if pruned else {}),
+                                      tuned: step.val_accuracy} for step in steps}
+    return table(rows, dict.fromkeys([pruned, tuned] if pruned else [tuned], "{:.1f}"),
+                 index=index, missing="")
+
+
+def prune_finetune_staircase(steps: Sequence[Any], dense_accuracy: float) -> Figure:
+    """Iterative pruning as a staircase: from the dense point, each step
+    (:class:`labkit.pruning.schedule.Step`) falls to its accuracy just after pruning and
+    climbs to its accuracy after finetuning, at its sparsity."""
+    xs, ys = [0.0], [dense_accuracy]
+    for step in steps:
+        xs += [step.sparsity, step.sparsity]
+        ys += [step.pruned_val_accuracy, step.val_accuracy]
+    return curves({"iterative": (xs, ys)}, "sparsity", "validation accuracy (%)",
+                  "iterative pruning: prune (down), finetune (up)")
+
+
+def lottery_table(results: Mapping[float, Any], lr: float, epochs: Sequence[int] = (1, 2, 3)
+                  ) -> Any:
+    """Winning tickets against random re-initialisation
+    (:class:`labkit.pruning.schedule.LotteryResult` per sparsity): validation accuracy
+    after the first ``epochs`` of retraining, the best epoch's, and the kept model's test
+    accuracy."""
+    columns = [*(f"epoch {e}" for e in epochs), "best", "test, kept model"]
+    rows = {(f"{sparsity:.0%}", name): dict(zip(columns, [*(history[e - 1] for e in epochs),
+                                                          max(history), test], strict=True))
+            for sparsity, result in results.items()
+            for name, history, test in (("ticket", result.ticket_history,
+                                         result.ticket_test_accuracy),
+                                        ("re-init", result.reinit_history,
+                                         result.reinit_test_accuracy))}
+    return table(rows, dict.fromkeys(columns, "{:.1f}"),
+                 caption=f"validation accuracy (%), learning rate {lr}")
+
+
+def input_norms(norms: Mapping[str, torch.Tensor], tokens: int) -> Figure:
+    """One panel per layer: the L2 norm of each input feature over ``tokens`` calibration
+    tokens, sorted, on a log scale. A few outlier features dominate a transformer's
+    inputs, the reason Wanda weighs :math:`|W_{ij}|` by :math:`\\|X_j\\|_2`."""
+    fig, axes = _panels(len(norms), 4.0, 3.2)
+    for ax, (name, values) in zip(axes, norms.items(), strict=True):
+        ordered = values.sort(descending=True).values
+        ax.bar(range(len(ordered)), ordered, width=1.0, color="#1f5f99")
+        ax.set_yscale("log")
+        ax.set_title(f"{name}: inputs of {len(ordered)} features")
+        ax.set_xlabel("input feature (sorted)")
+    axes[0].set_ylabel(rf"$\|X_j\|_2$ over {tokens:,} tokens")
     return fig
 
 
@@ -458,17 +548,23 @@ def latency_curves(table: Any) -> Figure:
                   "Latency lookup table, this machine, 1 thread")
 
 
-def network_table(networks: Mapping[str, tuple[Any, Any]], example: torch.Tensor,
-                  latency_batch: torch.Tensor, val_loader: Any, test_loader: Any) -> Any:
-    """Pruned networks side by side, ``{label: (network, finetuned network or None)}``,
-    the first row the dense model: conv widths, MACs per image against the first row's,
-    the fastest of 20 runs on ``latency_batch`` (one thread), validation and test
-    accuracy before and after the finetune (blank where there is none)."""
+def network_table(networks: Mapping[str, Any], example: torch.Tensor,
+                  latency_batch: torch.Tensor, val_loader: Any, test_loader: Any,
+                  finetune: Callable[[Any], Any] | None = None) -> Any:
+    """Pruned networks side by side, ``{label: network}``, the first row the dense model:
+    conv widths, MACs per image against the first row's, the fastest of 20 runs on
+    ``latency_batch`` (one thread), validation and test accuracy, and, when ``finetune``
+    is given, the same after ``finetune`` ran on a copy of every network but the first
+    (blank for the first)."""
     if not networks:
         raise ValueError("network_table needs at least one network, got none")
-    dense_macs = count_macs(next(iter(networks.values()))[0], example)
+    dense_macs = count_macs(next(iter(networks.values())), example)
     rows = {}
-    for label, (network, tuned) in networks.items():
+    for number, (label, network) in enumerate(networks.items()):
+        tuned = None
+        if finetune is not None and number > 0:
+            tuned = copy.deepcopy(network)
+            finetune(tuned)
         widths = [m.out_channels for m in network.modules() if isinstance(m, torch.nn.Conv2d)]
         rows[label] = {"conv widths": str(tuple(widths)),
                        "MACs": count_macs(network, example) / dense_macs,
@@ -480,6 +576,25 @@ def network_table(networks: Mapping[str, tuple[Any, Any]], example: torch.Tensor
     accuracy = ["val (%)", "test (%)", "val, finetuned (%)", "test, finetuned (%)"]
     return table(rows, {"MACs": "{:.3f}", "ms": "{:.3f}", **dict.fromkeys(accuracy, "{:.2f}")},
                  index="network", missing="")
+
+
+def netadapt_family(family: Sequence[Any], example: torch.Tensor) -> Any:
+    """NetAdapt's family (:func:`labkit.search.netadapt.netadapt`), a row per step: conv
+    widths, the estimated latency and the step's constraint, MACs per image against the
+    first network's, validation accuracy, and every candidate the step tried."""
+    if not family:
+        raise ValueError("netadapt_family needs at least one step, got none")
+    dense_macs = count_macs(family[0].model, example)
+    rows = {i: {"widths": str(step.widths), "ms": step.latency_ms,
+                "constraint ms": step.constraint_ms,
+                "MACs": count_macs(step.model, example) / dense_macs,
+                "val (%)": step.val_accuracy,
+                "candidates tried (val %)": ", ".join(
+                    f"{name.removeprefix('backbone.')}->{width}: {accuracy:.1f}"
+                    for name, width, accuracy in step.candidates)}
+            for i, step in enumerate(family)}
+    return table(rows, {"ms": "{:.3f}", "constraint ms": "{:.3f}", "MACs": "{:.3f}",
+                        "val (%)": "{:.1f}"}, index="step")
 
 
 def point_cloud_voxels(points: torch.Tensor, occupied: torch.Tensor, title: str,

@@ -106,6 +106,20 @@ def test_policy_macs_match_the_pruned_model(ratios):
     assert env.policy_macs(ratios) == count_macs(pruned, torch.zeros(1, 1, 8, 8))
 
 
+def test_uniform_ratio_is_the_smallest_grid_ratio_within_the_budget():
+    env = amc.ChannelPruningEnv(small_vgg(), random_loader(), mac_budget=1.0, max_ratio=0.8)
+    budget = 0.5 * env.dense_macs
+    ratio = env.uniform_ratio(budget)
+    assert env.policy_macs([ratio] * 3) <= budget
+    assert env.policy_macs([round(ratio - 0.01, 6)] * 3) > budget
+    assert env.uniform_ratio(env.dense_macs) == 0.0
+    assert env.uniform_ratio(budget, step=0.1) == math.ceil(ratio * 10) / 10
+    with pytest.raises(ValueError, match="out of reach for a uniform ratio below max_ratio 0.8"):
+        env.uniform_ratio(1)
+    with pytest.raises(ValueError, match=r"step must be a finite number in \(0, 0.8\]"):
+        env.uniform_ratio(budget, step=0.0)
+
+
 def test_policy_macs_need_one_ratio_per_conv():
     env = amc.ChannelPruningEnv(small_vgg(), random_loader(), mac_budget=1.0)
     with pytest.raises(ValueError, match="one ratio for each"):

@@ -181,3 +181,29 @@ def test_no_doc_roles_in_markdown(lab_file):
             assert "{doc}" not in cell.source, (
                 f"{where(path, cell)}: {{doc}} shows as raw text in JupyterLab; use a relative "
                 "markdown link such as [the chapter](../book/granularity.md)")
+
+
+MAX_CODE_LINES = 120
+
+
+def test_labs_show_the_idea_not_the_plumbing(lab_file):
+    """Plots and tables live in labkit.viz: outside its exercises and its install cell a
+    lab holds at most MAX_CODE_LINES lines of code (blank and comment lines not counted)."""
+    path, notebook = lab_file
+    lines = [line for cell in notebook.cells
+             if cell.cell_type == "code"
+             and not {"exercise", "install"} & set(cell.metadata.get("tags", []))
+             for line in cell.source.splitlines()
+             if line.strip() and not line.strip().startswith("#")]
+    assert len(lines) <= MAX_CODE_LINES, (
+        f"{path.name}: {len(lines)} lines of code outside its exercises, more than "
+        f"{MAX_CODE_LINES}; move plotting and tables into labkit.viz")
+
+
+def test_the_first_code_cell_installs_labkit_where_it_is_missing(lab_file):
+    """A lab opened on Colab from the book's launch button has no labkit until it runs."""
+    path, notebook = lab_file
+    first = next(cell for cell in notebook.cells if cell.cell_type == "code")
+    assert first.metadata.get("tags") == ["install"], f"{path.name}: first code cell {first.id}"
+    assert 'find_spec("labkit") is None' in first.source
+    assert "%pip install" in first.source and "git+https://github.com/" in first.source

@@ -119,6 +119,25 @@ def test_allocator_rejects_bad_budgets():
         sensitivity.allocate_sparsities(model, scan, 0.05)
 
 
+def test_greedy_allocation_takes_the_cheapest_loss_per_unit_with_a_joint_cost():
+    accuracy = {"a": [90.0, 89.0, 80.0], "b": [90.0, 88.0, 87.0]}
+
+    def cost(steps):  # b's steps also shrink a's cost, as a channel cut shrinks the next layer
+        return 120 - 30 * steps["a"] - 10 * steps["b"] - 5 * steps["a"] * steps["b"]
+
+    # step 1: a loses 1.0 for 30 saved, b 2.0 for 10 -> a; cost 90
+    # step 2: a loses 9.0 for 30 saved, b 2.0 for 15 -> b; cost 75
+    assert sensitivity.greedy_allocation(accuracy, cost, 80) == {"a": 1, "b": 1}
+    assert sensitivity.greedy_allocation(accuracy, cost, 120) == {"a": 0, "b": 0}
+    with pytest.raises(ValueError, match="budget 5 is out of reach: with every layer at its "
+                                         "last step the cost is 20"):
+        sensitivity.greedy_allocation(accuracy, cost, 5)
+    with pytest.raises(ValueError, match=r"budget must be a finite number in \[0, inf\]"):
+        sensitivity.greedy_allocation(accuracy, cost, float("nan"))
+    with pytest.raises(ValueError, match="accuracy\\['a'\\] is empty"):
+        sensitivity.greedy_allocation({"a": []}, cost, 5)
+
+
 def test_uniform_sparsity_is_the_smallest_that_fits():
     model, _ = two_layer_scan()
     sparsity = sensitivity.uniform_sparsity_for_budget(model, 0.3, tolerance=1e-3)

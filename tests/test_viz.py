@@ -9,7 +9,7 @@ from ipywidgets import Dropdown, FloatSlider
 from matplotlib.figure import Figure
 
 from labkit import viz
-from labkit.measure import Latency
+from labkit.measure import Latency, count_macs
 
 
 def test_table_formats_each_column_and_float_labels():
@@ -141,3 +141,69 @@ def test_search_and_grouped_figures_check_their_arguments():
         viz.pe_interleave(torch.ones(2, 2, 2), 2)
     with pytest.raises(ValueError, match="at least one network"):
         viz.network_table({}, torch.zeros(1), torch.zeros(1), None, None)
+
+
+def test_seed_table_shows_mean_range_and_each_seed():
+    html = viz.seed_table({"a": [90.0, 92.0, 94.0], "b": [80.0]}, "val (%)", index="method",
+                          extra={"MACs": {"a": 0.5}}, formats={"MACs": "{:.3f}"}).to_html()
+    for text in ("92.00", "4.00", "90.0 / 92.0 / 94.0", "80.00", "0.00", "0.500", "val (%), mean"):
+        assert text in html
+    with pytest.raises(ValueError, match="at least one value per method"):
+        viz.seed_table({"a": []}, "val (%)", index="method")
+
+
+def test_curves_mark_thresholds_and_bands():
+    fig = viz.curves({"a": ([0, 1], [2, 3])}, "x", "y", hline=2.5, vline=0.5, hspan=(2.0, 2.2))
+    ax = fig.axes[0]
+    assert [tuple(line.get_ydata()) for line in ax.lines[1:2]] == [(2.5, 2.5)]
+    assert [tuple(line.get_xdata()) for line in ax.lines[2:3]] == [(0.5, 0.5)]
+    assert len(ax.patches) == 1
+
+
+class _Family:
+    def __init__(self, model, widths, ms, val, candidates=()):
+        self.model, self.widths, self.latency_ms, self.constraint_ms = model, widths, ms, ms
+        self.val_accuracy, self.candidates = val, candidates
+
+
+def test_netadapt_family_and_network_table_compare_with_the_first_network():
+    from labkit.models import VGG
+    from labkit.pruning.channels import channel_prune
+
+    dense = VGG([4, "M", 8, "M"], in_channels=1, num_classes=3)
+    small = channel_prune(dense, 0.5)
+    example = torch.zeros(1, 1, 8, 8)
+    html = viz.netadapt_family([_Family(dense, (4, 8), 2.0, 90.0),
+                                _Family(small, (2, 4), 1.0, 80.0, (("backbone.conv1", 4, 80.0),))],
+                               example).to_html()
+    fraction = count_macs(small, example) / count_macs(dense, example)
+    assert fraction < 0.5
+    assert "1.000" in html and f"{fraction:.3f}" in html and "conv1->4: 80.0" in html
+    loader = [(torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.long))]
+    tuned = []
+    before = [p.clone() for p in small.parameters()]
+    frame = viz.network_table({"dense": dense, "small": small}, example, example, loader, loader,
+                              finetune=tuned.append).data
+    assert len(tuned) == 1 and tuned[0] is not small
+    assert all(torch.equal(a, b) for a, b in zip(before, small.parameters(), strict=True))
+    assert frame["val, finetuned (%)"].isna().tolist() == [True, False]
+    with pytest.raises(ValueError, match="at least one step"):
+        viz.netadapt_family([], example)
+
+
+def test_steps_table_staircase_and_lottery_table():
+    from labkit.pruning.schedule import LotteryResult, Step
+
+    steps = [Step(0.5, 80.0, 95.0), Step(0.75, 70.0, 90.0)]
+    html = viz.steps_table(steps, "tuned (%)", "pruned (%)", index="s").to_html()
+    assert html.index("pruned (%)") < html.index("tuned (%)")
+    assert all(text in html for text in ("80.0", "95.0", "70.0", "0.75"))
+    assert "pruned" not in viz.steps_table(steps, "tuned (%)").to_html()
+    line = viz.prune_finetune_staircase(steps, 99.0).axes[0].lines[0]
+    assert list(line.get_xdata()) == [0.0, 0.5, 0.5, 0.75, 0.75]
+    assert list(line.get_ydata()) == [99.0, 80.0, 95.0, 70.0, 90.0]
+    result = LotteryResult(0.8, None, None, [10.0, 20.0, 30.0, 25.0], [5.0, 6.0, 7.0, 8.0],
+                           41.0, 42.0)
+    frame = viz.lottery_table({0.8: result}, 0.01).data
+    assert frame.loc[("80%", "ticket")].tolist() == [10.0, 20.0, 30.0, 30.0, 41.0]
+    assert frame.loc[("80%", "re-init")].tolist() == [5.0, 6.0, 7.0, 8.0, 42.0]

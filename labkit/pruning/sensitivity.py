@@ -9,22 +9,19 @@ on the data that is supposed to judge it.)
 **The lecture's critique**: the scan ignores how *big* each layer is and how layers
 interact. Pruning 90% of a layer of 300 weights saves almost nothing; losing 0.5% of
 accuracy on a layer of 37,000 weights may be the best deal of the model. The allocator
-here weighs both: starting from the dense model, it repeatedly raises the sparsity of
-the layer whose next grid step costs the least validation accuracy **per bit saved**
-(read off the scan's curves)::
-
-    layer = argmin_l  (acc_l(s_l) - acc_l(s_l^next)) / (bits_l(s_l) - bits_l(s_l^next))
-
-until the model fits the size budget. Sizes follow :func:`labkit.measure.model_size_bits`:
-non-zeros only (``index=None``, the original lab's count), or with the CSR or bitmask
-index that a sparse format really stores.
+here weighs both (:func:`greedy_allocation`): starting from the dense model, it
+repeatedly raises the sparsity of the layer whose next grid step costs the least
+validation accuracy **per bit saved** (read off the scan's curves), until the model fits
+the size budget. Lab 05 uses the same rule with MACs as the cost. Sizes follow
+:func:`labkit.measure.model_size_bits`: non-zeros only (``index=None``, the original
+lab's count), or with the CSR or bitmask index that a sparse format really stores.
 """
 
 from __future__ import annotations
 
 import copy
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -179,6 +176,47 @@ def _check_scan_of(scan: SensitivityScan, layers: Mapping[str, nn.Module]) -> No
                          f"{sorted(layers)}")
 
 
+def greedy_allocation(
+    accuracy: Mapping[Hashable, Sequence[float]],
+    cost: Callable[[Mapping[Hashable, int]], float],
+    budget: float,
+) -> dict[Hashable, int]:
+    r"""Grid steps per layer that bring ``cost`` within ``budget``, losing the least accuracy.
+
+    ``accuracy[layer][j]`` is the accuracy with that layer alone at step ``j`` of its grid
+    (step 0: dense); ``cost(steps)`` is what the model costs (bits, MACs) with every layer
+    at its step. Every layer starts at step 0; the layer whose next step loses the least
+    accuracy per unit of cost saved takes it,
+
+    .. math::
+
+        l^\star = \arg\min_l \frac{a_l(j_l) - a_l(j_l + 1)}{c(j) - c(j + e_l)},
+
+    where :math:`a_l(j)` is ``accuracy[l][j]``, :math:`c` is ``cost`` and :math:`e_l` moves
+    layer :math:`l` one step, until ``cost(steps) <= budget``. A step that saves nothing
+    counts as saving 1 (costs are counts). Raises ``ValueError`` when every layer is at its
+    last step and the cost is still above budget.
+    """
+    check_real(budget, "budget", 0.0)
+    for layer, curve in accuracy.items():
+        if len(curve) < 1:
+            raise ValueError(f"accuracy[{layer!r}] is empty: it needs the dense point first")
+    steps = dict.fromkeys(accuracy, 0)
+
+    def loss_per_unit(layer: Hashable) -> float:
+        here = steps[layer]
+        saved = cost(steps) - cost({**steps, layer: here + 1})
+        return (accuracy[layer][here] - accuracy[layer][here + 1]) / max(saved, 1)
+
+    while (total := cost(steps)) > budget:
+        movable = [layer for layer in steps if steps[layer] + 1 < len(accuracy[layer])]
+        if not movable:
+            raise ValueError(f"budget {budget:,} is out of reach: with every layer at its last "
+                             f"step the cost is {total:,}")
+        steps[min(movable, key=loss_per_unit)] += 1
+    return steps
+
+
 def allocate_sparsities(
     model: nn.Module,
     scan: SensitivityScan,
@@ -189,11 +227,12 @@ def allocate_sparsities(
 ) -> dict[str, float]:
     """Per-layer sparsities on the scan's grid that fit ``budget`` x the dense size.
 
-    Greedy: every layer starts dense; the layer whose next grid step loses the least
-    scan accuracy per bit saved takes that step, until the pruned model's size
-    (:func:`size_fraction` with the same ``data_width`` and ``index``) is within
-    budget. Every prunable layer appears in the answer; layers outside the scan stay at
-    0. Raises ``ValueError`` when even the scan's largest sparsity does not fit.
+    :func:`greedy_allocation` on the scan's curves with the pruned model's size as the
+    cost (:func:`size_fraction` with the same ``data_width`` and ``index``): every layer
+    starts dense and the layer whose next grid step loses the least scan accuracy per bit
+    saved takes that step, until the size is within budget. Every prunable layer appears
+    in the answer; layers outside the scan stay at 0. Raises ``ValueError`` when even the
+    scan's largest sparsity does not fit.
     """
     _check_budget(budget)
     layers = prunable_layers(model)
@@ -204,30 +243,21 @@ def allocate_sparsities(
         weight = layers[name].weight.detach()
         bits[name] = [_weight_bits(weight * granularity_mask(weight, s, scan.granularity),
                                    data_width, index) for s in levels]
-    dense_layer_bits = sum(b[0] for b in bits.values())
-    fixed_bits = _size_bits(model, data_width, index) - dense_layer_bits
-    budget_bits = budget * model_size_bits(model, data_width)
-    step = dict.fromkeys(bits, 0)
+    fixed_bits = _size_bits(model, data_width, index) - sum(b[0] for b in bits.values())
+    dense_bits = model_size_bits(model, data_width)
 
-    def cost_per_bit(name: str) -> float:
-        _, accuracy = scan.curve(name)
-        here, there = step[name], step[name] + 1
-        saved = bits[name][here] - bits[name][there]
-        return (accuracy[here] - accuracy[there]) / max(saved, 1)
+    def size_bits(steps: Mapping[str, int]) -> int:
+        return fixed_bits + sum(bits[name][step] for name, step in steps.items())
 
-    total = fixed_bits + dense_layer_bits
-    while total > budget_bits:
-        movable = [name for name in bits if step[name] + 1 < len(levels)]
-        if not movable:
-            raise ValueError(
-                f"budget {budget} is out of reach: with every scanned layer at sparsity "
-                f"{levels[-1]} the model is {total / model_size_bits(model, data_width):.3f} "
-                "of its dense size"
-            )
-        chosen = min(movable, key=cost_per_bit)
-        total -= bits[chosen][step[chosen]] - bits[chosen][step[chosen] + 1]
-        step[chosen] += 1
-    return {name: levels[step[name]] if name in step else 0.0 for name in layers}
+    try:
+        steps = greedy_allocation({name: scan.curve(name)[1] for name in bits}, size_bits,
+                                  budget * dense_bits)
+    except ValueError:
+        largest = size_bits(dict.fromkeys(bits, len(levels) - 1)) / dense_bits
+        raise ValueError(f"budget {budget} is out of reach: with every scanned layer at "
+                         f"sparsity {levels[-1]} the model is {largest:.3f} of its dense size"
+                         ) from None
+    return {name: levels[steps[name]] if name in steps else 0.0 for name in layers}
 
 
 def uniform_sparsity_for_budget(

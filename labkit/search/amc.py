@@ -233,6 +233,19 @@ class ChannelPruningEnv:
                 for layer, ratio in zip(self.layers, ratios, strict=True))
         return self.macs_of_widths((self._dense_widths[0], *kept, self._dense_widths[-1]))
 
+    def uniform_ratio(self, budget_macs: float, *, step: float = 0.01) -> float:
+        """The smallest ratio on a grid of ``step`` (below ``max_ratio``) that, applied to
+        every conv, brings :meth:`policy_macs` within ``budget_macs``: the uniform
+        baseline at that budget."""
+        check_real(step, "step", 0.0, self.max_ratio, low_open=True)
+        check_real(budget_macs, "budget_macs", 0.0)
+        for k in range(math.ceil(self.max_ratio / step - 1e-9)):
+            ratio = round(k * step, 6)
+            if self.policy_macs([ratio] * len(self.layers)) <= budget_macs:
+                return ratio
+        raise ValueError(f"budget_macs {budget_macs:,} is out of reach for a uniform ratio "
+                         f"below max_ratio {self.max_ratio}")
+
     def reset(self) -> torch.Tensor:
         """Start an episode: every layer dense; returns the state of the first conv."""
         self._widths = list(self._dense_widths)
