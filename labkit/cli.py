@@ -63,6 +63,9 @@ def _cache(args: argparse.Namespace) -> int:
             print(f"removed {path}")
     elif args.action == "path":
         print(zoo.cache_dir())
+    elif args.action == "ship":
+        for name in sorted(zoo.RECIPES):
+            print(f"{name}: shipped {zoo.ship(name)}")
     else:
         for name in sorted(zoo.RECIPES):
             zoo.pretrained(name)
@@ -179,8 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     execute.set_defaults(run=_execute)
 
     cache = commands.add_parser("cache", help="the pretrained-model cache")
-    cache.add_argument("action", choices=("path", "fill", "clear"),
-                       help="print its folder, train every model into it, or empty it")
+    cache.add_argument("action", choices=("path", "fill", "clear", "ship"),
+                       help="print its folder, fill it with every model, empty it, or copy "
+                            "this machine's models into labkit/weights (for maintainers)")
     cache.set_defaults(run=_cache)
 
     release = commands.add_parser("release", help="write the student notebooks of the labs")

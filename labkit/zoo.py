@@ -1,13 +1,21 @@
-"""Pretrained dense models, trained on first use and cached.
+"""Pretrained dense models: shipped with labkit, trained on first use where they are not.
 
-Nothing is downloaded: ``pretrained(name)`` trains the model on this machine (a few
-seconds on a CPU for the digits models) and caches it under ``$LABKIT_CACHE``
-(default ``~/.cache/labkit``). The cache file is named by a hash of the model's
-recipe and the labkit version, written atomically, and holds the hash again; a file
-that is corrupt or stale is retrained with a warning, never a crash.
+Nothing is downloaded. labkit ships the weights of every recipe (``labkit/weights``),
+trained once with :func:`ship`, so every reader, student and grader starts from the same
+models, and what a lab computes from them without training matches the book on any
+machine. Training depends on the CPU: other vector instructions round sums in another
+order, the differences grow over the epochs, and a model trained on another CPU prunes a
+little differently (the finetuning inside a lab is subject to the same).
 
-A model is the same bit for bit on every run of this machine, whatever the caller's
-thread count: it trains on the recipe's fixed number of torch threads with
+``pretrained(name)`` returns the model from the cache folder ``$LABKIT_CACHE`` (default
+``~/.cache/labkit``). On first use it copies the shipped weights there; where a recipe
+has none (a recipe of your own), it trains the model on this machine (a few seconds on a
+CPU for the digits models) and caches that. The cache file is named by a hash of the
+model's recipe and the labkit version, written atomically, and holds the hash again; a
+file that is corrupt or stale is replaced with a warning, never a crash.
+
+A trained model is the same bit for bit on every run of one machine, whatever the
+caller's thread count: it trains on the recipe's fixed number of torch threads with
 ``torch.use_deterministic_algorithms`` on (both restored afterwards), and both settings
 are part of the recipe, hence of the hash.
 
@@ -122,25 +130,24 @@ def deterministic_algorithms(enabled: bool = True) -> Iterator[None]:
         torch.use_deterministic_algorithms(previous)
 
 
-def pretrained(name: str = "vgg-digits", *, progress: bool = True) -> nn.Module:
-    """The dense model ``name``, trained on first use, in eval mode on the CPU.
+SHIPPED = Path(__file__).with_name("weights")
+"""The folder of the weights labkit ships, one cache file per recipe."""
 
-    Trained with the recipe's thread count and deterministic algorithms, so it is the
-    same whatever the caller's ``torch.get_num_threads()``."""
-    recipe = _recipe(name)
-    path = cache_path(name)
-    model = recipe.build()
-    if path.exists():
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-            if payload["digest"] != recipe.digest():
-                raise ValueError("recipe digest differs")
-            model.load_state_dict(payload["state_dict"])
-            return model.eval()
-        except Exception as error:  # any unreadable cache file means: retrain
-            warnings.warn(f"cache file {path} is corrupt or stale ({error}); retraining",
-                          stacklevel=2)
-            model = recipe.build()
+
+def shipped_path(name: str) -> Path:
+    """Where labkit ships the weights of recipe ``name`` (they may be absent)."""
+    return SHIPPED / cache_path(name).name
+
+
+def _state_dict(path: Path, recipe: Recipe) -> dict:
+    """The weights stored in ``path``, refused unless they were made by ``recipe``."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload["digest"] != recipe.digest():
+        raise ValueError("recipe digest differs")
+    return payload["state_dict"]
+
+
+def _train(model: nn.Module, recipe: Recipe, progress: bool) -> None:
     splits = load(recipe.dataset, seed=recipe.seed)
     with deterministic_algorithms(recipe.deterministic):
         if isinstance(splits, Corpus):
@@ -151,9 +158,49 @@ def pretrained(name: str = "vgg-digits", *, progress: bool = True) -> nn.Module:
             train_loader, val_loader, _ = splits.loaders(recipe.batch_size, seed=recipe.seed)
             train(model, train_loader, val_loader, epochs=recipe.epochs, lr=recipe.lr,
                   seed=recipe.seed, threads=recipe.threads, progress=progress)
+
+
+def pretrained(name: str = "vgg-digits", *, progress: bool = True) -> nn.Module:
+    """The dense model ``name`` in eval mode on the CPU: from the cache, else from the
+    weights labkit ships (copied into the cache), else trained here and cached.
+
+    A model trained here is trained with the recipe's thread count and deterministic
+    algorithms, so it is the same whatever the caller's ``torch.get_num_threads()``."""
+    recipe = _recipe(name)
+    path = cache_path(name)
+    for source in (path, shipped_path(name)):
+        if not source.exists():
+            continue
+        model = recipe.build()
+        try:
+            model.load_state_dict(_state_dict(source, recipe))
+        except Exception as error:  # any unreadable file means: take the next source
+            warnings.warn(f"{'cache' if source == path else 'shipped'} file {source} is "
+                          f"corrupt or stale ({error}); not using it", stacklevel=2)
+            continue
+        if source != path:
+            copy_atomically(source, path)
+        return model.eval()
+    model = recipe.build()
+    _train(model, recipe, progress)
     payload = {"digest": recipe.digest(), "state_dict": model.state_dict()}
     write_atomically(path, lambda f: torch.save(payload, f))
     return model.eval()
+
+
+def ship(name: str, *, progress: bool = True) -> Path:
+    """Ship the weights of recipe ``name`` as this machine has them: the cached model
+    (trained here first if there is none, :func:`pretrained`) is copied to
+    :func:`shipped_path`, and the files of earlier versions of the recipe are deleted.
+    Run it when a recipe or the labkit version changes, then re-execute the labs."""
+    pretrained(name, progress=progress)
+    target = shipped_path(name)
+    versions = re.compile(rf"{re.escape(name)}-[0-9a-f]{{16}}\.pt")
+    for stale in SHIPPED.glob("*.pt"):
+        if versions.fullmatch(stale.name) and stale != target:
+            stale.unlink()
+    copy_atomically(cache_path(name), target)
+    return target
 
 
 def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
@@ -168,6 +215,12 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def copy_atomically(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` with :func:`write_atomically`."""
+    data = source.read_bytes()
+    write_atomically(target, lambda f: f.write(data))
 
 
 def _written_by_labkit(path: Path) -> bool:

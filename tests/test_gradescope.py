@@ -16,6 +16,7 @@ import nbformat
 import pytest
 from lab_submissions import LAB_00, exercises, instructor, submission, wrong_sparsity
 
+from labkit import zoo
 from labkit.cli import main
 from labkit.grading.grade import Answer, CheckResult, LabGrade, Limits
 from labkit.grading.gradescope import (
@@ -187,7 +188,8 @@ def test_zip_has_gradescope_layout(autograder_zip):
         modes = {info.filename: info.external_attr >> 16 for info in archive.infolist()}
         config = json.loads(archive.read("autograder.json"))
     assert {"setup.sh", "run_autograder", "autograder.json", "labs/00_baseline.ipynb",
-            "pyproject.toml", "constraints.txt", "labkit/grading/gradescope.py"} <= names
+            "pyproject.toml", "constraints.txt", "labkit/grading/gradescope.py",
+            f"labkit/weights/{zoo.shipped_path('vgg-digits').name}"} <= names
     assert modes["run_autograder"] & 0o111 and modes["setup.sh"] & 0o111
     assert config["labs"] == ["00_baseline"]
     assert config["limits"] == {**vars(Limits()), "cell_timeout_s": 120,

@@ -16,7 +16,7 @@ def test_pretrained_digits_vgg_reaches_97_percent_and_is_cached(digits):
     assert not list(path.parent.glob("*.tmp"))
 
 
-def test_corrupt_cache_is_retrained_with_a_warning():
+def test_corrupt_cache_is_replaced_with_a_warning():
     path = zoo.cache_path("mlp-digits")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"not a torch file")
@@ -24,6 +24,54 @@ def test_corrupt_cache_is_retrained_with_a_warning():
         model = zoo.pretrained("mlp-digits", progress=False)
     assert isinstance(model, torch.nn.Module)
     assert torch.load(path, weights_only=True)["digest"] == zoo.RECIPES["mlp-digits"].digest()
+
+
+def test_every_recipe_ships_its_weights_and_they_are_loaded_without_training(tmp_path,
+                                                                             monkeypatch):
+    assert sorted(path.name for path in zoo.SHIPPED.glob("*.pt")) == sorted(
+        zoo.shipped_path(name).name for name in zoo.RECIPES), "run `labkit cache ship`"
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a shipped model must not be trained")
+
+    monkeypatch.setattr(zoo, "_train", no_training)
+    for name in zoo.RECIPES:
+        model = zoo.pretrained(name, progress=False)
+        shipped = torch.load(zoo.shipped_path(name), weights_only=True)
+        assert shipped["digest"] == zoo.RECIPES[name].digest()
+        for key, value in model.state_dict().items():
+            assert torch.equal(value, shipped["state_dict"][key]), (name, key)
+        assert zoo.cache_path(name).read_bytes() == zoo.shipped_path(name).read_bytes()
+
+
+def test_a_broken_shipped_file_is_skipped_and_the_model_trained(tmp_path, monkeypatch):
+    monkeypatch.setitem(zoo.RECIPES, "tiny", zoo.Recipe("vgg", epochs=1,
+                                                       options={"widths": [4, "M"]}))
+    monkeypatch.setattr(zoo, "SHIPPED", tmp_path / "weights")
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    zoo.SHIPPED.mkdir()
+    zoo.shipped_path("tiny").write_bytes(b"a truncated download")
+    with pytest.warns(UserWarning, match=r"shipped file .* is corrupt or stale"):
+        zoo.pretrained("tiny", progress=False)
+    assert torch.load(zoo.cache_path("tiny"), weights_only=True)["digest"] == \
+        zoo.RECIPES["tiny"].digest()
+
+
+def test_ship_copies_this_machines_model_and_drops_stale_versions(tmp_path, monkeypatch):
+    monkeypatch.setitem(zoo.RECIPES, "tiny", zoo.Recipe("vgg", epochs=1,
+                                                       options={"widths": [4, "M"]}))
+    monkeypatch.setattr(zoo, "SHIPPED", tmp_path / "weights")
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    zoo.SHIPPED.mkdir()
+    stale = zoo.SHIPPED / f"tiny-{'0' * 16}.pt"
+    stale.write_bytes(b"an earlier recipe")
+    other = zoo.SHIPPED / f"tiny-digits-{'0' * 16}.pt"
+    other.write_bytes(b"another recipe whose name starts alike")
+    target = zoo.ship("tiny", progress=False)
+    assert target == zoo.shipped_path("tiny")
+    assert target.read_bytes() == zoo.cache_path("tiny").read_bytes()
+    assert not stale.exists() and other.exists()
 
 
 def test_stale_cache_is_retrained(monkeypatch):
@@ -127,3 +175,13 @@ def test_write_atomically_leaves_the_old_file_when_writing_fails(tmp_path):
         zoo.write_atomically(path, fail)
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_cli_cache_ship_ships_every_recipe(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(zoo, "RECIPES", {"tiny": zoo.Recipe("vgg", epochs=1,
+                                                            options={"widths": [4, "M"]})})
+    monkeypatch.setattr(zoo, "SHIPPED", tmp_path / "weights")
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    assert cli.main(["cache", "ship"]) == 0
+    assert capsys.readouterr().out.endswith(f"tiny: shipped {zoo.shipped_path('tiny')}\n")
+    assert zoo.shipped_path("tiny").exists()

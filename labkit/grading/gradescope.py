@@ -174,7 +174,9 @@ def build_autograder(labs: Sequence[Path], out: Path, *, limits: Limits | None =
             for name in PROJECT_FILES:
                 if (root / name).is_file():
                     archive.write(root / name, name)
-            for path in sorted((root / "labkit").rglob("*.py")):
+            labkit_files = [*(root / "labkit").rglob("*.py"),
+                            *(root / "labkit" / "weights").glob("*.pt")]
+            for path in sorted(labkit_files):
                 archive.write(path, str(path.relative_to(root)))
         os.replace(temporary, out)
     except BaseException:
