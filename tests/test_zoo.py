@@ -45,12 +45,19 @@ def test_every_recipe_ships_its_weights_and_they_are_loaded_without_training(tmp
         assert zoo.cache_path(name).read_bytes() == zoo.shipped_path(name).read_bytes()
 
 
-def test_a_broken_shipped_file_is_skipped_and_the_model_trained(tmp_path, monkeypatch):
-    monkeypatch.setitem(zoo.RECIPES, "tiny", zoo.Recipe("vgg", epochs=1,
-                                                       options={"widths": [4, "M"]}))
+TINY = zoo.Recipe("vgg", epochs=1, options={"widths": [4, "M"]})
+
+
+@pytest.fixture
+def tiny_zoo(tmp_path, monkeypatch):
+    """Only the recipe ``tiny``, an empty shipped folder and an empty cache, all in tmp_path."""
+    monkeypatch.setattr(zoo, "RECIPES", {"tiny": TINY})
     monkeypatch.setattr(zoo, "SHIPPED", tmp_path / "weights")
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
     zoo.SHIPPED.mkdir()
+
+
+def test_a_broken_shipped_file_is_skipped_and_the_model_trained(tiny_zoo):
     zoo.shipped_path("tiny").write_bytes(b"a truncated download")
     with pytest.warns(UserWarning, match=r"shipped file .* is corrupt or stale"):
         zoo.pretrained("tiny", progress=False)
@@ -58,12 +65,7 @@ def test_a_broken_shipped_file_is_skipped_and_the_model_trained(tmp_path, monkey
         zoo.RECIPES["tiny"].digest()
 
 
-def test_ship_copies_this_machines_model_and_drops_stale_versions(tmp_path, monkeypatch):
-    monkeypatch.setitem(zoo.RECIPES, "tiny", zoo.Recipe("vgg", epochs=1,
-                                                       options={"widths": [4, "M"]}))
-    monkeypatch.setattr(zoo, "SHIPPED", tmp_path / "weights")
-    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
-    zoo.SHIPPED.mkdir()
+def test_ship_copies_this_machines_model_and_drops_stale_versions(tiny_zoo):
     stale = zoo.SHIPPED / f"tiny-{'0' * 16}.pt"
     stale.write_bytes(b"an earlier recipe")
     other = zoo.SHIPPED / f"tiny-digits-{'0' * 16}.pt"
@@ -177,11 +179,7 @@ def test_write_atomically_leaves_the_old_file_when_writing_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
 
 
-def test_cli_cache_ship_ships_every_recipe(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(zoo, "RECIPES", {"tiny": zoo.Recipe("vgg", epochs=1,
-                                                            options={"widths": [4, "M"]})})
-    monkeypatch.setattr(zoo, "SHIPPED", tmp_path / "weights")
-    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+def test_cli_cache_ship_ships_every_recipe(tiny_zoo, capsys):
     assert cli.main(["cache", "ship"]) == 0
     assert capsys.readouterr().out.endswith(f"tiny: shipped {zoo.shipped_path('tiny')}\n")
     assert zoo.shipped_path("tiny").exists()
