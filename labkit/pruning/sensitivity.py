@@ -202,18 +202,18 @@ def greedy_allocation(
         if len(curve) < 1:
             raise ValueError(f"accuracy[{layer!r}] is empty: it needs the dense point first")
     steps = dict.fromkeys(accuracy, 0)
-
-    def loss_per_unit(layer: Hashable) -> float:
-        here = steps[layer]
-        saved = cost(steps) - cost({**steps, layer: here + 1})
-        return (accuracy[layer][here] - accuracy[layer][here + 1]) / max(saved, 1)
-
     while (total := cost(steps)) > budget:
         movable = [layer for layer in steps if steps[layer] + 1 < len(accuracy[layer])]
         if not movable:
             raise ValueError(f"budget {budget:,} is out of reach: with every layer at its last "
                              f"step the cost is {total:,}")
-        steps[min(movable, key=loss_per_unit)] += 1
+        loss_per_unit = {}
+        for layer in movable:
+            here = steps[layer]
+            saved = total - cost({**steps, layer: here + 1})
+            loss_per_unit[layer] = (accuracy[layer][here] - accuracy[layer][here + 1]) / max(
+                saved, 1)
+        steps[min(loss_per_unit, key=loss_per_unit.get)] += 1
     return steps
 
 
