@@ -113,7 +113,7 @@ def test_uniform_ratio_is_the_smallest_grid_ratio_within_the_budget():
     assert env.policy_macs([ratio] * 3) <= budget
     assert env.policy_macs([round(ratio - 0.01, 6)] * 3) > budget
     assert env.uniform_ratio(env.dense_macs) == 0.0
-    assert env.uniform_ratio(budget, step=0.1) == math.ceil(ratio * 10) / 10
+    assert env.uniform_ratio(budget, step=0.1) == math.ceil(round(ratio * 10, 6)) / 10
     with pytest.raises(ValueError, match="out of reach for a uniform ratio below max_ratio 0.8"):
         env.uniform_ratio(1)
     with pytest.raises(ValueError, match=r"step must be a finite number in \(0, 0.8\]"):

@@ -181,11 +181,20 @@ def test_netadapt_family_and_network_table_compare_with_the_first_network():
     assert "1.000" in html and f"{fraction:.3f}" in html and "conv1->4: 80.0" in html
     loader = [(torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.long))]
     tuned = []
+
+    def ruin(network):  # a "finetune" that changes every weight of what it is given
+        tuned.append(network)
+        with torch.no_grad():
+            for parameter in network.parameters():
+                parameter.add_(1.0)
+
     before = [p.clone() for p in small.parameters()]
     frame = viz.network_table({"dense": dense, "small": small}, example, example, loader, loader,
-                              finetune=tuned.append).data
+                              finetune=ruin).data
     assert len(tuned) == 1 and tuned[0] is not small
     assert all(torch.equal(a, b) for a, b in zip(before, small.parameters(), strict=True))
+    assert all(torch.equal(a + 1.0, b) for a, b in zip(before, tuned[0].parameters(),
+                                                       strict=True))
     assert frame["val, finetuned (%)"].isna().tolist() == [True, False]
     with pytest.raises(ValueError, match="at least one step"):
         viz.netadapt_family([], example)
