@@ -76,7 +76,7 @@ def test_ship_copies_this_machines_model_and_drops_stale_versions(tiny_zoo):
     assert not stale.exists() and other.exists()
 
 
-def test_stale_cache_is_retrained(monkeypatch):
+def test_stale_cache_is_replaced_with_a_warning(monkeypatch):
     zoo.pretrained("mlp-digits", progress=False)
     path = zoo.cache_path("mlp-digits")
     payload = torch.load(path, weights_only=True)
