@@ -14,6 +14,14 @@ how a reduction is split over threads changes the rounding of its sum, so the sa
 gives other weights under another thread count. With the count fixed, a model is the
 same bit for bit whatever ``OMP_NUM_THREADS`` or ``torch.set_num_threads`` said before
 (one thread is also the fastest for these small models).
+
+The shuffle order is drawn from ``seed`` as well. A loader built with its own generator
+(:meth:`labkit.data.Splits.loaders`) advances that generator every epoch, so two runs
+with the same seed on the same loader would otherwise see other batches: the second
+finetune of a lab gave another accuracy than the first. :func:`train` seeds the loader's
+generator with ``seed`` for the run and puts its state back afterwards
+(:func:`shuffle_seeded`), so a run depends on its arguments only, and the loader is left
+as it was.
 """
 
 from __future__ import annotations
@@ -21,7 +29,8 @@ from __future__ import annotations
 import copy
 import math
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,6 +61,33 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def _shuffle_generators(loader: DataLoader) -> list[torch.Generator]:
+    """The generators that draw ``loader``'s shuffle order: its own and its sampler's
+    (one object when the loader handed its generator to the sampler)."""
+    found: list[torch.Generator] = []
+    for owner in (loader, getattr(loader, "sampler", None)):
+        generator = getattr(owner, "generator", None)
+        if isinstance(generator, torch.Generator) and all(generator is not g for g in found):
+            found.append(generator)
+    return found
+
+
+@contextmanager
+def shuffle_seeded(loader: DataLoader, seed: int) -> Iterator[None]:
+    """In the block, ``loader`` shuffles as a fresh generator seeded with ``seed`` would;
+    afterwards its generators are back in the state they had. A loader without a
+    generator draws its order from torch's global generator, which :func:`train` seeds."""
+    generators = _shuffle_generators(loader)
+    states = [generator.get_state() for generator in generators]
+    for generator in generators:
+        generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        for generator, state in zip(generators, states, strict=True):
+            generator.set_state(state)
 
 
 @torch.no_grad()
@@ -102,7 +138,9 @@ def train(
     ``after_step``: callables run after every optimizer step (a pruner re-applying its
     masks). ``extra_loss``: a penalty added to the cross-entropy (network slimming's
     L1 on BatchNorm scales). With a ``val_loader``, the weights of the epoch with the
-    best validation accuracy are restored at the end. The run uses ``threads`` torch
+    best validation accuracy are restored at the end. ``seed`` seeds Python, NumPy, torch
+and the shuffle order of ``train_loader`` (:func:`shuffle_seeded`): the same call gives
+the same model every time, whatever ran before it. The run uses ``threads`` torch
     threads (:data:`TRAIN_THREADS`; ``None`` leaves the count as it is) and restores the
     count afterwards. A loss that becomes NaN or infinite stops the run with a
     ``FloatingPointError`` (lower ``lr``).
@@ -113,10 +151,11 @@ def train(
     check_real(momentum, "momentum", 0.0, 1.0, high_open=True)
     check_real(weight_decay, "weight_decay", 0.0)
     check_loader(train_loader, "train_loader")
+    seed = check_seed(seed)
     if val_loader is not None:
         check_loader(val_loader, "val_loader")
     callbacks = list(after_step)
-    with torch_threads(threads):
+    with torch_threads(threads), shuffle_seeded(train_loader, seed):
         seed_everything(seed)
         optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
                                     weight_decay=weight_decay)
