@@ -1,5 +1,8 @@
 """The check machinery: declarations, feedback that names the difference, the two modes."""
 
+from fractions import Fraction
+
+import numpy as np
 import pytest
 import torch
 
@@ -166,3 +169,62 @@ def test_the_referee_refuses_missing_forged_and_reference_results(tmp_path, monk
     monkeypatch.setenv(core.GRADING_DIR, str(tmp_path))
     checks.check_get_sparsity(measure.get_sparsity)
     assert "labkit's own function" in referee.judge("check_get_sparsity", tmp_path, 0).message
+
+
+@pytest.mark.parametrize("number", [np.float64(0.25), np.float32(0.25), 0.25, 1 / 4])
+def test_numpy_and_python_floats_record_as_plain_floats(number, tmp_path):
+    torch.save(core.plain(number), tmp_path / "x.pt")
+    assert type(torch.load(tmp_path / "x.pt", weights_only=True)) is float
+
+
+@pytest.mark.parametrize(("number", "plain_number"), [
+    (np.int64(3), 3), (np.bool_(True), True), (Fraction(1, 4), 0.25)])
+def test_numbers_python_accepts_become_plain_numbers(number, plain_number):
+    assert core.plain(number) == plain_number
+    assert type(core.plain(number)) is type(plain_number)
+
+
+@pytest.mark.parametrize("actual", [0.6458333333333334, np.float32(0.6458333), 0.6458339,
+                                    torch.tensor(0.6458333, dtype=torch.float32)])
+def test_a_float_computed_in_float32_or_another_order_agrees(actual):
+    assert core.close()(0.6458333333333333, core.plain(actual)) is None
+
+
+@pytest.mark.parametrize(("expected", "actual", "message"), [
+    (0.5, "abc", "expected a number, got a str 'abc'"),
+    (0.5, True, "expected a number, got a bool True"),
+    (0.5, 0.5001, "expected 0.5, got 0.5001"),
+    (3, 3.0, "expected an int, got a float 3.0"),
+    (3, torch.tensor(3.0), "expected an int, got a torch.float32 tensor 3.0"),
+    (3, np.int64(4), "expected 3, got 4"),
+])
+def test_numbers_of_the_wrong_kind_or_value_are_named(expected, actual, message):
+    assert core.close()(expected, core.plain(actual)) == message
+
+
+@pytest.mark.parametrize(("expected", "actual"), [(2, torch.tensor(2)), (0.5, 0.5),
+                                                  (1.0, 1), (2.0, torch.tensor(2.0))])
+def test_an_int_or_a_0d_tensor_where_a_number_is_expected_agrees(expected, actual):
+    assert core.close()(expected, core.plain(actual)) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_float_tensors_agree_within_a_few_ulps_of_their_dtype(dtype):
+    expected = torch.linspace(-3, 3, 7, dtype=dtype)
+    ulp = torch.finfo(dtype).eps
+    assert core.close()(expected, expected * (1 + 8 * ulp)) is None
+    assert core.close()(expected, expected + 1e3 * ulp) is not None
+    assert core.exact(expected, expected * (1 + 8 * ulp)) is not None
+
+
+def test_an_infinite_element_agrees_only_with_itself():
+    expected = torch.tensor([1.0, float("inf"), float("nan")])
+    assert core.close()(expected, expected.clone()) is None
+    assert "expected inf, got 5.0" in core.close()(expected, torch.tensor([1.0, 5.0, 0.0]))
+
+
+def test_integer_and_bool_tensors_compare_exactly_under_close():
+    assert "1 of 3 elements differ" in core.close()(torch.tensor([1, 2, 3]),
+                                                    torch.tensor([1, 2, 4]))
+    assert "kept (True) elements" in core.close()(torch.tensor([True, False]),
+                                                  torch.tensor([True, True]))

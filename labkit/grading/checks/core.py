@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import os
 import sys
 import tempfile
@@ -102,6 +103,11 @@ def call(function: Callable, case: Case) -> Any:
     return function(*case.args, **case.kwargs)
 
 
+Compare = Callable[[Any, Any], str | None]
+"""``compare(expected, actual)``: ``None`` when the two plain outcomes agree, else what
+differs, in words."""
+
+
 @dataclass(frozen=True)
 class Check:
     """A check, declared once.
@@ -111,7 +117,9 @@ class Check:
     - ``cases``: the public cases (a function, so they are built only when needed);
     - ``hidden``: the hidden cases drawn from a seed (the grader's secret per run);
     - ``observe(function, case)``: what is compared (default: the return value);
-    - ``compare(expected, actual)``: ``None`` when they agree, else what differs;
+    - ``compare(expected, actual)``: ``None`` when they agree, else what differs
+      (:func:`close`: floats within a tolerance scaled to their dtype, everything else
+      exactly; :func:`exact`: floats exactly too); default :func:`close`;
     - ``errors``: the error classes a case may expect (the reference raising one of
       them on a case makes that error the expected outcome; default none);
     - ``pure``: the function must leave its tensor arguments unchanged;
@@ -126,7 +134,7 @@ class Check:
     cases: Callable[[], Sequence[Case]]
     hidden: Callable[[int], Sequence[Case]]
     observe: Callable[[Callable, Case], Any] = call
-    compare: Callable[[Any, Any], str | None] = None  # type: ignore[assignment]
+    compare: Compare = None  # type: ignore[assignment]
     errors: tuple[type[Exception], ...] = ()
     pure: bool = True
     replaces: tuple[str, ...] = ()
@@ -134,7 +142,7 @@ class Check:
 
     def __post_init__(self) -> None:
         if self.compare is None:
-            object.__setattr__(self, "compare", exact)
+            object.__setattr__(self, "compare", close())
 
 
 # --- outcomes as plain data -----------------------------------------------------------
@@ -143,7 +151,8 @@ class Check:
 def plain(value: Any) -> Any:
     """``value`` reduced to what ``torch.load(weights_only=True)`` reads back: plain
     tensors, numbers, strings, ``None`` and lists, tuples and str-keyed dicts of them.
-    Anything else becomes a dict saying what it was."""
+    A number Python accepts as one (a NumPy scalar, a ``numbers.Real``) becomes a plain
+    ``int`` or ``float``; anything else becomes a dict saying what it was."""
     if value is None or type(value) in (bool, int, float, str):
         return value
     if isinstance(value, torch.Tensor):
@@ -157,8 +166,27 @@ def plain(value: Any) -> Any:
                 "text": getattr(value, "message", getattr(value, "where", ""))}
     if isinstance(value, Unfinished):
         return {"outcome": "Unfinished"}
+    number = _plain_number(value)
+    if number is not None:
+        return number
     return {"outcome": "unsupported", "type": type(value).__name__,
             "text": _short_repr(value)}
+
+
+def _plain_number(value: Any) -> bool | int | float | None:
+    """A NumPy scalar or a ``numbers.Real`` as a plain bool, int or float; else None."""
+    numpy = sys.modules.get("numpy")  # a NumPy scalar exists only once NumPy is imported
+    try:
+        if numpy is not None and isinstance(value, numpy.generic):
+            item = value.item()
+            return item if type(item) in (bool, int, float) else None
+        if isinstance(value, numbers.Integral):
+            return int(value)
+        if isinstance(value, numbers.Real):
+            return float(value)
+    except (TypeError, ValueError, OverflowError):  # a number-like object that is none
+        return None
+    return None
 
 
 def _short_repr(value: Any) -> str:
@@ -193,6 +221,35 @@ def describe_outcome(value: Any) -> str:
 
 # --- comparing observations -----------------------------------------------------------
 
+FLOAT_RTOL = 1e-6
+"""Python floats agree within this, relatively (and absolutely near zero): about eight
+float32 ulps, so a number computed in float32 arithmetic agrees with a float64 reference."""
+
+ULPS = 64
+"""Float tensors agree within this many machine epsilons of their dtype (64 x 1.2e-7 for
+float32, 64 x 2.2e-16 for float64), relative to each element plus the tensor's largest
+magnitude: another order of the same sums and products agrees, a wrong formula does not."""
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far floats may differ: ``floats`` for Python floats (relative and absolute),
+    ``ulps`` machine epsilons of their dtype for float tensors."""
+
+    floats: float = FLOAT_RTOL
+    ulps: float = ULPS
+
+    def tensor_bound(self, expected: torch.Tensor) -> torch.Tensor:
+        """The largest difference allowed at each element of ``expected``."""
+        rtol = self.ulps * torch.finfo(expected.dtype).eps
+        magnitude = expected.double().abs()
+        finite = magnitude[magnitude.isfinite()]
+        scale = float(finite.max()) if finite.numel() else 0.0
+        return torch.where(magnitude.isfinite(), rtol * (magnitude + scale), 0.0)
+
+
+EXACT = Tolerance(floats=0.0, ulps=0)
+
 
 def show(value: Any) -> str:
     """A value in a failure message: tensors by shape and dtype, with values if small."""
@@ -210,10 +267,11 @@ def _index(flat: int, shape: Sequence[int]) -> tuple[int, ...]:
     return tuple(reversed(position))
 
 
-def compare_tensors(expected: torch.Tensor, actual: Any, tolerance: float = 0.0) -> str | None:
+def compare_tensors(expected: torch.Tensor, actual: Any,
+                    tolerance: Tolerance = EXACT) -> str | None:
     """What differs between two tensors: type, shape, dtype, then the values (how many
     elements differ, the first differing index with both values; for bool masks the
-    kept counts)."""
+    kept counts). Float values agree within ``tolerance``, others exactly."""
     if not isinstance(actual, torch.Tensor):
         return f"expected a torch.Tensor, got {describe_outcome(actual)}"
     if actual.shape != expected.shape:
@@ -222,8 +280,8 @@ def compare_tensors(expected: torch.Tensor, actual: Any, tolerance: float = 0.0)
         return f"expected dtype {expected.dtype}, got dtype {actual.dtype}"
     if expected.is_floating_point():
         a, e = actual.double(), expected.double()
-        close = (a - e).abs() <= tolerance + tolerance * e.abs()
-        differ = ~(close | (a.isnan() & e.isnan()) | (a == e))
+        agree = ((a - e).abs() <= tolerance.tensor_bound(expected)) | (a == e)
+        differ = ~(agree | (a.isnan() & e.isnan()))
     else:
         differ = actual != expected
     count = int(differ.sum())
@@ -240,18 +298,75 @@ def compare_tensors(expected: torch.Tensor, actual: Any, tolerance: float = 0.0)
     return message
 
 
-def close(tolerance: float) -> Callable[[Any, Any], str | None]:
-    """Compare like :func:`exact`, floats and float tensors within ``tolerance``
-    (absolute and relative)."""
-    return lambda expected, actual: _compare(expected, actual, tolerance)
+def close(tolerance: float | None = None, *, ulps: float = ULPS) -> Compare:
+    """Compare numbers by their kind: Python floats within ``tolerance`` (default
+    :data:`FLOAT_RTOL`, relative and absolute), float tensors within ``ulps`` machine
+    epsilons of their dtype (:class:`Tolerance`); ints, bools, strings, integer and bool
+    tensors exactly. A number may come as an int (where a float is expected), a NumPy
+    scalar or a 0-d tensor."""
+    rule = Tolerance(FLOAT_RTOL if tolerance is None else tolerance, ulps)
+    return lambda expected, actual: _compare(expected, actual, rule)
 
 
 def exact(expected: Any, actual: Any) -> str | None:
-    """Compare exactly: same types, same shapes and dtypes, same values."""
-    return _compare(expected, actual, 0.0)
+    """Compare exactly: same types, same shapes and dtypes, same values (floats too)."""
+    return _compare(expected, actual, EXACT)
 
 
-def _compare(expected: Any, actual: Any, tolerance: float) -> str | None:
+def _as_number(expected: int | float, actual: Any) -> tuple[Any, str | None]:
+    """``actual`` as a Python number of ``expected``'s kind (an int is a float too; a 0-d
+    tensor is read as its number), or what is wrong with it."""
+    wanted = "an int" if type(expected) is int else "a number"
+    if isinstance(actual, torch.Tensor) and actual.dim() == 0 and \
+            actual.dtype not in (torch.bool, torch.complex64, torch.complex128):
+        if type(expected) is int and actual.is_floating_point():
+            return None, f"expected {wanted}, got a {actual.dtype} tensor {actual.item()!r}"
+        return actual.item(), None
+    allowed = (int,) if type(expected) is int else (int, float)
+    if type(actual) in allowed:
+        return actual, None
+    if outcome_kind(actual) != "value":
+        return None, f"expected {wanted}, got {describe_outcome(actual)}"
+    return None, f"expected {wanted}, got a {type(actual).__name__} {show(actual)}"
+
+
+def _compare_numbers(expected: int | float, actual: Any, tolerance: Tolerance) -> str | None:
+    number, problem = _as_number(expected, actual)
+    if problem:
+        return problem
+    if number == expected or (type(expected) is float and (
+            math.isclose(number, expected, rel_tol=tolerance.floats,
+                         abs_tol=tolerance.floats)
+            or (math.isnan(number) and math.isnan(expected)))):
+        return None
+    return f"expected {expected!r}, got {number!r}"
+
+
+def _compare_sequences(expected: list | tuple, actual: Any, tolerance: Tolerance) -> str | None:
+    if type(actual) is not type(expected):
+        return f"expected a {type(expected).__name__}, got {describe_outcome(actual)}"
+    if len(actual) != len(expected):
+        return f"expected {len(expected)} items, got {len(actual)}"
+    for position, (e, a) in enumerate(zip(expected, actual, strict=True)):
+        problem = _compare(e, a, tolerance)
+        if problem:
+            return f"item {position}: {problem}"
+    return None
+
+
+def _compare_dicts(expected: dict, actual: Any, tolerance: Tolerance) -> str | None:
+    if type(actual) is not dict:
+        return f"expected a dict, got {describe_outcome(actual)}"
+    if sorted(actual) != sorted(expected):
+        return f"expected keys {sorted(expected)}, got keys {sorted(actual)}"
+    for key in expected:
+        problem = _compare(expected[key], actual[key], tolerance)
+        if problem:
+            return f"{key}: {problem}"
+    return None
+
+
+def _compare(expected: Any, actual: Any, tolerance: Tolerance) -> str | None:
     kinds = outcome_kind(expected), outcome_kind(actual)
     if kinds != ("value", "value"):
         if kinds == ("Raised", "Raised") and expected["error"] == actual["error"]:
@@ -259,33 +374,12 @@ def _compare(expected: Any, actual: Any, tolerance: float) -> str | None:
         return f"expected {describe_outcome(expected)}, got {describe_outcome(actual)}"
     if isinstance(expected, torch.Tensor):
         return compare_tensors(expected, actual, tolerance)
-    if type(expected) is float:
-        if type(actual) not in (int, float):
-            return f"expected a float, got {describe_outcome(actual)}"
-        if math.isclose(actual, expected, rel_tol=tolerance, abs_tol=tolerance) or \
-                (math.isnan(actual) and math.isnan(expected)):
-            return None
-        return f"expected {expected!r}, got {actual!r}"
+    if type(expected) in (int, float):
+        return _compare_numbers(expected, actual, tolerance)
     if type(expected) in (list, tuple):
-        if type(actual) is not type(expected):
-            return f"expected a {type(expected).__name__}, got {describe_outcome(actual)}"
-        if len(actual) != len(expected):
-            return f"expected {len(expected)} items, got {len(actual)}"
-        for position, (e, a) in enumerate(zip(expected, actual, strict=True)):
-            problem = _compare(e, a, tolerance)
-            if problem:
-                return f"item {position}: {problem}"
-        return None
+        return _compare_sequences(expected, actual, tolerance)
     if type(expected) is dict:
-        if type(actual) is not dict:
-            return f"expected a dict, got {describe_outcome(actual)}"
-        if sorted(actual) != sorted(expected):
-            return f"expected keys {sorted(expected)}, got keys {sorted(actual)}"
-        for key in expected:
-            problem = _compare(expected[key], actual[key], tolerance)
-            if problem:
-                return f"{key}: {problem}"
-        return None
+        return _compare_dicts(expected, actual, tolerance)
     if type(actual) is type(expected) and actual == expected:
         return None
     return f"expected {show(expected)}, got {describe_outcome(actual)}"
