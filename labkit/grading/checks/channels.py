@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import torch
 
-from labkit.grading.checks.core import Case, Check, close
+from labkit.grading.checks.core import Case, Check, close, exact
 from labkit.grading.checks.granularity import weights
 from labkit.models import VGG, randomize_batchnorms
 from labkit.pruning import channels, neurons
@@ -46,7 +48,7 @@ APOZ = Check(
     reference=neurons.apoz,
     cases=_apoz_cases,
     hidden=_hidden_apoz,
-    compare=close(1e-6),
+    compare=close(),
     replaces=("labkit.pruning.neurons.apoz",),
     conventions=("float32", "(C,)"),
 )
@@ -54,16 +56,29 @@ APOZ = Check(
 
 def _keep_cases() -> list[Case]:
     arguments = [(32, 0.3), (64, 0.5), (10, 0.0), (3, 0.9), (1, 0.5), (128, 0.25), (7, 0.7)]
-    return [Case(f"channels={c}, prune_ratio={r}", (c, r)) for c, r in arguments]
+    ties = [("a tie rounds to even: 6 channels at 0.25 keep round(4.5) = 4", 6, 0.25),
+            ("a tie rounds to even: 10 channels at 0.25 keep round(7.5) = 8", 10, 0.25),
+            ("round the kept count: 3 channels at 0.5 keep round(1.5) = 2", 3, 0.5)]
+    return [*(Case(f"channels={c}, prune_ratio={r}", (c, r)) for c, r in arguments),
+            *(Case(label, (c, r)) for label, c, r in ties)]
+
+
+def _is_tie(channels: int, ratio: float) -> bool:
+    """Whether ``(1 - ratio) * channels`` is exactly half-way between two integers for the
+    decimal ``ratio``: float arithmetic may land on either side of such a tie."""
+    return ((1 - Fraction(str(ratio))) * channels).denominator == 2
 
 
 def _hidden_keep(seed: int) -> list[Case]:
+    """Random counts and ratios of two decimals, without ties (the public cases hold
+    ties whose float arithmetic is exact)."""
     generator = torch.Generator().manual_seed(seed)
     cases = []
-    for _ in range(4):
+    while len(cases) < 4:
         count = int(torch.randint(1, 200, (1,), generator=generator))
         ratio = round(float(torch.rand(1, generator=generator)) * 0.95, 2)
-        cases.append(Case(f"channels={count}, prune_ratio={ratio}", (count, ratio)))
+        if not _is_tie(count, ratio):
+            cases.append(Case(f"channels={count}, prune_ratio={ratio}", (count, ratio)))
     return cases
 
 
@@ -72,8 +87,9 @@ GET_NUM_CHANNELS_TO_KEEP = Check(
     reference=channels.get_num_channels_to_keep,
     cases=_keep_cases,
     hidden=_hidden_keep,
+    compare=close(),
     replaces=("labkit.pruning.channels.get_num_channels_to_keep",),
-    conventions=("round", "at least one"),
+    conventions=("round", "at least one", "to the even", "an integer"),
 )
 
 
@@ -86,7 +102,8 @@ def _importance_cases() -> list[Case]:
         ("conv weight 4x3x3x3", torch.randn(4, 3, 3, 3, generator=generator)),
         ("conv weight with a zero input channel", zero_channel),
         ("linear weight 10x6", torch.randn(10, 6, generator=generator)),
-        ("a float64 weight: importance still float32", weights(3, 4, 5).double()),
+        ("a float64 weight: the importance is float32 all the same",
+         weights(3, 4, 5).double()),
     ]
     return [Case(label, (w,)) for label, w in cases]
 
@@ -97,14 +114,19 @@ def _hidden_importance(seed: int) -> list[Case]:
             Case("random linear weight 3x9", (torch.randn(3, 9, generator=generator),))]
 
 
+def _float32_importance(weight: torch.Tensor) -> torch.Tensor:
+    """labkit's importance, as the exercise asks it: float32 whatever the weight's dtype."""
+    return channels.get_input_channel_importance(weight).float()
+
+
 INPUT_CHANNEL_IMPORTANCE = Check(
     name="get_input_channel_importance",
-    reference=channels.get_input_channel_importance,
+    reference=_float32_importance,
     cases=_importance_cases,
     hidden=_hidden_importance,
-    compare=close(1e-5),
+    compare=close(),
     replaces=("labkit.pruning.channels.get_input_channel_importance",),
-    conventions=("float32", "not change"),
+    conventions=("float32", "`float64` weight", "not change"),
 )
 
 
@@ -160,6 +182,7 @@ CHANNEL_SORTING = Check(
     cases=_sorting_cases,
     hidden=_hidden_sorting,
     observe=_sorting_observation,
+    compare=exact,
     pure=False,
     replaces=("labkit.pruning.channels.apply_channel_sorting",),
     conventions=("copy",),

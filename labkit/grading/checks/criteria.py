@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from labkit.grading.checks.core import Case, Check, close
+from labkit.grading.checks.core import Case, Check, close, show
 from labkit.grading.checks.granularity import weights
 from labkit.models import VGG
 from labkit.pruning import criteria
@@ -42,7 +42,7 @@ ROW_NORM = Check(
     reference=criteria.row_norm,
     cases=_row_norm_cases,
     hidden=_hidden_row_norm,
-    compare=close(1e-5),
+    compare=close(),
     replaces=("labkit.pruning.criteria.row_norm",),
     conventions=("float32", "(weight.shape[0],)", "not change"),
 )
@@ -89,7 +89,7 @@ HESSIAN_DIAGONAL = Check(
     reference=criteria.exact_hessian_diagonal,
     cases=_hessian_cases,
     hidden=_hidden_hessian,
-    compare=close(1e-5),
+    compare=close(),
     pure=False,
     replaces=("labkit.pruning.criteria.exact_hessian_diagonal",),
     conventions=("float32", "parameter's shape"),
@@ -119,7 +119,7 @@ OBD_IMPORTANCE = Check(
     reference=criteria.obd_importance,
     cases=_obd_cases,
     hidden=_hidden_obd,
-    compare=close(1e-6),
+    compare=close(),
     replaces=("labkit.pruning.criteria.obd_importance",),
     conventions=("element-wise", "not change"),
 )
@@ -129,6 +129,9 @@ def _penalty_and_gradient(slimming_penalty, case: Case) -> torch.Tensor:
     """The penalty followed by its gradient with respect to every BatchNorm scale."""
     model, strength = case.args
     penalty = slimming_penalty(model, strength)
+    if not isinstance(penalty, torch.Tensor) or not penalty.requires_grad:
+        raise TypeError("the penalty must be a tensor that autograd can differentiate, got "
+                        f"{show(penalty)} (keep it a tensor: no .item() or float())")
     gammas = [m.weight for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     gradients = torch.autograd.grad(penalty, gammas)
     return torch.cat([penalty.detach().reshape(1), *(g.flatten() for g in gradients)])
@@ -166,7 +169,7 @@ SLIMMING_PENALTY = Check(
     cases=_slimming_cases,
     hidden=_hidden_slimming,
     observe=_penalty_and_gradient,
-    compare=close(1e-6),
+    compare=close(),
     pure=False,
     replaces=("labkit.pruning.criteria.slimming_penalty",),
     conventions=("scalar tensor", "autograd"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from labkit.grading.checks.core import Case, Check
+from labkit.grading.checks.core import Case, Check, exact
 from labkit.pruning import granularity
 
 
@@ -52,6 +52,7 @@ FINE_GRAINED_MASK = Check(
     reference=granularity.fine_grained_mask,
     cases=_fine_grained_cases,
     hidden=_hidden_fine_grained,
+    compare=exact,
     errors=(ValueError,),
     replaces=("labkit.pruning.granularity.fine_grained_mask",
               "labkit.pruning.granularity.granularity_mask"),
@@ -72,6 +73,7 @@ def _nm_cases() -> list[Case]:
         ("m=4 does not divide 6 input features", torch.ones(2, 6), 2, 4),
         ("m=4 does not divide 1 input channel of a conv", torch.ones(8, 1, 3, 3), 2, 4),
         ("n=5 > m=4", torch.ones(2, 8), 5, 4),
+        ("n=-1 < 0", torch.ones(2, 8), -1, 4),
     ]
     return [Case(label, (w, n, m)) for label, w, n, m in cases]
 
@@ -93,7 +95,9 @@ NM_MASK = Check(
     reference=granularity.nm_mask,
     cases=_nm_cases,
     hidden=_hidden_nm,
+    compare=exact,
     errors=(ValueError,),
     replaces=("labkit.pruning.granularity.nm_mask", "labkit.pruning.granularity.granularity_mask"),
-    conventions=("bool", "consecutive input channels", "ValueError"),
+    conventions=("bool", "lowest input channel", "`n` outside $[0, m]$", "ValueError",
+                 "does not change `weight`"),
 )

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from labkit.grading.checks.core import Case, Check
+from labkit.grading.checks.core import Case, Check, close, exact
 from labkit.hardware import eie, nm, sparseconv
 
 
@@ -58,7 +58,10 @@ RELATIVE_INDEX_ENCODE = Check(
     cases=_relative_index_cases,
     hidden=_hidden_relative_index,
     observe=_stacked_pair,
+    compare=exact,
     replaces=("labkit.hardware.eie.relative_index_encode", "labkit.hardware.eie.encode_eie"),
+    conventions=("`torch.uint8`", "equal length", "Zeros after the last non-zero need no entry",
+                 "while run > 15"),
 )
 
 
@@ -97,7 +100,10 @@ PACK_2_4_METADATA = Check(
     reference=_packed_metadata,
     cases=_metadata_cases,
     hidden=_hidden_metadata,
+    compare=exact,
     replaces=("labkit.hardware.nm.compress_2_4", "labkit.hardware.nm.pack_positions"),
+    conventions=("increasing order", "positions that hold zeros",
+                 "Pack them four to a byte", "`torch.uint8`", "unused bits"),
 )
 
 
@@ -149,8 +155,16 @@ KERNEL_MAP = Check(
     cases=_kernel_map_cases,
     hidden=_hidden_kernel_map,
     observe=_kernel_map_observation,
+    compare=exact,
     replaces=("labkit.hardware.sparseconv.build_kernel_map",),
+    conventions=("(in that order)", "`(i, o)`", "`coords[i] == coords[o] + d`"),
 )
+
+
+def _lockstep_pair(lockstep_cycles, case: Case) -> tuple:
+    """The ``(cycles, work)`` pair the function returns, as a tuple (a list is a pair too)."""
+    result = lockstep_cycles(*case.args)
+    return tuple(result) if isinstance(result, list) else result
 
 
 def _lockstep_reference(encoded: eie.EIEMatrix, activations: torch.Tensor) -> tuple:
@@ -207,6 +221,8 @@ LOCKSTEP_CYCLES = Check(
     reference=_lockstep_reference,
     cases=_lockstep_cases,
     hidden=_hidden_lockstep,
+    observe=_lockstep_pair,
+    compare=close(),
     replaces=("labkit.hardware.eie.simulate_spmv",),
-    conventions=("a Python `int`", "`torch.int64`", "padding entries included"),
+    conventions=("an integer", "`torch.int64`", "padding entries included", "entry per PE"),
 )

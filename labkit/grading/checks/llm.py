@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from labkit.grading.checks.core import Case, Check, close
+from labkit.grading.checks.core import Case, Check, close, exact
 from labkit.pruning import llm
 
 
@@ -58,6 +58,7 @@ WANDA_MASK = Check(
     reference=llm.wanda_mask,
     cases=_wanda_cases,
     hidden=_hidden_wanda,
+    compare=exact,
     errors=(ValueError,),
     replaces=("labkit.pruning.llm.wanda_mask", "labkit.pruning.llm.wanda_score",
               "labkit.pruning.llm.row_mask", "labkit.pruning.llm.mask"),
@@ -107,7 +108,7 @@ OBS_UPDATE = Check(
     reference=llm.obs_update,
     cases=_obs_cases,
     hidden=_hidden_obs,
-    compare=close(1e-5),
+    compare=close(),
     replaces=("labkit.pruning.llm.obs_update", "labkit.pruning.llm.sparsegpt",
               "labkit.pruning.llm.sparsegpt_reference"),
     conventions=("U[c, c]", "new tensor", "columns before"),
@@ -147,6 +148,7 @@ NM_SCORE_MASK = Check(
     reference=llm.nm_score_mask,
     cases=_nm_cases,
     hidden=_hidden_nm,
+    compare=exact,
     errors=(ValueError,),
     replaces=("labkit.pruning.llm.nm_score_mask", "labkit.pruning.llm.mask",
               "labkit.pruning.granularity.nm_mask"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from labkit import measure
-from labkit.grading.checks.core import Case, Check
+from labkit.grading.checks.core import Case, Check, close
 from labkit.models import MLP, VGG
 
 
@@ -40,8 +40,9 @@ GET_SPARSITY = Check(
     reference=measure.get_sparsity,
     cases=lambda: [Case(label, (t,)) for label, t in _tensors()],
     hidden=_hidden_tensors,
+    compare=close(),
     replaces=("labkit.measure.get_sparsity",),
-    conventions=("a float",),
+    conventions=("a number",),
 )
 
 
@@ -83,6 +84,7 @@ GET_MODEL_SIZE = Check(
     reference=_parameter_bits,
     cases=lambda: _model_size_cases(_models()),
     hidden=_hidden_models,
+    compare=close(),
     replaces=("labkit.measure.model_size_bits", "labkit.measure.num_parameters"),
-    conventions=("parameters",),
+    conventions=("parameters", "an integer"),
 )

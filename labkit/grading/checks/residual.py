@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from labkit.grading.checks.core import Case, Check, close
+from labkit.grading.checks.core import Case, Check, close, exact
 from labkit.grading.checks.granularity import weights
 from labkit.models import ResNet
 from labkit.pruning import channels
@@ -56,6 +56,7 @@ RESIDUAL_GROUPS = Check(
     cases=_groups_cases,
     hidden=_hidden_groups,
     observe=_groups_observation,
+    compare=exact,
     replaces=("labkit.pruning.channels.channel_groups",),
     conventions=("model.named_modules()",),
 )
@@ -72,7 +73,8 @@ def _importance_cases() -> list[Case]:
         ("two convs and the linear head reading 5 channels",
          [weights(2, 3, 5, 3, 3), weights(4, 7, 5, 3, 3), weights(5, 10, 5)]),
         ("a channel no reader uses has importance 0", [zero_column, zero_column.clone()]),
-        ("a float64 reader: importance still float32", [weights(6, 4, 3).double()]),
+        ("a float64 reader: the importance is float32 all the same",
+         [weights(6, 4, 3).double()]),
         ("readers of different channel counts", [weights(7, 4, 3, 3, 3), weights(8, 4, 5)]),
     ]
     return [Case(label, (w,)) for label, w in cases]
@@ -92,7 +94,7 @@ READER_IMPORTANCE = Check(
     reference=channels.reader_importance,
     cases=_importance_cases,
     hidden=_hidden_importance,
-    compare=close(1e-5),
+    compare=close(),
     errors=(ValueError,),
     replaces=("labkit.pruning.channels.reader_importance",
               "labkit.pruning.channels.group_importance"),
