@@ -1,5 +1,5 @@
 """The ``labkit`` command line: ``labkit execute``, ``labkit cache`` (and the instructor's
-``release`` and ``grade``)."""
+``release``, ``grade``, ``merge``, ``gradescope`` and ``similarity``)."""
 
 from __future__ import annotations
 
@@ -76,50 +76,47 @@ def _cache(args: argparse.Namespace) -> int:
 def _release(args: argparse.Namespace) -> int:
     from labkit.grading.release import release_folder
 
-    try:
-        written = release_folder(Path(args.labs), Path(args.out), force=args.force)
-    except ValueError as error:
-        print(f"labkit release: {error}", file=sys.stderr)
-        return 1
-    for path in written:
+    for path in release_folder(Path(args.labs), Path(args.out), force=args.force):
         print(f"released {path}")
     return 0
 
 
+def _limits(args: argparse.Namespace):
+    from labkit.grading.records import Limits
+
+    return Limits(args.cell_timeout, args.timeout, args.memory)
+
+
 def _grade(args: argparse.Namespace) -> int:
-    from labkit.grading import sandbox
-    from labkit.grading.grade import LabGrade, Limits, grade, pretrained_models, table_paths
-    from labkit.grading.sandbox import SandboxUnavailable
-    from labkit.grading.shards import Shard, grade_shard
+    from labkit.grading import isolation, seeds
+    from labkit.grading.grade import grade, grade_shard
+    from labkit.grading.records import PROCESS, GradingConfig, LabGrade, Shard
+    from labkit.grading.submissions import pretrained_models
+    from labkit.grading.tables import table_paths
 
     def report(lab_grade: LabGrade) -> None:
         notes = f"  ({'; '.join(lab_grade.notes)})" if lab_grade.notes else ""
         print(f"{lab_grade.student} {lab_grade.lab}: {lab_grade.earned}/{lab_grade.points}"
               f"{notes}", flush=True)
 
-    try:
-        limits = Limits(args.cell_timeout, args.timeout, args.memory)
-        options = {"jobs": args.jobs, "limits": limits, "on_graded": report,
-                   "sandboxed": not args.no_sandbox, "seed": args.seed}
-        if args.no_sandbox:
-            print("labkit grade: WARNING: --no-sandbox: submissions run without bubblewrap, "
-                  "with process isolation only; a dishonest submission can read this "
-                  "machine's files. The tables record mode 'process'.", file=sys.stderr)
-        shard = None if args.shard is None else Shard.parse(args.shard)
-        if not args.no_sandbox:
-            sandbox.require()
-        for name in pretrained_models(Path(args.labs)):  # train once here, so no kernel trains
-            zoo.pretrained(name, progress=False)
-        start = time.perf_counter()
-        if shard is None:
-            _, ignored = grade(Path(args.submissions), Path(args.labs), Path(args.out),
-                               cache=zoo.cache_dir(), **options)
-        else:
-            _, ignored = grade_shard(Path(args.submissions), Path(args.labs), Path(args.out),
-                                     shard, cache=zoo.cache_dir(), **options)
-    except (ValueError, SandboxUnavailable) as error:
-        print(f"labkit grade: {error}", file=sys.stderr)
-        return 1
+    shard = None if args.shard is None else Shard.parse(args.shard)
+    mode = isolation.choose(args.isolation)
+    print(f"labkit grade: isolation {mode}", flush=True)
+    if mode == PROCESS:
+        print("labkit grade: WARNING: the process isolation keeps detached processes and "
+              "runaway resources in check, not a submission that reads this account's "
+              "files (the instructor's notebooks among them)", file=sys.stderr)
+    for name in pretrained_models(Path(args.labs)):  # train once here, so no kernel trains
+        zoo.pretrained(name, progress=False)
+    secret = b"" if args.seed is None else seeds.secret_of_seed(args.seed)
+    options = {"jobs": args.jobs, "on_graded": report,
+               "config": GradingConfig(_limits(args), secret, mode, zoo.cache_dir())}
+    start = time.perf_counter()
+    if shard is None:
+        _, ignored = grade(Path(args.submissions), Path(args.labs), Path(args.out), **options)
+    else:
+        _, ignored = grade_shard(Path(args.submissions), Path(args.labs), Path(args.out),
+                                 shard, **options)
     for line in ignored:
         print(f"ignored {line}", file=sys.stderr)
     print(f"graded in {time.perf_counter() - start:.1f} s; wrote "
@@ -128,30 +125,20 @@ def _grade(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from labkit.grading.shards import merge_parts
+    from labkit.grading.tables import merge_parts
 
-    try:
-        written = merge_parts([Path(part) for part in args.parts], Path(args.out))
-    except ValueError as error:
-        print(f"labkit merge: {error}", file=sys.stderr)
-        return 1
+    written = merge_parts([Path(part) for part in args.parts], Path(args.out))
     print(f"merged {len(args.parts)} parts; wrote {', '.join(str(path) for path in written)}")
     return 0
 
 
 def _gradescope(args: argparse.Namespace) -> int:
-    from labkit.grading.grade import Limits
     from labkit.grading.gradescope import build_autograder
 
-    try:
-        out = build_autograder(
-            [Path(lab) for lab in args.labs], Path(args.out),
-            limits=Limits(args.cell_timeout, args.timeout, args.memory),
-            visibility=args.visibility, hidden_visibility=args.hidden_visibility,
-            sandboxed=not args.no_sandbox, force=args.force)
-    except ValueError as error:
-        print(f"labkit gradescope: {error}", file=sys.stderr)
-        return 1
+    out = build_autograder(
+        [Path(lab) for lab in args.labs], Path(args.out), limits=_limits(args),
+        visibility=args.visibility, hidden_visibility=args.hidden_visibility,
+        isolation=args.isolation, force=args.force)
     print(f"wrote {out}: upload it as the assignment's autograder (zip file upload)")
     return 0
 
@@ -159,18 +146,27 @@ def _gradescope(args: argparse.Namespace) -> int:
 def _similarity(args: argparse.Namespace) -> int:
     from labkit.grading.similarity import similarity_report
 
-    try:
-        page, table, matches, ignored = similarity_report(
-            Path(args.submissions), Path(args.labs), Path(args.out), noise=args.noise,
-            threshold=args.threshold)
-    except ValueError as error:
-        print(f"labkit similarity: {error}", file=sys.stderr)
-        return 1
+    page, table, matches, ignored = similarity_report(
+        Path(args.submissions), Path(args.labs), Path(args.out), noise=args.noise,
+        threshold=args.threshold)
     for line in ignored:
         print(f"ignored {line}", file=sys.stderr)
     flagged = sum(match.similarity >= args.threshold for match in matches)
     print(f"{flagged} pairs at or above {args.threshold:.0%}; wrote {page}, {table}")
     return 0
+
+
+def _limit_options(command: argparse.ArgumentParser) -> None:
+    """The limits ``grade`` and ``gradescope`` share, and the isolation mode."""
+    command.add_argument("--cell-timeout", type=float, default=120, help="seconds per cell")
+    command.add_argument("--timeout", type=float, default=900, help="seconds per notebook")
+    command.add_argument("--memory", type=float, default=4,
+                         help="GiB of memory per submission (and of address space per process)")
+    command.add_argument("--isolation", choices=("bwrap", "container", "process"),
+                         default=None,
+                         help="force an isolation mode (default: the strongest this machine "
+                              "allows: bwrap, then container (root without namespaces), "
+                              "then process)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -203,15 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="grade table (CSV); -totals.csv and -questions.csv beside it")
     grade.add_argument("--jobs", type=int, default=None,
                        help="kernels at once (default: one per available CPU core)")
-    grade.add_argument("--cell-timeout", type=float, default=120, help="seconds per cell")
-    grade.add_argument("--timeout", type=float, default=900, help="seconds per notebook")
-    grade.add_argument("--memory", type=float, default=4, help="GiB of address space per process")
-    grade.add_argument("--no-sandbox", action="store_true",
-                       help="grade without bubblewrap (process isolation only; not for a "
-                            "graded course)")
+    _limit_options(grade)
     grade.add_argument("--seed", type=int, default=None,
-                       help="seed of the hidden cases (default: a fresh secret per run; "
-                            "give one to regrade the same cases)")
+                       help="draw the hidden cases from this seed instead of the course "
+                            "secret (to reproduce one run)")
     grade.add_argument("--shard", metavar="I/N",
                        help="grade only shard I of N (students by a stable hash of their id); "
                             "--out is then a partial table for labkit merge")
@@ -236,13 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     gradescope.add_argument("--hidden-visibility", default="after_published",
                             help="visibility of a check failing on a hidden case "
                                  "(default after_published)")
-    gradescope.add_argument("--cell-timeout", type=float, default=120, help="seconds per cell")
-    gradescope.add_argument("--timeout", type=float, default=900, help="seconds per notebook")
-    gradescope.add_argument("--memory", type=float, default=4,
-                            help="GiB of address space per process")
-    gradescope.add_argument("--no-sandbox", action="store_true",
-                            help="grade without bubblewrap (where Gradescope's container "
-                                 "refuses its namespaces)")
+    _limit_options(gradescope)
     gradescope.add_argument("--force", action="store_true", help="replace an existing zip")
     gradescope.set_defaults(run=_gradescope)
 
@@ -264,8 +249,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a refused input or an impossible run prints one line and
+    returns 1."""
+    from labkit.grading.grade import GradingFailed
+    from labkit.grading.isolation import IsolationUnavailable
+
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except (ValueError, IsolationUnavailable, GradingFailed) as error:
+        print(f"labkit {args.command}: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -19,28 +19,28 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 
 from labkit import zoo
 from labkit.cli import main
-from labkit.grading import sandbox
-from labkit.grading.grade import (
-    ALL_LABS,
+from labkit.grading import isolation, sandbox
+from labkit.grading.grade import grade
+from labkit.grading.records import (
     Answer,
     CheckResult,
+    GradingConfig,
     LabGrade,
     Limits,
-    NbvalRun,
     Submission,
     SubmissionError,
+)
+from labkit.grading.scoring import NbvalRun, score
+from labkit.grading.submissions import (
     check_cells,
     find_submissions,
-    grade,
     load_labs,
     merge,
     question_answers,
     read_submission,
     review_notes,
-    score,
-    table_paths,
-    write_tables,
 )
+from labkit.grading.tables import ALL_LABS, table_paths, write_tables
 from labkit.grading.referee import Verdict
 from labkit.grading.release import ANSWER_PLACEHOLDER, release_notebook
 
@@ -453,28 +453,40 @@ def test_cli_grade_reports_a_bad_limit(tmp_path, tiny_labs, capsys):
     assert not out.exists()
 
 
-def test_grade_without_bubblewrap_names_the_package_and_writes_nothing(tmp_path, tiny_labs,
-                                                                      monkeypatch, capsys):
+def test_bwrap_forced_without_bubblewrap_names_the_package_and_writes_nothing(
+        tmp_path, tiny_labs, monkeypatch, capsys):
     monkeypatch.setattr("labkit.grading.sandbox.bwrap", lambda: None)
     sandbox.probe.cache_clear()
     out = tmp_path / "grades.csv"
     try:
-        assert main(["grade", str(tmp_path), "--labs", str(tiny_labs), "--out", str(out)]) == 1
+        assert main(["grade", str(tmp_path), "--labs", str(tiny_labs), "--out", str(out),
+                     "--isolation", "bwrap"]) == 1
     finally:
         sandbox.probe.cache_clear()
-    assert "install the bubblewrap package" in capsys.readouterr().err
+    assert "apt-get install bubblewrap" in capsys.readouterr().err
     assert not out.exists()
 
 
-def test_cli_no_sandbox_warns_and_records_the_mode(tmp_path, tiny_labs, capsys):
+def test_without_bubblewrap_the_strongest_other_mode_is_chosen(monkeypatch):
+    monkeypatch.setattr("labkit.grading.sandbox.bwrap", lambda: None)
+    sandbox.probe.cache_clear()
+    try:
+        assert isolation.choose() in ("container", "process")
+    finally:
+        sandbox.probe.cache_clear()
+
+
+def test_cli_process_isolation_warns_and_records_the_mode(tmp_path, tiny_labs, capsys):
     root = tmp_path / "submissions"
     root.mkdir()
     nbformat.write(student_copy(tiny_instructor(), **solutions(tiny_instructor())),
                    root / f"ann__{TINY}.ipynb")
     out = tmp_path / "grades.csv"
     assert main(["grade", str(root), "--labs", str(tiny_labs), "--out", str(out),
-                 "--no-sandbox", "--jobs", "1"]) == 0
-    assert "WARNING: --no-sandbox" in capsys.readouterr().err
+                 "--isolation", "process", "--jobs", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "labkit grade: isolation process" in captured.out
+    assert "WARNING: the process isolation" in captured.err
     assert {row[-1] for row in read_csv(out)[1:]} == {"process"}
     assert {row[5] for row in read_csv(out)[1:]} == {"2", "1"}
 
@@ -525,7 +537,7 @@ def test_grade_tiny_lab_submissions_cell_by_cell(tmp_path, tiny_labs):
               if path.is_file()}
 
     grades, ignored = grade(root, tiny_labs, tmp_path / "grades.csv", jobs=2,
-                            limits=TINY_LIMITS)
+                            config=GradingConfig(TINY_LIMITS))
 
     assert ignored == [f"{root / 'zed' / 'notes.txt'}: not <student>/<lab>.ipynb or "
                        "<student>__<lab>.ipynb"]
@@ -538,7 +550,7 @@ def test_grade_tiny_lab_submissions_cell_by_cell(tmp_path, tiny_labs):
                        r"'half way, t = 5 of 10' failed: expected 0.7875, got 0.45 .*")
     agp, keep = "check_agp_sparsity", "check_get_num_channels_to_keep"
     assert_rows(read_csv(tmp_path / "grades.csv"), [HEADER, *[
-        (*row, "sandbox") for row in [
+        (*row, "bwrap") for row in [
             ("broken", TINY, agp, "False", "2", "0", unreadable),
             ("broken", TINY, keep, "False", "1", "0", unreadable),
             ("correct", TINY, agp, "True", "2", "2", ""),
@@ -565,11 +577,11 @@ def test_grade_tiny_lab_submissions_cell_by_cell(tmp_path, tiny_labs):
             ("zed", TINY, keep, "False", "1", "0", "not submitted"),
         ]]])
     totals = {(row[0], row[1]): row[2:] for row in read_csv(tmp_path / "grades-totals.csv")}
-    assert totals["correct", TINY] == ("3", "3", "1", "", "sandbox")
-    assert totals["correct", ALL_LABS] == ("3", "3", "1", "", "sandbox")
+    assert totals["correct", TINY] == ("3", "3", "1", "", "bwrap")
+    assert totals["correct", ALL_LABS] == ("3", "3", "1", "", "bwrap")
     assert totals["partial", TINY] == (
-        "2", "3", "1", "cells missing from the submission (unanswered): cell-4", "sandbox")
-    assert totals["zed", TINY] == ("0", "3", "0", "not submitted", "sandbox")
+        "2", "3", "1", "cells missing from the submission (unanswered): cell-4", "bwrap")
+    assert totals["zed", TINY] == ("0", "3", "0", "not submitted", "bwrap")
     assert unreadable.fullmatch(totals["broken", TINY][3])
     answers = read_csv(tmp_path / "grades-questions.csv")
     asked = "Why does AGP prune fast early?"
@@ -609,12 +621,12 @@ def test_grade_lab_00_end_to_end_through_the_command_line(tmp_path, capsys):
     out = tmp_path / "grades.csv"
 
     assert main(["grade", str(root), "--labs", str(LAB_00.parent), "--out", str(out),
-                 "--jobs", "2", "--cell-timeout", "30", "--timeout", "400"]) == 0
+                 "--jobs", "2", "--cell-timeout", "30", "--timeout", "400", "--seed", "1"]) == 0
 
     assert zoo.cache_path("vgg-digits").exists()
     assert "graded in" in capsys.readouterr().out
     rows = {(row[0], row[2]): row for row in read_csv(out)[1:]}
-    assert {row[7] for row in rows.values()} == {"sandbox"}
+    assert {row[7] for row in rows.values()} == {"bwrap"}
     assert all(row[3] == "True" for (student, _), row in rows.items() if student == "correct")
     assert rows["wrong", "check_get_sparsity"][3:6] == ("False", "1", "0")
     assert rows["wrong", "check_get_sparsity"][6].startswith(
