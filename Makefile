@@ -1,6 +1,6 @@
 # The workbook's commands. `make book` builds the site, `make test` runs every test.
-# Both create the course environment in .venv on first use (Python 3.10+, pinned by
-# constraints.txt so torch is the CPU build).
+# Both create the course environment in .venv on first use (Python 3.11+, pinned by
+# constraints.txt so torch is the CPU build). `make test` needs bubblewrap.
 
 PYTHON ?= python3
 VENV := .venv
@@ -43,7 +43,9 @@ endif
 # Tests and labs run in parallel, one process per core, each on one thread: small
 # tensors gain nothing from more threads, and oversubscribed cores slow everything.
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) --dist loadfile tests
+	@command -v bwrap >/dev/null || { echo "make test needs bubblewrap, the grader's sandbox:" \
+	  "apt-get install bubblewrap (Debian, Ubuntu) or dnf install bubblewrap (Fedora)"; exit 1; }
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) --dist loadfile -rs tests
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) --dist loadfile --nbval-lax labs
 
 test-browser: $(STAMP)

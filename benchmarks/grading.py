@@ -4,9 +4,9 @@ A made-up class of ``grading_submissions`` students hands in lab 00 (released no
 each exercise cell filled with one of a few correct or wrong implementations, so the
 grades and the similarity report have something to find). Measured, in one run:
 
-- seconds per submission of ``labkit grade`` (each submission in its own bubblewrap
-  sandbox) with 1 and with 2 jobs, and with 1 job without the sandbox
-  (``--no-sandbox``), to show what the sandbox costs;
+- seconds per submission of ``labkit grade`` in the strongest isolation with 1 and with
+  2 jobs, and at 1 job in every isolation mode this machine can run (``bwrap``,
+  ``container``, ``process``), side by side, to show what each costs;
 - the wall time of the class graded as 1, 2 and 4 shards run one after another
   (``--shard I/N``, 2 jobs each), plus ``labkit merge``; sharding splits the work and
   adds only the merge, so the shards' sum should stay within 10% of one unsharded run;
@@ -22,10 +22,12 @@ from pathlib import Path
 import nbformat
 
 from labkit import zoo
-from labkit.grading.grade import grade
+from labkit.grading import isolation, seeds
+from labkit.grading.grade import grade, grade_shard
+from labkit.grading.records import MODES, GradingConfig, Shard
 from labkit.grading.release import release_notebook, tags
-from labkit.grading.shards import Shard, grade_shard, merge_parts
 from labkit.grading.similarity import similarity_report
+from labkit.grading.tables import merge_parts
 
 from . import report
 from .config import ROOT, Config
@@ -84,16 +86,22 @@ def run(config: Config) -> dict:
         labs.mkdir()
         (labs / LAB.name).write_bytes(LAB.read_bytes())
         write_class(submissions, students)
-        options = {"cache": zoo.cache_dir(), "seed": config.seed}
+        grading = GradingConfig(cache=zoo.cache_dir(),
+                                secret=seeds.secret_of_seed(config.seed))
+        options = {"config": grading}
         per_submission = {}
         for jobs in JOBS:
             wall = _seconds(grade, submissions, labs, root / f"jobs-{jobs}.csv", jobs=jobs,
                             **options)
             per_submission[jobs] = wall / students
             print(f"    {jobs} job(s): {wall / students:.1f} s per submission", flush=True)
-        process_s = _seconds(grade, submissions, labs, root / "process.csv", jobs=1,
-                             sandboxed=False, **options) / students
-        print(f"    1 job without the sandbox: {process_s:.1f} s per submission", flush=True)
+        modes = {}
+        for mode in (mode for mode in MODES if isolation.probe(mode) is None):
+            modes[mode] = _seconds(grade, submissions, labs, root / f"{mode}.csv", jobs=1,
+                                   config=GradingConfig(grading.limits, grading.secret, mode,
+                                                        grading.cache)) / students
+            print(f"    1 job, {mode} isolation: {modes[mode]:.1f} s per submission",
+                  flush=True)
         shards = []
         for count in SHARD_COUNTS:
             parts = [root / f"shards-{count}" / f"grades-{index}.csv"
@@ -112,7 +120,8 @@ def run(config: Config) -> dict:
     for row in shards:
         row["ratio_to_unsharded"] = row["total_s"] / unsharded
     return {"lab": LAB.stem, "submissions": students, "shard_jobs": SHARD_JOBS,
-            "per_submission_s": per_submission, "process_per_submission_s": process_s,
+            "isolation": isolation.choose(), "per_submission_s": per_submission,
+            "modes_per_submission_s": modes,
             "unsharded_s": unsharded, "shards": shards,
             "similarity_s": similarity_s}
 
@@ -120,25 +129,28 @@ def run(config: Config) -> dict:
 def markdown(results: dict) -> str:
     students = results["submissions"]
     per = results["per_submission_s"]
-    process = results["process_per_submission_s"]
+    modes = results["modes_per_submission_s"]
+    strongest = results["isolation"]
     jobs = report.table(("jobs", "isolation", "seconds per submission", f"wall time of {students}"),
-                        [*[(jobs, "sandbox", f"{seconds:.1f} s", f"{seconds * students:.0f} s")
+                        [*[(jobs, strongest, f"{seconds:.1f} s", f"{seconds * students:.0f} s")
                            for jobs, seconds in per.items()],
-                         (1, "process (`--no-sandbox`)", f"{process:.1f} s",
-                          f"{process * students:.0f} s")])
-    sandbox_cost = next(iter(per.values())) / process - 1  # JOBS starts with 1
-    sandbox = (f"The sandbox adds {sandbox_cost:.0%} per submission at one job." if
-               sandbox_cost >= 0 else
-               f"At one job the sandboxed run took {-sandbox_cost:.0%} less time per submission "
-               "than the run with process isolation only: the sandbox costs nothing measurable.")
+                         *[(1, mode, f"{seconds:.1f} s", f"{seconds * students:.0f} s")
+                           for mode, seconds in modes.items() if mode != strongest]])
+    base = modes.get("bwrap")
+    sandbox = " ".join(
+        f"At one job the {mode} isolation took {seconds / base:.2f}× the time of bwrap."
+        for mode, seconds in modes.items() if base and mode != "bwrap")
+    missing = [mode for mode in MODES if mode not in modes]
+    if missing:
+        sandbox += f" Not measured (this machine cannot run it): {', '.join(missing)}."
     shards = report.table(
         ("shards", "each shard", "merge", "sum", "against unsharded", "same tables"),
         [(row["shards"], ", ".join(f"{s:.0f} s" for s in row["shard_s"]),
           f"{row['merge_s']:.2f} s", f"{row['total_s']:.0f} s",
           report.ratio(row["ratio_to_unsharded"]), "yes" if row["same_tables"] else "**no**")
          for row in results["shards"]])
-    return (f"**Grading {students} submissions of `{results['lab']}`**, each in its own "
-            f"sandbox, and once with process isolation only.\n\n{jobs}\n\n{sandbox}\n\n"
+    return (f"**Grading {students} submissions of `{results['lab']}`**, each isolated, in "
+            f"every isolation mode this machine can run.\n\n{jobs}\n\n{sandbox.strip()}\n\n"
             f"**The same class in shards** run one after another "
             f"({results['shard_jobs']} jobs each), then merged; the merged tables are "
             f"compared with those of the unsharded run.\n\n{shards}\n\n"

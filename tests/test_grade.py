@@ -30,6 +30,8 @@ from labkit.grading.records import (
     Submission,
     SubmissionError,
 )
+from labkit.grading.referee import Verdict
+from labkit.grading.release import ANSWER_PLACEHOLDER, release_notebook
 from labkit.grading.scoring import NbvalRun, score
 from labkit.grading.submissions import (
     check_cells,
@@ -41,8 +43,6 @@ from labkit.grading.submissions import (
     review_notes,
 )
 from labkit.grading.tables import ALL_LABS, table_paths, write_tables
-from labkit.grading.referee import Verdict
-from labkit.grading.release import ANSWER_PLACEHOLDER, release_notebook
 
 LABS = Path(__file__).resolve().parents[1] / "labs"
 LAB_00 = LABS / "00_baseline.ipynb"

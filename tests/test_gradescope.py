@@ -18,13 +18,17 @@ from lab_submissions import LAB_00, exercises, instructor, submission, wrong_spa
 
 from labkit import zoo
 from labkit.cli import main
-from labkit.grading.grade import Answer, CheckResult, LabGrade, Limits
+from labkit.grading import seeds
 from labkit.grading.gradescope import (
     ROOT_VARIABLE,
+    UNGRADED,
     build_autograder,
+    instructor_report,
     results_json,
+    student_id,
     submitted_notebook,
 )
+from labkit.grading.records import Answer, CheckResult, LabGrade, Limits
 from labkit.grading.release import tags
 
 VISIBILITY = {"enum": ["hidden", "after_due_date", "after_published", "visible"]}
@@ -78,13 +82,43 @@ def test_results_have_one_test_per_check_and_an_entry_per_question():
 
     assert results["score"] == 2
     assert results["execution_time"] == 12
-    assert results["output"] == "a message\n00_baseline: review exercise cell x"
+    assert results["output"] == "a message"
+    assert "review" not in json.dumps(results)
+    assert "00_baseline: review exercise cell x" in instructor_report([grade])
     assert [(t["name"], t["score"], t["max_score"], t["visibility"]) for t in results["tests"]] \
         == [("00_baseline: check_a", 2, 2, "visible"), ("00_baseline: check_b", 0, 1, "visible"),
             ("00_baseline: check_c", 0, 3, "after_published"),
             ("00_baseline: question q-1 (graded by hand)", 0, 0, "visible")]
     assert results["tests"][0]["output"] == "passed"
     assert results["tests"][3]["output"] == "Why prune?\n\nYour answer: To save energy."
+
+
+def test_a_grader_problem_shows_the_student_one_line_and_the_instructor_the_details():
+    grade = LabGrade("student", "00_baseline", [CheckResult("check_a", False, 2, "x")],
+                     notes=["the sandbox could not start: bwrap: no"], mode="bwrap",
+                     problem="the sandbox could not start: bwrap: no")
+    results = validated(results_json([grade], [], CONFIG, 3))
+    assert results == {"score": 0, "execution_time": 3, "output": UNGRADED,
+                       "stdout_visibility": "hidden", "tests": []}
+    assert "the grader failed: the sandbox could not start" in instructor_report([grade])
+
+
+def test_answers_and_messages_are_escaped_for_spreadsheets_and_terminals():
+    grade = LabGrade("student", "00_baseline", [
+        CheckResult("check_a", False, 1, "=HYPERLINK(\"http://x\")\x1b[31m" + "y" * 50_000)],
+        [Answer("q-1", "Why?", "@SUM(1)")])
+    results = validated(results_json([grade], ["+1"], CONFIG, 1))
+    message = results["tests"][0]["output"]
+    assert message.startswith("'=HYPERLINK") and "\x1b" not in message
+    assert len(message) < 2100 and "more characters cut" in message
+    assert results["output"] == "'+1"
+
+
+def test_each_student_draws_hidden_cases_of_their_own(tmp_path):
+    assert student_id(tmp_path) == "student"
+    (tmp_path / "submission_metadata.json").write_text(json.dumps(
+        {"users": [{"email": "b@x.edu", "id": 7}, {"email": "a@x.edu", "id": 3}]}))
+    assert student_id(tmp_path) == "3+7"
 
 
 def test_the_submitted_notebook_is_found_by_name_or_as_the_only_one(tmp_path):
@@ -182,7 +216,7 @@ def notebook_bytes(lab: Path, **sources: str) -> bytes:
     return nbformat.writes(submission(lab, **sources)).encode()
 
 
-def test_zip_has_gradescope_layout(autograder_zip):
+def test_zip_has_gradescope_layout(autograder_zip, lab):
     with zipfile.ZipFile(autograder_zip) as archive:
         names = set(archive.namelist())
         modes = {info.filename: info.external_attr >> 16 for info in archive.infolist()}
@@ -191,7 +225,10 @@ def test_zip_has_gradescope_layout(autograder_zip):
             "pyproject.toml", "constraints.txt", "labkit/grading/gradescope.py",
             f"labkit/weights/{zoo.shipped_path('vgg-digits').name}"} <= names
     assert modes["run_autograder"] & 0o111 and modes["setup.sh"] & 0o111
-    assert config["labs"] == ["00_baseline"]
+    assert config["labs"] == ["00_baseline"] and config["isolation"] is None
+    with zipfile.ZipFile(autograder_zip) as archive:
+        secret = archive.read(f"labs/{seeds.SECRET_FILE}")
+    assert secret == (lab.parent / seeds.SECRET_FILE).read_bytes() and len(secret) == 32
     assert config["limits"] == {**vars(Limits()), "cell_timeout_s": 120,
                                 "notebook_timeout_s": 800}
 
@@ -238,12 +275,28 @@ def test_missing_or_non_notebook_submission_scores_zero(autograder_zip, tmp_path
                                                          message):
     results = run_in_root(autograder_zip, tmp_path, files)
     assert results["score"] == 0
-    assert message in results["output"]
+    assert message in results["output"] + "".join(t["output"] for t in results["tests"])
     assert {t["score"] for t in results["tests"]} == {0}
 
 
 def test_a_failing_autograder_still_writes_results(autograder_zip, tmp_path):
     results = run_in_root(autograder_zip, tmp_path, {}, python="/bin/false")
-    assert results == {"score": 0, "output": "The autograder failed before it could grade "
-                                             "(exit status 1); please tell your instructor.",
-                       "execution_time": 0, "stdout_visibility": "hidden", "tests": []}
+    assert results == {"score": 0, "output": UNGRADED, "execution_time": 0,
+                       "stdout_visibility": "hidden", "tests": []}
+
+
+def test_the_guide_commands_run_verbatim_with_relative_paths(autograder_zip, lab, tmp_path):
+    """``book/instructors.md``'s "try the zip" commands, run from the folder that holds
+    ``autograder.zip``, with the course environment named relatively."""
+    guide = (Path(__file__).resolve().parents[1] / "book" / "instructors.md").read_text()
+    block = guide.split("<!-- try-the-zip -->")[1].split("```bash")[1].split("```")[0]
+    commands = [line.removeprefix("$ ") for line in block.strip().splitlines()]
+    (tmp_path / "autograder.zip").write_bytes(autograder_zip.read_bytes())
+    (tmp_path / "student").mkdir()
+    nbformat.write(submission(lab, **exercises(lab)), tmp_path / "student" / "00_baseline.ipynb")
+    (tmp_path / ".venv").symlink_to(Path(sys.executable).parents[1])
+    for command in commands:
+        subprocess.run(command, shell=True, cwd=tmp_path, check=True, timeout=900,
+                       capture_output=True)
+    results = validated(json.loads((tmp_path / "try" / "results" / "results.json").read_text()))
+    assert results["score"] == 2, results

@@ -20,8 +20,10 @@ import pytest
 from test_grade import solutions, student_copy, tiny_instructor
 
 from labkit import measure, zoo
-from labkit.grading import checks, sandbox
-from labkit.grading.grade import Limits, grade, pretrained_models
+from labkit.grading import checks, isolation, sandbox
+from labkit.grading.grade import grade
+from labkit.grading.records import GradingConfig, Limits
+from labkit.grading.submissions import pretrained_models
 from labkit.grading.release import release_notebook, tags
 
 LABS = Path(__file__).resolve().parents[1] / "labs"
@@ -35,7 +37,7 @@ WRONG_SIZE = ("def get_model_size(model, data_width=32, count_nonzero_only=False
 LIMITS = Limits(cell_timeout_s=60, notebook_timeout_s=300)
 
 pytestmark = pytest.mark.skipif(sandbox.probe() is not None,
-                                reason=f"no sandbox here: {sandbox.probe()}")
+                                reason=f"the bwrap sandbox cannot run here: {sandbox.probe()}")
 
 
 def exercise_ids() -> tuple[str, str]:
@@ -203,7 +205,8 @@ def graded(tmp_path_factory):
         patch.setenv("REDTEAM_SECRET", SECRET)
         for name in pretrained_models(labs):
             zoo.pretrained(name, progress=False)
-        grade(root, labs, out, jobs=2, limits=LIMITS, cache=zoo.cache_dir())
+        grade(root, labs, out, jobs=2,
+              config=GradingConfig(LIMITS, isolation="bwrap", cache=zoo.cache_dir()))
     tables = {path: path.read_bytes() for path in out.parent.iterdir()}
     yield {"rows": read_rows(out), "notes": read_notes(out), "out": out, "tables": tables,
            "submitted": submitted, "labs": labs, "root": root, "base": base,
@@ -217,7 +220,7 @@ def earned(graded, student: str, check: str) -> int:
 
 def test_an_honest_submission_earns_full_marks_in_the_sandbox(graded):
     rows = [row for (student, _), row in graded["rows"].items() if student == "honest"]
-    assert rows and all(row["passed"] == "True" and row["mode"] == "sandbox" for row in rows)
+    assert rows and all(row["passed"] == "True" and row["mode"] == "bwrap" for row in rows)
 
 
 def test_wrong_answers_earn_nothing(graded):
@@ -267,8 +270,8 @@ def test_without_the_sandbox_the_same_probe_does_see_the_grader(graded, monkeypa
         graded["root"] / f"snoop__{LAB}.ipynb"])
     monkeypatch.setenv("LABKIT_CACHE", str(base / "cache"))
     monkeypatch.setenv("REDTEAM_SECRET", SECRET)
-    grade(root, graded["labs"], out, jobs=1, limits=LIMITS, cache=zoo.cache_dir(),
-          sandboxed=False)
+    grade(root, graded["labs"], out, jobs=1,
+          config=GradingConfig(LIMITS, isolation="process", cache=zoo.cache_dir()))
     rows = read_rows(out)
     assert rows["snoop", "check_get_sparsity"]["earned"] == "1"
     assert rows["snoop", "check_get_sparsity"]["mode"] == "process"
@@ -323,13 +326,14 @@ def test_filling_the_disk_or_forking_endlessly_stops_that_submission_only(tmp_pa
         nbformat.write(student_copy(instructor, **{**solved, **edits}),
                        root / f"{student}__01_tiny.ipynb")
     limits = Limits(cell_timeout_s=20, notebook_timeout_s=120, disk_mib=96, processes=128)
-    with sandbox.process_group(4) as group:
-        if group is None and os.geteuid() == 0:
+    with isolation.cgroups(limits) as groups:
+        if groups.pids is None and os.geteuid() == 0:
             pytest.skip("no pids cgroup here, and root ignores RLIMIT_NPROC")
-    grades, _ = grade(root, labs, tmp_path / "grades.csv", jobs=2, limits=limits)
+    grades, _ = grade(root, labs, tmp_path / "grades.csv", jobs=2,
+                      config=GradingConfig(limits, isolation="bwrap"))
     by_student = {g.student: g for g in grades}
     assert {r.message for r in by_student["filler"].checks} == {
-        "not run: the submission wrote more than its disk quota of 96 MiB"}
+        "not run: the submission stored more than its disk quota of 96 MiB or 100,000 files"}
     bomber = by_student["bomber"].checks
     assert bomber[0].passed and not bomber[1].passed
     assert by_student["honest"].earned == by_student["honest"].points
