@@ -19,7 +19,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 
 from labkit import zoo
 from labkit.cli import main
-from labkit.grading import isolation, sandbox
+from labkit.grading import isolation, sandbox, seeds
 from labkit.grading.grade import grade
 from labkit.grading.records import (
     Answer,
@@ -42,7 +42,8 @@ from labkit.grading.submissions import (
     read_submission,
     review_notes,
 )
-from labkit.grading.tables import ALL_LABS, table_paths, write_tables
+from labkit.grading.tables import ALL_LABS, safe_cell, table_paths, write_tables
+from labkit.grading.untrusted import UntrustedFileError, clean_text, read_text
 
 LABS = Path(__file__).resolve().parents[1] / "labs"
 LAB_00 = LABS / "00_baseline.ipynb"
@@ -212,11 +213,80 @@ def test_read_submission_rejects_what_is_not_a_notebook(tmp_path, content, probl
 
 
 def test_read_submission_rejects_a_huge_file(tmp_path, monkeypatch):
-    monkeypatch.setattr("labkit.grading.grade.MAX_SUBMISSION_BYTES", 10)
+    monkeypatch.setattr("labkit.grading.submissions.MAX_SUBMISSION_BYTES", 10)
     path = tmp_path / "big.ipynb"
     path.write_text("x" * 11)
     with pytest.raises(SubmissionError, match="11 bytes, more than 10"):
         read_submission(path)
+
+
+def test_read_submission_refuses_too_many_cells_before_parsing(tmp_path, monkeypatch):
+    monkeypatch.setattr("labkit.grading.submissions.MAX_CELLS", 3)
+    path = tmp_path / "many.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell("1") for _ in range(4)]), path)
+    with pytest.raises(SubmissionError, match="4 cells, more than 3"):
+        read_submission(path)
+
+
+@pytest.mark.parametrize("kind", ["link", "fifo", "folder"])
+def test_read_submission_refuses_links_fifos_and_folders_without_waiting(tmp_path, kind):
+    path = tmp_path / "sub.ipynb"
+    if kind == "link":
+        path.symlink_to(LAB_00)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+    with pytest.raises(SubmissionError):
+        read_submission(path)
+
+
+def test_a_submission_that_links_to_the_instructor_notebook_is_ignored(tmp_path):
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "ann" / "00_baseline.ipynb").symlink_to(LAB_00)
+    (tmp_path / "bob__00_baseline.ipynb").symlink_to(LAB_00)
+    (tmp_path / "cy").symlink_to(LAB_00.parent)
+    found, ignored = find_submissions(tmp_path, ["00_baseline"])
+    assert found == []
+    assert sorted(line.rpartition(": ")[2] for line in ignored) == [
+        "a link, not a submitted file", "a link, not a submitted file",
+        "a link, not a submitted file or folder"]
+
+
+def test_untrusted_reads_take_a_bounded_tail_and_refuse_links(tmp_path):
+    log = tmp_path / "log"
+    log.write_bytes(b"a" * 100 + b"the end")
+    assert read_text(log, 7, tail=True) == "the end"
+    with pytest.raises(UntrustedFileError, match="more than 7"):
+        read_text(log, 7)
+    (tmp_path / "zero").symlink_to("/dev/zero")
+    with pytest.raises(UntrustedFileError, match="a link"):
+        read_text(tmp_path / "zero", 10, tail=True)
+
+
+def test_clean_text_strips_escapes_and_caps_with_a_note():
+    assert clean_text("red\x1b[31m text\x07\r\n", 100) == "red text\n"
+    assert clean_text("x" * 30, 10) == "xxxxxxxxxx [... 20 more characters cut]"
+
+
+@pytest.mark.parametrize("text", ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\x1b[0m=cmd"])
+def test_table_cells_that_a_spreadsheet_would_evaluate_are_escaped(text):
+    assert safe_cell(text).startswith("'")
+    assert safe_cell("a = 1") == "a = 1" and safe_cell(3) == 3
+
+
+def test_hidden_seeds_are_stable_personal_and_secret(tmp_path):
+    secret = seeds.course_secret(tmp_path)
+    assert seeds.course_secret(tmp_path) == secret and len(secret) == 32
+    assert stat.S_IMODE((tmp_path / seeds.SECRET_FILE).stat().st_mode) == 0o600
+    ann = seeds.hidden_seed(secret, "ann", "00_baseline")
+    assert ann == seeds.hidden_seed(secret, "ann", "00_baseline")
+    assert ann != seeds.hidden_seed(secret, "bob", "00_baseline")
+    assert ann != seeds.hidden_seed(secret, "ann", "01_granularity")
+    (tmp_path / "other").mkdir()
+    other = seeds.course_secret(tmp_path / "other")
+    assert other != secret and seeds.hidden_seed(other, "ann", "00_baseline") != ann
+    assert 0 <= ann < 2**31
 
 
 def test_merge_takes_only_exercise_and_question_sources_by_cell_id():
@@ -386,7 +456,8 @@ def test_score_names_the_disk_quota_when_a_run_was_stopped_for_it():
     instructor = tiny_instructor()
     run = NbvalRun(None, -9, "", "disk")
     assert {r.message for r in score(instructor, check_cells(instructor), run, TINY_LIMITS)} == {
-        "not run: the submission wrote more than its disk quota of 1024 MiB"}
+        "not run: the submission stored more than its disk quota of 1024 MiB or 100,000 "
+        "files"}
 
 
 def test_write_tables_writes_three_csv_files_atomically_readable_by_the_group(tmp_path):
