@@ -249,7 +249,7 @@ def test_a_submission_that_links_to_the_instructor_notebook_is_ignored(tmp_path)
     found, ignored = find_submissions(tmp_path, ["00_baseline"])
     assert found == []
     assert sorted(line.rpartition(": ")[2] for line in ignored) == [
-        "a link, not a submitted file", "a link, not a submitted file",
+        "a link, not a submitted file", "a link, not a submitted file or folder",
         "a link, not a submitted file or folder"]
 
 
