@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from test_alternative_solutions import encode_with_divmod, kernel_map_broadcast, metadata_loops
 
 from labkit.grading import checks
 from labkit.hardware import eie, nm, sparseconv
@@ -15,10 +16,10 @@ def reference_kernel_map(coords, kernel_size):
     return sparseconv.build_kernel_map(coords, kernel_size).pairs
 
 
-def test_labkit_functions_pass_with_one_line_each(capsys):
-    checks.check_relative_index_encode(eie.relative_index_encode)
-    checks.check_pack_2_4_metadata(reference_metadata)
-    checks.check_kernel_map(reference_kernel_map)
+def test_correct_functions_pass_with_one_line_each(capsys):
+    checks.check_relative_index_encode(encode_with_divmod)
+    checks.check_pack_2_4_metadata(metadata_loops)
+    checks.check_kernel_map(kernel_map_broadcast)
     assert capsys.readouterr().out.splitlines() == [
         "relative_index_encode: 11/11 cases passed",
         "pack_2_4_metadata: 9/9 cases passed",

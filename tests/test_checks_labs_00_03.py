@@ -1,7 +1,6 @@
-"""The checks of labs 00-03 against the labs' own solutions and typical mistakes: the
-solutions pass every public and hidden case; a wrong dtype, a changed input, an
+"""The checks of labs 00-03 against typical mistakes: a wrong dtype, a changed input, an
 off-by-one count and a half-done channel sort are named; public answers hard-coded fail
-the hidden cases."""
+the hidden cases. (The labs' solutions and others pass: test_alternative_solutions.)"""
 
 import copy
 from pathlib import Path
@@ -29,18 +28,6 @@ def solutions(stem):
     return namespace
 
 
-def checked(stem):
-    """(check, solution) for every check cell of a lab."""
-    notebook = nbformat.read(LABS / f"{stem}.ipynb", as_version=4)
-    namespace = solutions(stem)
-    pairs = []
-    for cell in notebook.cells:
-        if "check" in cell.metadata.get("tags", []):
-            called, argument = cell.source.strip().removeprefix("checks.").rstrip(")").split("(")
-            pairs.append((CHECKS[called], namespace[argument]))
-    return pairs
-
-
 def failure(check, function, seed=0):
     """The first failing case of ``function`` over the public and hidden cases, or None."""
     for case in core.all_cases(check, seed):
@@ -49,15 +36,6 @@ def failure(check, function, seed=0):
         if problem:
             return f"{case.name}: {problem}"
     return None
-
-
-@pytest.mark.parametrize("stem", NOTEBOOKS)
-def test_the_labs_solutions_pass_public_and_hidden_cases(stem):
-    pairs = checked(stem)
-    assert len(pairs) >= 2
-    for check, solution in pairs:
-        for seed in (0, 7):
-            assert failure(check, solution, seed) is None, (stem, check.name)
 
 
 def test_an_off_by_one_count_names_both_kept_counts():

@@ -5,8 +5,6 @@ import torch
 from torch import nn
 
 from labkit.grading import checks
-from labkit.grading.checks import core
-from labkit.grading.checks.residual import residual_groups_reference
 from labkit.models import BasicBlock
 from labkit.pruning import channels
 
@@ -40,18 +38,6 @@ def test_the_solutions_pass(capsys):
     checks.check_reader_importance(importance_by_concatenation)
     assert capsys.readouterr().out.splitlines() == ["residual_groups: 5/5 cases passed",
                                                     "reader_importance: 6/6 cases passed"]
-
-
-def test_the_solutions_pass_the_hidden_cases_too():
-    for name, solution in (("check_residual_groups", groups_from_the_modules),
-                           ("check_reader_importance", importance_by_concatenation),
-                           ("check_residual_groups", residual_groups_reference),
-                           ("check_reader_importance", channels.reader_importance)):
-        check = checks.CHECKS[name]
-        for seed in range(5):
-            for case in core.all_cases(check, seed):
-                expected = core.expected_outcome(check, case)
-                assert check.compare(expected, core.outcome(check, solution, case)) is None
 
 
 def test_one_group_per_conv_fails_and_says_how_many_groups():
