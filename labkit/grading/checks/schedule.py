@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from labkit import data, measure
-from labkit.grading.checks.core import Case, Check, close
+from labkit.grading.checks.core import Case, Check, close, exact
 from labkit.models import MLP
 from labkit.pruning import schedule
 from labkit.training import evaluate
@@ -64,8 +64,9 @@ absolute): one image of the 270 is 0.37 points."""
 
 def observe_iterative_prune(iterative_prune, case: Case) -> dict:
     """Run ``iterative_prune`` on a tiny MLP and 192 digits; return what the check
-    looks at. The pruned weights are counted (zeros per layer), not compared as rounded
-    fractions, so no rounding tie can turn a right answer wrong."""
+    looks at. Each layer's sparsity is its count of zero weights over its size, unrounded,
+    as the expected one is ``round(n * s) / n``: the same division of the same integers
+    when the counts agree, so no rounding tie can turn a right answer wrong."""
     (sparsities,) = case.args
     splits = data.load("digits")
     images, labels = splits.train.tensors
@@ -79,9 +80,10 @@ def observe_iterative_prune(iterative_prune, case: Case) -> dict:
     weights = [layer.weight.detach() for layer in measure.prunable_layers(pruned).values()]
     before = [layer.weight.detach() for layer in measure.prunable_layers(model).values()]
     return {
-        "pruned (zero) weights per layer": [w.numel() - int(w.count_nonzero()) for w in weights],
+        "layer sparsities": [(w.numel() - int(w.count_nonzero())) / w.numel()
+                             for w in weights],
         "accuracies returned": len(accuracies),
-        "last accuracy is the returned model's": math.isclose(
+        "last accuracy is the returned model's": len(accuracies) > 0 and math.isclose(
             float(accuracies[-1]), evaluate(pruned, val_loader), rel_tol=ACCURACY_TOLERANCE,
             abs_tol=ACCURACY_TOLERANCE),
         "a new model": pruned is not model,
@@ -93,10 +95,10 @@ def observe_iterative_prune(iterative_prune, case: Case) -> dict:
 
 
 def _expected(sparsities: list[float]) -> dict:
-    """Every layer ends with ``round(numel * s)`` zeros for the last sparsity ``s`` (the
-    magnitude masks of ``Pruner.from_sparsity``, kept through finetuning)."""
+    """Every layer ends with ``round(numel * s)`` zero weights for the last sparsity ``s``
+    (the magnitude masks of ``Pruner.from_sparsity``, kept through finetuning)."""
     final = sparsities[-1]
-    return {"pruned (zero) weights per layer": [round(n * final) for n in SIZES],
+    return {"layer sparsities": [round(n * final) / n for n in SIZES],
             "accuracies returned": len(sparsities),
             "last accuracy is the returned model's": True, "a new model": True,
             "input unchanged": True, "surviving weights finetuned": True}
@@ -119,6 +121,7 @@ ITERATIVE_PRUNE = Check(
     cases=_iterative_cases,
     hidden=_hidden_iterative,
     observe=observe_iterative_prune,
+    compare=exact,
     pure=False,
     replaces=("labkit.pruning.schedule.iterative", "labkit.pruning.schedule.one_shot"),
     conventions=("new model", "leave `model` unchanged", "one per step",
