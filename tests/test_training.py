@@ -1,4 +1,9 @@
+import hashlib
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,3 +149,32 @@ def test_the_shuffle_follows_the_seed_and_leaves_the_loader_alone(digits):
     assert all(torch.equal(first[key], same[key]) for key in first)
     other_seed = _finetuned_state(used, val_loader, seed=1)
     assert any(not torch.equal(first[key], other_seed[key]) for key in first)
+
+
+FINETUNE_DIGEST = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_training import finetune_digest
+from labkit import data
+print(finetune_digest(data.load("digits")))
+"""
+
+
+def finetune_digest(digits):
+    """A digest of the weights after a finetune on a loader that was iterated first."""
+    train_loader, val_loader, _ = digits.loaders(64)
+    next(iter(train_loader))
+    state = _finetuned_state(train_loader, val_loader, seed=3)
+    return hashlib.sha256(b"".join(value.numpy().tobytes() for value in state.values())
+                          ).hexdigest()
+
+
+def test_the_same_call_gives_the_same_weights_in_another_process(digits):
+    """Another process, another OMP_NUM_THREADS and another global RNG state: the same
+    weights, bit for bit."""
+    script = FINETUNE_DIGEST.format(tests=str(Path(__file__).parent))
+    environment = {**os.environ, "OMP_NUM_THREADS": "2"}
+    other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           env=environment, check=True, timeout=300).stdout.split()[-1]
+    torch.rand(5)
+    assert finetune_digest(digits) == other
