@@ -26,8 +26,6 @@ FINETUNE_EPOCHS = 2
 """The fixed finetune the check runs on the student's choice (seed 0, masks kept)."""
 ACCURACY_BAR = 98.5
 """Validation accuracy (%) the finetuned choice must reach."""
-
-
 ACCURACY_TOLERANCE = 1e-5
 """Accuracies (%) agree within this (relative and absolute): one image of the scan's 135
 is 0.74 points, and an accuracy computed in float32 is off by less than 1e-5."""
@@ -37,8 +35,8 @@ is 0.74 points, and an accuracy computed in float32 is off by less than 1e-5."""
 
 
 def _scan_inputs() -> tuple[nn.Module, nn.Module, DataLoader]:
-    """Fresh for every run (a student's function may change them): the lab's dense VGG,
-    a seeded MLP and 135 validation digits (half the split)."""
+    """Fresh for every run: the lab's dense VGG, a seeded MLP and 135 validation digits
+    (half the split)."""
     splits = data.load("digits")
     vgg = zoo.pretrained("vgg-digits", progress=False)
     torch.manual_seed(0)
