@@ -40,11 +40,14 @@ def bwrap() -> str | None:
 
 
 def _read_only_roots() -> list[Path]:
-    """The folders the kernel needs to read: system, Python, course environment, labkit."""
+    """The folders the kernel needs to read: system, Python, course environment, labkit
+    (each where links lead, and the environment also where the grader named it, as
+    ``sys.executable`` does)."""
     roots = [Path("/usr"), Path(sys.base_prefix), Path(sys.prefix),
              Path(labkit.__file__).resolve().parent]
+    named = {root.resolve() for root in roots} | {Path(sys.prefix).absolute()}
     kept: list[Path] = []
-    for root in sorted({root.resolve() for root in roots}, key=lambda p: len(p.parts)):
+    for root in sorted(named, key=lambda p: len(p.parts)):
         if not any(root == k or k in root.parents for k in kept):
             kept.append(root)
     return kept
