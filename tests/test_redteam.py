@@ -23,8 +23,8 @@ from labkit import measure, zoo
 from labkit.grading import checks, isolation, sandbox
 from labkit.grading.grade import grade
 from labkit.grading.records import GradingConfig, Limits
-from labkit.grading.submissions import pretrained_models
 from labkit.grading.release import release_notebook, tags
+from labkit.grading.submissions import pretrained_models
 
 LABS = Path(__file__).resolve().parents[1] / "labs"
 LAB = "00_baseline"
