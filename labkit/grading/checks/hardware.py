@@ -102,7 +102,7 @@ PACK_2_4_METADATA = Check(
     hidden=_hidden_metadata,
     compare=exact,
     replaces=("labkit.hardware.nm.compress_2_4", "labkit.hardware.nm.pack_positions"),
-    conventions=("increasing order", "positions that hold zeros",
+    conventions=("increasing order", "filled up with its lowest positions",
                  "Pack them four to a byte", "`torch.uint8`", "unused bits"),
 )
 
