@@ -156,9 +156,13 @@ def run_in_container(argv: list[str], binds: dict[str, str], env: dict[str, str]
 def user_command(argv: list[str], uid: int, binds: dict[str, str],
                  env: dict[str, str]) -> list[str]:
     """``argv`` as the unprivileged ``uid`` (no groups), in a mount namespace whose
-    ``/tmp`` is its own and where ``/root/.pyenv`` is reachable; ``binds`` as above."""
-    line = [BWRAP, *_system(), "--unshare-pid", "--die-with-parent",
-            "--proc", "/proc", "--dev-bind", "/dev", "/dev",
+    ``/tmp`` is its own and where ``/root/.pyenv`` is reachable; ``binds`` as above.
+
+    This machine's ``/proc`` is bound as it is, in the same PID namespace: a fresh
+    ``/proc`` from bwrap has parts covered read-only, and the kernel then refuses the
+    user's own bwrap a ``/proc`` of its own."""
+    line = [BWRAP, *_system(), "--die-with-parent", "--bind", "/proc", "/proc",
+            "--dev-bind", "/dev", "/dev",
             "--perms", "1777", "--tmpfs", "/tmp", *_reachable_python(), "--clearenv"]
     for outside, inside in binds.items():
         line += ["--bind", outside, inside]

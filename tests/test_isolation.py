@@ -14,6 +14,7 @@ The unprivileged account is a numeric user id with no groups (``setpriv``), in a
 namespace where it can reach the course's Python (:func:`containerlib.user_command`).
 """
 
+import contextlib
 import csv
 import os
 import secrets
@@ -23,6 +24,7 @@ import textwrap
 from pathlib import Path
 
 import nbformat
+import psutil
 import pytest
 from containerlib import (
     BWRAP,
@@ -72,8 +74,10 @@ SCAN = textwrap.dedent(f"""\
         except (OSError, ValueError):
             continue
         uid = int(next(l.split()[1] for l in status.splitlines() if l.startswith("Uid:")))
-        if "{MARKER}" in line or uid >= 2**30:
+        if "{MARKER}" in line:
             print(f"survivor pid {{entry.name}} uid {{uid}}: {{line}}")
+        elif uid >= 2**30:
+            print(f"container process pid {{entry.name}} uid {{uid}}: {{line}}")
     for shared in ("/tmp", "/dev/shm"):
         for path, folders, files in os.walk(shared):
             for name in folders + files:
@@ -83,8 +87,9 @@ SCAN = textwrap.dedent(f"""\
                 except OSError:
                     pass
     """)
-"""Prints each process of the test's daemons or of a container-mode user id still
-running, and each file such a user id left in ``/tmp`` or ``/dev/shm``."""
+"""Prints each process of the test's daemons (``survivor``) or of a container-mode user
+id (``container process``) still running, and each file such a user id left in ``/tmp``
+or ``/dev/shm`` (``shared file``)."""
 
 
 def detached(script: str) -> str:
@@ -135,7 +140,18 @@ def run_as_user(uid: int, base: Path, script: str, timeout: float = 600
     env = environment(HOME=f"{WORK}/home", LABKIT_CACHE=f"{WORK}/home/cache", USER="grader")
     command = user_command(["bash", "-c", f"cd {WORK} && {script}"], uid, {str(base): WORK},
                            env)
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    finally:
+        kill_user(uid)
+
+
+def kill_user(uid: int) -> None:
+    """Kill whatever the test's user id still runs (after a failure or a timeout)."""
+    for process in psutil.process_iter(["uids"]):
+        if process.info["uids"] and process.info["uids"].real == uid:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
 
 
 def show(done: subprocess.CompletedProcess) -> str:
@@ -262,6 +278,7 @@ def test_container_mode_leaves_no_process_and_no_shared_file(tmp_path):
     assert "grade exited 0" in done.stdout, show(done)
     assert "labkit grade: isolation container" in done.stdout, show(done)
     assert "survivor" not in done.stdout, show(done)
+    assert "container process" not in done.stdout, show(done)
     assert "shared file" not in done.stdout, show(done)
     assert "leftover" not in done.stdout, show(done)
     rows = read_rows(base / "out" / "grades.csv")
