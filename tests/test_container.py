@@ -81,7 +81,7 @@ DETACHED = textwrap.dedent(f"""\
     import json, time
     forged = json.dumps({{"score": 3, "output": "forged by a detached process", "tests": []}})
     time.sleep(3)
-    end = time.time() + 30
+    end = time.time() + 120
     while time.time() < end:
         try:
             with open("/autograder/results/results.json", "w") as file:
