@@ -139,8 +139,8 @@ def train(
     masks). ``extra_loss``: a penalty added to the cross-entropy (network slimming's
     L1 on BatchNorm scales). With a ``val_loader``, the weights of the epoch with the
     best validation accuracy are restored at the end. ``seed`` seeds Python, NumPy, torch
-and the shuffle order of ``train_loader`` (:func:`shuffle_seeded`): the same call gives
-the same model every time, whatever ran before it. The run uses ``threads`` torch
+    and the shuffle order of ``train_loader`` (:func:`shuffle_seeded`): the same call gives
+    the same model every time, whatever ran before it. The run uses ``threads`` torch
     threads (:data:`TRAIN_THREADS`; ``None`` leaves the count as it is) and restores the
     count afterwards. A loss that becomes NaN or infinite stops the run with a
     ``FloatingPointError`` (lower ``lr``).
