@@ -21,6 +21,7 @@ import shutil
 import struct
 import subprocess
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 BWRAP = shutil.which("bwrap")
@@ -113,12 +114,29 @@ def _system() -> list[str]:
     return options
 
 
+@lru_cache(maxsize=1)
+def installed_labkit() -> Path | None:
+    """The labkit package this environment imports outside a checkout (an editable
+    install maps it to wherever it was installed from)."""
+    found = subprocess.run([sys.executable, "-c", "import importlib.util as u; "
+                            "print(u.find_spec('labkit').origin)"],
+                           cwd="/", capture_output=True, text=True, env={"PATH": "/usr/bin"})
+    return Path(found.stdout.strip()).parent if found.returncode == 0 else None
+
+
 def _reachable_python() -> list[str]:
-    """bwrap options that make ``/root``'s Python installation reachable by every user:
-    an empty ``/root`` with only ``.pyenv`` (read-only) in it."""
+    """bwrap options that make the course environment reachable by every user: an empty
+    ``/root`` with only ``.pyenv`` (read-only) in it, and the installed labkit package
+    (read-only, where it was) when it lies in ``/tmp`` or ``/root``, which the
+    containers replace."""
     options = ["--perms", "0755", "--tmpfs", "/root"]
     if Path("/root/.pyenv").is_dir():
         options += ["--ro-bind", "/root/.pyenv", "/root/.pyenv"]
+    package = installed_labkit()
+    if package is not None and package.parts[1:2] in (("tmp",), ("root",)):
+        for folder in reversed(package.parents[:-2]):  # below /tmp or /root, open to all
+            options += ["--perms", "0755", "--dir", str(folder)]
+        options += ["--ro-bind", str(package), str(package)]
     return options
 
 
