@@ -133,6 +133,8 @@ class ContainerRunner(Runner):
         found = []
         for shared in SHARED:
             for path, folders, files in os.walk(shared):
+                folders[:] = [name for name in folders  # the scratch folder is counted apart
+                              if Path(path, name).resolve() != self.root.resolve()]
                 for name in folders + files:
                     with contextlib.suppress(OSError):
                         info = os.lstat(os.path.join(path, name))
