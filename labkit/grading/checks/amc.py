@@ -58,7 +58,7 @@ LIMIT_RATIO = Check(
     hidden=_hidden_limit,
     compare=close(RATIO_TOLERANCE),
     replaces=("labkit.search.amc.limit_ratio",),
-    conventions=(r"\min(\max(r, r_{\min}, 0), r_{\max})",),
+    conventions=(r"\min(\max(r, r_{\min}, 0), r_{\max})", "as a number"),
 )
 
 

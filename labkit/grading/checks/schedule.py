@@ -52,7 +52,7 @@ AGP_SPARSITY = Check(
     hidden=_hidden_agp,
     compare=close(SPARSITY_TOLERANCE),
     replaces=("labkit.pruning.schedule.agp_sparsity",),
-    conventions=("as a float",),
+    conventions=("as a number",),
 )
 
 SIZES = (64 * 32, 32 * 10)
