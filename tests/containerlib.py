@@ -126,17 +126,23 @@ def installed_labkit() -> Path | None:
 
 def _reachable_python() -> list[str]:
     """bwrap options that make the course environment reachable by every user: an empty
-    ``/root`` with only ``.pyenv`` (read-only) in it, and the installed labkit package
-    (read-only, where it was) when it lies in ``/tmp`` or ``/root``, which the
-    containers replace."""
+    ``/root`` with only ``.pyenv`` (read-only) in it, and the environment and the
+    installed labkit package (read-only, where they were) when they lie in ``/tmp`` or
+    ``/root``, which the containers replace (a checkout cloned under ``/tmp``)."""
     options = ["--perms", "0755", "--tmpfs", "/root"]
     if Path("/root/.pyenv").is_dir():
         options += ["--ro-bind", "/root/.pyenv", "/root/.pyenv"]
-    package = installed_labkit()
-    if package is not None and package.parts[1:2] in (("tmp",), ("root",)):
-        for folder in reversed(package.parents[:-2]):  # below /tmp or /root, open to all
-            options += ["--perms", "0755", "--dir", str(folder)]
-        options += ["--ro-bind", str(package), str(package)]
+    needed = {Path(sys.prefix).absolute(), Path(sys.prefix).resolve(), installed_labkit()}
+    opened: set[Path] = set()
+    for path in sorted(path for path in needed if path is not None):
+        if path.parts[1:2] not in (("tmp",), ("root",)) or path == Path("/root/.pyenv") \
+                or Path("/root/.pyenv") in path.parents:
+            continue
+        for folder in reversed(path.parents[:-2]):  # below /tmp or /root, open to all
+            if folder not in opened:
+                opened.add(folder)
+                options += ["--perms", "0755", "--dir", str(folder)]
+        options += ["--ro-bind", str(path), str(path)]
     return options
 
 

@@ -29,6 +29,7 @@ from labkit.grading.submissions import pretrained_models
 LABS = Path(__file__).resolve().parents[1] / "labs"
 LAB = "00_baseline"
 SECRET = "grader-secret-7f3a"
+PLANTED = "PLANTED-HOST-FILE-CONTENT-19c2"
 MARKER = "REDTEAM-DAEMON"
 WRONG_SPARSITY = ("def get_sparsity(tensor):\n"
                   "    return tensor.count_nonzero().item() / tensor.numel()\n")
@@ -52,7 +53,8 @@ def public_answers() -> dict:
             for case in checks.CHECKS["check_get_sparsity"].cases()}
 
 
-def tricks(labs: Path, out: Path, port: int, other: Path) -> dict[str, tuple[str, str]]:
+def tricks(labs: Path, out: Path, port: int, other: Path,
+           planted: Path) -> dict[str, tuple[str, str]]:
     """Per student: the sources of the two exercises (sparsity, size)."""
     snoop = textwrap.dedent(f"""\
         import glob, os, socket
@@ -120,8 +122,36 @@ def tricks(labs: Path, out: Path, port: int, other: Path) -> dict[str, tuple[str
         def get_sparsity(tensor):
             return 0.0
         """)
+    bomb = textwrap.dedent("""\
+        import os, threading, time, torch
+
+        def _swap():
+            path = os.path.join(os.environ.get("LABKIT_GRADING_DIR", "/nowhere"),
+                                "get_sparsity.pt")
+            end = time.time() + 60
+            while not os.path.exists(path) and time.time() < end:
+                time.sleep(0.02)
+            time.sleep(0.2)
+            nested = [0.0]
+            for _ in range(60):
+                nested = [nested, nested]
+            recorded = torch.load(path)
+            torch.save({**recorded, "outcomes": [nested] * len(recorded["cases"])}, path)
+
+        threading.Thread(target=_swap).start()
+        """) + WRONG_SPARSITY
     return {
         "honest": ("", ""),
+        "alias": (
+            "import importlib\n"
+            "declared = importlib.import_module('labkit.gra' + 'ding.che' + 'cks.mea' + 'sure')\n"
+            "REFERENCE = getattr(declared, 'GET_' + 'SPARSITY').reference\n"
+            "def get_sparsity(tensor):\n    return REFERENCE(tensor)\n", WRONG_SIZE),
+        "magic": ("%time _ = 1\nfrom labkit.measure import get_sparsity as reference\n"
+                  "def get_sparsity(tensor):\n    return reference(tensor)\n", WRONG_SIZE),
+        "junit_link": (f"import os\nos.symlink({str(planted)!r}, '/grading/report/junit.xml')\n"
+                       + WRONG_SPARSITY, WRONG_SIZE),
+        "referee_bomb": (bomb, WRONG_SIZE),
         "wrong": (WRONG_SPARSITY, WRONG_SIZE),
         "patched_check": (
             "from labkit.grading import checks as c\n"
@@ -197,7 +227,10 @@ def graded(tmp_path_factory):
     root.mkdir()
     server = socket.create_server(("127.0.0.1", 0))
     threading.Thread(target=lambda: [server.accept() for _ in range(100)], daemon=True).start()
-    sources = tricks(labs, out, server.getsockname()[1], root / f"honest__{LAB}.ipynb")
+    planted = base / "planted.txt"
+    planted.write_text(PLANTED)
+    sources = tricks(labs, out, server.getsockname()[1], root / f"honest__{LAB}.ipynb",
+                     planted)
     write_submissions(root, sources)
     submitted = {path: path.read_bytes() for path in root.iterdir()}
     with pytest.MonkeyPatch.context() as patch:
@@ -300,6 +333,31 @@ def test_calling_the_reference_earns_nothing_and_says_why(graded):
 def test_hard_coded_public_answers_fail_the_hidden_cases(graded):
     assert earned(graded, "hard_coded", "check_get_sparsity") == 0
     assert "hidden case" in graded["rows"]["hard_coded", "check_get_sparsity"]["message"]
+
+
+def test_the_reference_under_another_name_earns_nothing(graded):
+    """A check declaration's ``reference`` is the labkit function under another name;
+    in the check process it is a stub, whatever name reaches it."""
+    assert earned(graded, "alias", "check_get_sparsity") == 0
+    assert "is not available while grading" in \
+        graded["rows"]["alias", "check_get_sparsity"]["message"]
+
+
+def test_a_magic_first_line_does_not_hide_a_cell_from_the_inspection(graded):
+    assert earned(graded, "magic", "check_get_sparsity") == 0
+    assert graded["rows"]["magic", "check_get_sparsity"]["message"].startswith(
+        "reference use: exercise cell")
+
+
+def test_a_report_linked_to_a_host_file_leaks_nothing(graded):
+    assert earned(graded, "junit_link", "check_get_sparsity") == 0
+    assert all(PLANTED not in text.decode() for text in graded["tables"].values())
+
+
+def test_results_built_to_exhaust_the_referee_cost_that_submission_only(graded):
+    assert earned(graded, "referee_bomb", "check_get_sparsity") == 0
+    assert earned(graded, "honest", "check_get_sparsity") == 1
+    assert len(graded["rows"]["referee_bomb", "check_get_sparsity"]["message"]) < 2100
 
 
 def test_submissions_are_never_written_to(graded):

@@ -4,12 +4,16 @@ A submission is found and read as untrusted input, merged into the instructor no
 (:mod:`labkit.grading.submissions`), and its merged notebook runs under
 ``pytest --nbval-lax`` in a fresh kernel, isolated by the strongest mode this machine
 allows (:mod:`labkit.grading.isolation`), with resource limits, a disk quota and
-timeouts. In the kernel the checks run in grading mode: they record the student's
-outcomes on the public cases and on hidden cases drawn from the submission's own seed
-(:mod:`labkit.grading.seeds`), and decide nothing. After every process of the submission
-has ended, the referee compares the outcomes with the reference in a process of its own
-(:mod:`labkit.grading.referee`) and :mod:`labkit.grading.scoring` turns nbval's report
-and the verdicts into one result per check. Submissions grade in parallel, each job on
+timeouts: nbval's report says which cells ran, and the student sees the figures and
+feedback of their notebook. The outcomes that decide come from a second process in the
+same isolation, started after every process of the notebook has ended
+(:mod:`labkit.grading.checkrun`): it runs only the setup cells the exercises need, the
+student's exercise cells and the check cells, with labkit's references stubbed out, and
+records the student's outcomes on the public cases and on hidden cases drawn from the
+submission's own seed (:mod:`labkit.grading.seeds`). The referee compares those outcomes
+with the reference in a process of its own (:mod:`labkit.grading.referee`), and
+:mod:`labkit.grading.scoring` turns nbval's report and the verdicts into one result per
+check. Submissions grade in parallel, each job on
 cores of its own; the tables are written by the grader alone, atomically, after every
 submission has ended (:mod:`labkit.grading.tables`).
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -31,11 +36,12 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from labkit.grading import isolation, referee, seeds
+from labkit.grading import checkrun, isolation, referee, seeds
 from labkit.grading.checks import CHECKS
-from labkit.grading.checks.core import GRADING_DIR, GRADING_SEED
+from labkit.grading.checks.core import GRADING_CASES, GRADING_DIR, GRADING_SEED, all_cases
 from labkit.grading.container import ContainerRunner, exposed
 from labkit.grading.records import (
+    BWRAP,
     CONTAINER,
     GradingConfig,
     LabGrade,
@@ -149,6 +155,37 @@ def run_nbval(private: Path, notebook: NotebookNode, config: GradingConfig, mode
     return root, NbvalRun(junit, finished.returncode, tail, finished.stopped)
 
 
+def run_checks(private: Path, notebook: NotebookNode, replaced: dict,
+               config: GradingConfig, mode: str, seed: int) -> Path:
+    """Run the check process (:mod:`labkit.grading.checkrun`) of ``notebook`` in
+    ``mode`` over a fresh scratch folder in ``private``, with labkit's ``replaced``
+    functions stubbed and the cases built here; returns its results folder. Every
+    process of the run has ended when this returns."""
+    import labkit
+
+    root = private / "checks"
+    root.mkdir()
+    stub = checkrun.stub_labkit(private / "stub", replaced)
+    runner = isolation.runners()[mode](root, config.limits)
+    prepare_scratch(root, notebook, config.cache, (), {}, runner.inside)
+    checkrun.write_spec(root, notebook, config.limits.cell_timeout_s)
+    declared = {CHECKS[cell.call] for cell in check_cells(notebook) if cell.call in CHECKS}
+    with open(root / "cases.pkl", "wb") as file:
+        pickle.dump({check.name: all_cases(check, seed) for check in declared}, file)
+    if isinstance(runner, ContainerRunner):
+        runner.own()
+    env = kernel_environment(runner.inside, config.threads, seed)
+    env[GRADING_CASES] = str(runner.inside / "cases.pkl")
+    if mode == BWRAP:
+        runner.overlays.append((stub, Path(labkit.__file__).resolve().parent))
+    else:
+        env["PYTHONPATH"] = str(stub.parent)
+    argv = [sys.executable, "-m", "labkit.grading.checkrun",
+            str(runner.inside / checkrun.SPEC)]
+    isolation.run(runner, argv, env, config.threads, private / "checks.log", root / "work")
+    return root / "results"
+
+
 def isolation_problem(run: NbvalRun) -> str:
     """Why the isolation, not the submission, stopped this run ("" when it did not)."""
     first = run.log_tail.lstrip().splitlines()[:1]
@@ -189,9 +226,17 @@ def grade_submission(submission: Submission, instructor: NotebookNode,
         if problem := isolation_problem(run):
             return replace(failed(submission, checks, problem, problem=problem), mode=mode)
         flagged = reference_uses(instructor, answers, referee.tripwire_calls(root / "results"))
+        recorded = root / "results"
+        if not run.stopped and run.junit is not None:
+            try:
+                recorded = run_checks(Path(name), merged, replaced_functions(instructor),
+                                     config, mode, seed)
+            except (OSError, subprocess.SubprocessError) as error:
+                reason = (f"the {mode} isolation could not start the check process: "
+                          f"{type(error).__name__}: {error}")
+                return replace(failed(submission, checks, reason, problem=reason), mode=mode)
         verdicts = referee.judge_apart(sorted({check.call for check in checks
-                                               if check.call in CHECKS}),
-                                       root / "results", seed)
+                                               if check.call in CHECKS}), recorded, seed)
 
         def verdict(check):
             name = CHECKS[check.call].name

@@ -47,13 +47,14 @@ class Findings:
 
 def inspect_source(source: str, replaced: Iterable[str]) -> Findings:
     """The findings in ``source``; ``replaced`` holds the short names of the reference
-    functions the lab's exercises replace. A cell that does not parse has none (nbval
-    reports its syntax error)."""
+    functions the lab's exercises replace. The source is read as IPython runs it
+    (:func:`python_source`); a cell that still does not parse is flagged for review."""
     replaced = set(replaced)
     found = Findings()
     try:
-        tree = ast.parse(source)
+        tree = ast.parse(python_source(source))
     except (SyntaxError, ValueError):
+        found.review.add("a cell that does not parse as Python")
         return found
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute):
@@ -67,7 +68,18 @@ def inspect_source(source: str, replaced: Iterable[str]) -> Findings:
             if text in replaced:
                 found.reference.add(text)
             found.review.update(marker for marker in TAMPERING_TEXT if marker in node.value)
+    if "get_ipython" not in source:  # what the magics became, not the student's own call
+        found.review.discard("get_ipython")
     return found
+
+
+def python_source(source: str) -> str:
+    """``source`` as IPython runs it: magics and shell escapes (``%time``, ``!ls``)
+    become the Python calls they stand for, so a first line ``%time _ = 1`` cannot hide
+    the rest of the cell from the inspection."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    return TransformerManager().transform_cell(source)
 
 
 def _attribute(node: ast.Attribute, replaced: set[str], found: Findings) -> None:

@@ -65,6 +65,8 @@ class Runner:
 
     def __init__(self, root: Path, limits: Limits) -> None:
         self.root, self.limits = root, limits
+        self.overlays: list[tuple[Path, Path]] = []
+        """Folders to show in place of others, (source, target), where the mode can."""
 
     @property
     def inside(self) -> Path:

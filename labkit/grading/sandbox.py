@@ -61,8 +61,9 @@ def tmpfs_bytes(limits: Limits) -> tuple[int, int]:
 
 
 def command(scratch: Path, argv: list[str], env: dict[str, str], limits: Limits,
-            working_dir: Path = INSIDE) -> list[str]:
-    """The ``bwrap`` command line that runs ``argv`` with ``env`` over ``scratch``."""
+            working_dir: Path = INSIDE, overlays: tuple = ()) -> list[str]:
+    """The ``bwrap`` command line that runs ``argv`` with ``env`` over ``scratch``;
+    ``overlays`` (source, target) are mounted read-only over what is there."""
     executable = bwrap()
     if executable is None:
         raise FileNotFoundError(f"bwrap is not installed: {INSTALL}")
@@ -81,6 +82,8 @@ def command(scratch: Path, argv: list[str], env: dict[str, str], limits: Limits,
             line += ["--ro-bind", str(path), str(path)]
     for path in ETC_FILES:
         line += ["--ro-bind-try", path, path]
+    for source, target in overlays:
+        line += ["--ro-bind", str(source), str(target)]
     line += ["--proc", "/proc", "--dev", "/dev", "--size", str(shm), "--tmpfs", "/dev/shm",
              "--bind", str(scratch), str(INSIDE), "--chdir", str(working_dir)]
     for key, value in sorted(env.items()):
@@ -119,7 +122,8 @@ class BwrapRunner(Runner):
         return INSIDE
 
     def command(self, argv: list[str], env: dict[str, str]) -> list[str]:
-        return command(self.root, argv, env, self.limits, INSIDE / "work")
+        return command(self.root, argv, env, self.limits, INSIDE / "work",
+                       tuple(self.overlays))
 
     def extra_bytes(self) -> int:
         """The sandbox's ``/tmp`` and ``/dev/shm`` at their full size (they are tmpfs of

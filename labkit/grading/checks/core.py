@@ -30,6 +30,7 @@ import contextlib
 import math
 import numbers
 import os
+import reprlib
 import sys
 import tempfile
 import traceback
@@ -42,6 +43,7 @@ import torch
 
 GRADING_DIR = "LABKIT_GRADING_DIR"
 GRADING_SEED = "LABKIT_GRADING_SEED"
+GRADING_CASES = "LABKIT_GRADING_CASES"
 RECORDED = "results recorded"
 
 
@@ -189,9 +191,21 @@ def _plain_number(value: Any) -> bool | int | float | None:
     return None
 
 
+def _bounded_repr() -> reprlib.Repr:
+    """Representations of bounded size: a value built so that its full ``repr`` explodes
+    (lists nested in themselves) is shown to depth 3, 8 items a level."""
+    bounded = reprlib.Repr()
+    bounded.maxlevel, bounded.maxstring, bounded.maxother = 3, 160, 160
+    bounded.maxlist = bounded.maxtuple = bounded.maxdict = bounded.maxset = 8
+    return bounded
+
+
+_BOUNDED = _bounded_repr()
+
+
 def _short_repr(value: Any) -> str:
     try:
-        text = repr(value)
+        text = _BOUNDED.repr(value)
     except Exception as error:  # a student object whose repr itself fails
         text = f"<repr raised {type(error).__name__}>"
     return text if len(text) <= 200 else text[:197] + "..."
@@ -477,6 +491,19 @@ recording: str | None = None
 """The check whose cases run now in grading mode (the tripwire reads it)."""
 
 
+def given_cases(check: Check) -> list[Case] | None:
+    """The cases the grader built for ``check`` outside (a pickle named by
+    ``LABKIT_GRADING_CASES``: the check process, where labkit's references, which some
+    cases are built with, do not exist), or None."""
+    path = os.environ.get(GRADING_CASES)
+    if not path:
+        return None
+    import pickle
+
+    with open(path, "rb") as file:
+        return pickle.load(file).get(check.name)
+
+
 def record(check: Check, function: Callable, folder: Path, seed: int) -> None:
     """Grading mode: write the student's outcomes on every case; decide nothing.
 
@@ -484,7 +511,7 @@ def record(check: Check, function: Callable, folder: Path, seed: int) -> None:
     rewritten to check the reference itself).
     """
     global recording
-    cases = all_cases(check, seed)
+    cases = given_cases(check) or all_cases(check, seed)
     recording = check.name
     try:
         outcomes = [outcome(check, function, case) for case in cases]
