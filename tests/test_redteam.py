@@ -368,7 +368,8 @@ def test_submissions_are_never_written_to(graded):
 # --- resource abuse on a tiny lab ---------------------------------------------------
 
 
-def test_filling_the_disk_or_forking_endlessly_stops_that_submission_only(tmp_path):
+def test_filling_the_disk_its_inodes_or_forking_endlessly_stops_that_submission_only(
+        tmp_path):
     labs, root = tmp_path / "labs", tmp_path / "submissions"
     labs.mkdir()
     root.mkdir()
@@ -379,19 +380,23 @@ def test_filling_the_disk_or_forking_endlessly_stops_that_submission_only(tmp_pa
             "        f.write(bytes(24 * 2**20))\n" + solved["cell_2"])
     bomb = ("import os, time\nwhile True:\n    if os.fork() == 0:\n        time.sleep(600)\n"
             + solved["cell_4"])
+    folders = ("import os\nfor number in range(20000):\n"
+               "    os.mkdir(f'/grading/work/d{number}')\n" + solved["cell_2"])
     for student, edits in {"filler": {"cell_2": fill}, "bomber": {"cell_4": bomb},
-                           "honest": {}}.items():
+                           "folders": {"cell_2": folders}, "honest": {}}.items():
         nbformat.write(student_copy(instructor, **{**solved, **edits}),
                        root / f"{student}__01_tiny.ipynb")
-    limits = Limits(cell_timeout_s=20, notebook_timeout_s=120, disk_mib=96, processes=128)
+    limits = Limits(cell_timeout_s=20, notebook_timeout_s=120, disk_mib=96, files=5000,
+                    processes=128)
     with isolation.cgroups(limits) as groups:
         if groups.pids is None and os.geteuid() == 0:
             pytest.skip("no pids cgroup here, and root ignores RLIMIT_NPROC")
     grades, _ = grade(root, labs, tmp_path / "grades.csv", jobs=2,
                       config=GradingConfig(limits, isolation="bwrap"))
     by_student = {g.student: g for g in grades}
-    assert {r.message for r in by_student["filler"].checks} == {
-        "not run: the submission stored more than its disk quota of 96 MiB or 100,000 files"}
+    quota = "not run: the submission stored more than its disk quota of 96 MiB or 5,000 files"
+    assert {r.message for r in by_student["filler"].checks} == {quota}
+    assert {r.message for r in by_student["folders"].checks} == {quota}
     bomber = by_student["bomber"].checks
     assert bomber[0].passed and not bomber[1].passed
     assert by_student["honest"].earned == by_student["honest"].points
