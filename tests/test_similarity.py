@@ -6,13 +6,15 @@ instructor's solutions.
 """
 
 import csv
+import inspect
 
 import nbformat
 import pytest
 from lab_submissions import LAB_00, exercises, submission
 
+from labkit import measure
 from labkit.cli import main
-from labkit.grading.similarity import SOLUTION, compare, similarity_report
+from labkit.grading.similarity import LABKIT, SOLUTION, compare, similarity_report
 
 SPARSITY, SIZE = list(exercises())
 SPARSITY_HEAD = ('def get_sparsity(tensor: torch.Tensor) -> float:\n'
@@ -102,7 +104,23 @@ def test_a_pasted_solution_is_flagged_against_it_and_counts_for_nothing_between_
     against_solution = {m.cell: m for m in matches if (m.first, m.second) == ("fay", SOLUTION)}
     assert set(against_solution) == {SPARSITY, SIZE}
     assert all(m.similarity == 1 for m in against_solution.values())
-    assert not [m for m in matches if "fay" in (m.first, m.second) and m.second != SOLUTION]
+    assert not [m for m in matches if "fay" in (m.first, m.second)
+                and m.second != SOLUTION and not m.second.startswith("(labkit")]
+
+
+def test_labkits_published_reference_pasted_in_is_flagged_against_it(tmp_path, labs):
+    """Copying labkit's source of the exercise passes the checks where labkit is absent,
+    so the report compares every answer with it."""
+    source = inspect.getsource(measure.get_sparsity)
+    body = source.split('"""', 2)[2]
+    root = write_class(tmp_path / "subs", {"hal": ("    from labkit.validation import "
+                                                   "check_tensor" + body, ANN_SIZE)})
+    matches, _ = compare(root, labs)
+    pasted = next(m for m in matches if m.first == "hal" and m.cell == SPARSITY
+                  and m.second == LABKIT.format("labkit.measure.get_sparsity"))
+    assert pasted.similarity >= 0.5  # flagged at the report's default threshold
+    assert not any(m.first == "ann" and m.cell == SPARSITY and m.second.startswith("(labkit")
+                   and m.similarity > 0.5 for m in matches)
 
 
 def test_report_writes_html_side_by_side_and_a_csv_of_every_pair(tmp_path, labs):

@@ -16,8 +16,10 @@ For the two cells A and B of a pair,
 and a pair is ranked by the larger of the two. The released stub and the instructor's
 solution are *boilerplate*: their fingerprints are removed before comparing students,
 so signatures, docstrings and the model answer count for nothing. Each student is also
-compared with the instructor's solution (with the stub alone as boilerplate), so a
-pasted solution is flagged against it.
+compared with the instructor's solution (with the stub alone as boilerplate) and with
+labkit's own source of every function the exercise replaces (with the stub and the
+solution as boilerplate), so a pasted solution, or labkit's published reference pasted
+in, is flagged against it.
 
 With the default window of 1 every k-gram is a fingerprint: no winnowing choice depends
 on copydetect's hash values (Python's salted ``hash``), so a report is reproducible.
@@ -27,9 +29,12 @@ from __future__ import annotations
 
 import csv
 import html
+import importlib
+import inspect
 import io
 import itertools
 import numbers
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,23 +43,22 @@ import numpy as np
 from copydetect import CodeFingerprint, compare_files
 from copydetect.utils import highlight_overlap
 
-from labkit.grading.grade import (
-    SubmissionError,
-    find_submissions,
-    lab_names,
-    load_labs,
-    read_submission,
-)
+from labkit.grading.checks import CHECKS
+from labkit.grading.records import SubmissionError
 from labkit.grading.release import release_notebook, tags, write_atomically
+from labkit.grading.submissions import find_submissions, lab_names, load_labs, read_submission
 
 SOLUTION = "(instructor solution)"
+LABKIT = "(labkit {})"
+"""How a match with labkit's published reference of the exercise is named."""
 CSV_COLUMNS = ("lab", "cell", "student_a", "student_b", "similarity", "similarity_a",
                "similarity_b", "overlap_tokens", "flagged")
 
 
 @dataclass(frozen=True)
 class Match:
-    """One pair's shared code in one exercise cell; ``second`` may be :data:`SOLUTION`."""
+    """One pair's shared code in one exercise cell; ``second`` may be :data:`SOLUTION`
+    or labkit's reference (:data:`LABKIT`)."""
 
     lab: str
     cell: str
@@ -111,6 +115,24 @@ def _match(lab: str, cell: str, first: tuple[str, str, CodeFingerprint],
                  int(overlap), first[1], second[1], _slices(slices_a), _slices(slices_b))
 
 
+def reference_sources(notebook) -> dict[str, dict[str, str]]:
+    """labkit's source of each function an exercise cell replaces (named by the check
+    cells after it, up to the next exercise), by exercise cell id and qualified name."""
+    sources: dict[str, dict[str, str]] = {}
+    exercise = None
+    for cell in notebook.cells:
+        if "exercise" in tags(cell):
+            exercise = cell.id
+            sources[exercise] = {}
+        elif "check" in tags(cell) and exercise is not None:
+            for call in re.findall(r"\b(check_\w+)\s*\(", cell.source):
+                for name in CHECKS[call].replaces if call in CHECKS else ():
+                    module, _, function = name.rpartition(".")
+                    found = inspect.unwrap(getattr(importlib.import_module(module), function))
+                    sources[exercise][name] = inspect.getsource(found)
+    return sources
+
+
 def compare(submissions: Path, labs: Path, *, noise: int = 25,
             window: int = 1) -> tuple[list[Match], list[str]]:
     """Every pair of students (and each student with the solution), per exercise cell.
@@ -138,6 +160,7 @@ def compare(submissions: Path, labs: Path, *, noise: int = 25,
     matches = []
     for lab, instructor in instructors.items():
         released = release_notebook(instructor)
+        references = reference_sources(instructor)
         for cell, stub in zip(instructor.cells, released.cells, strict=True):
             if "exercise" not in tags(cell):
                 continue
@@ -156,6 +179,11 @@ def compare(submissions: Path, labs: Path, *, noise: int = 25,
                 _without(cell.source, stub_lines), noise, window, stub_hashes))
             candidates = [_match(lab, cell.id, a, b) for a, b in itertools.combinations(pairs, 2)]
             candidates += [_match(lab, cell.id, student, solution) for student in alone]
+            candidates += [_match(lab, cell.id, student, (LABKIT.format(name), source,
+                                                          fingerprint(source, noise, window,
+                                                                      both)))
+                           for name, source in references[cell.id].items()
+                           for student in pairs]
             matches += [match for match in candidates if match.overlap > 0]
     matches.sort(key=lambda m: (-m.similarity, m.lab, m.cell, m.first, m.second))
     return matches, ignored
