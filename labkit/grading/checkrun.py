@@ -25,6 +25,7 @@ import ast
 import json
 import shutil
 import signal
+import symtable
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -41,21 +42,24 @@ class CellTimeout(Exception):  # noqa: N818 (the alarm's, shown as the cell's er
 
 
 def _names(source: str) -> tuple[set[str], set[str]]:
-    """The names a cell defines and the names it uses, read as IPython runs it."""
+    """The names a cell binds at its top level, and the global names it reads (at the
+    top level or inside its functions; a function's parameters and locals are not),
+    read as IPython runs it (:func:`symtable.symtable`)."""
     from labkit.grading.inspection import python_source
 
     try:
-        tree = ast.parse(python_source(source))
+        table = symtable.symtable(python_source(source), "<cell>", "exec")
     except (SyntaxError, ValueError):
         return set(), set()
-    defined, used = set(), set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            defined.add(node.name)
-        elif isinstance(node, ast.Name):
-            (defined if isinstance(node.ctx, ast.Store) else used).add(node.id)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            defined.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+    defined = {symbol.get_name() for symbol in table.get_symbols()
+               if symbol.is_assigned() or symbol.is_imported() or symbol.is_namespace()}
+    used: set[str] = set()
+    scopes = [table]
+    while scopes:
+        scope = scopes.pop()
+        scopes += scope.get_children()
+        used |= {symbol.get_name() for symbol in scope.get_symbols() if symbol.is_referenced()
+                 and (scope is table or symbol.is_global() or symbol.is_free())}
     return defined, used
 
 
