@@ -132,17 +132,15 @@ def markdown(results: dict) -> str:
     modes = results["modes_per_submission_s"]
     strongest = results["isolation"]
     jobs = report.table(("jobs", "isolation", "seconds per submission", f"wall time of {students}"),
-                        [*[(jobs, strongest, f"{seconds:.1f} s", f"{seconds * students:.0f} s")
-                           for jobs, seconds in per.items()],
-                         *[(1, mode, f"{seconds:.1f} s", f"{seconds * students:.0f} s")
-                           for mode, seconds in modes.items() if mode != strongest]])
-    base = modes.get("bwrap")
-    sandbox = " ".join(
-        f"At one job the {mode} isolation took {seconds / base:.2f}× the time of bwrap."
-        for mode, seconds in modes.items() if base and mode != "bwrap")
+                        [(jobs, strongest, f"{seconds:.1f} s", f"{seconds * students:.0f} s")
+                         for jobs, seconds in per.items()])
+    side = report.table(("isolation (1 job)", "seconds per submission", "against bwrap"),
+                        [(mode, f"{seconds:.1f} s",
+                          report.ratio(seconds / modes["bwrap"]) if "bwrap" in modes else "")
+                         for mode, seconds in modes.items()])
     missing = [mode for mode in MODES if mode not in modes]
-    if missing:
-        sandbox += f" Not measured (this machine cannot run it): {', '.join(missing)}."
+    sandbox = f"{side}\n\nNot measured (this machine cannot run it): {', '.join(missing)}." \
+        if missing else side
     shards = report.table(
         ("shards", "each shard", "merge", "sum", "against unsharded", "same tables"),
         [(row["shards"], ", ".join(f"{s:.0f} s" for s in row["shard_s"]),
