@@ -317,7 +317,6 @@ def test_the_grading_benchmark_writes_a_class_and_renders_its_tables(tmp_path):
                "similarity_s": 0.2}
     table = markdown(results)
     assert "| 2 | bwrap | 5.0 s | 25 s |" in table
-    assert "| 1 | process | 9.5 s | 48 s |" in table
-    assert "At one job the process isolation took 1.06× the time of bwrap." in table
+    assert "| process | 9.5 s | 1.06× |" in table
     assert "Not measured (this machine cannot run it): container." in table
     assert "| 2 | 12 s, 14 s | 0.01 s | 26 s | 1.02× | yes |" in table
