@@ -32,3 +32,13 @@ def wrong_sparsity(lab: Path = LAB_00) -> dict[str, str]:
     sparsity = next(iter(exercises(lab)))
     return {**exercises(lab), sparsity: "def get_sparsity(tensor):\n"
                                      "    return tensor.count_nonzero().item() / tensor.numel()"}
+
+
+def lab_solutions(stem: str, namespace: dict) -> dict:
+    """The functions lab ``stem``'s instructor notebook defines in its exercise cells,
+    run in ``namespace`` (the names its other cells would have given them)."""
+    notebook = instructor(LABS / f"{stem}.ipynb")
+    for cell in notebook.cells:
+        if "exercise" in tags(cell):
+            exec(compile(cell.source, f"{stem}:{cell.id}", "exec"), namespace)
+    return namespace

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from lab_submissions import lab_solutions as solutions_of
 from torch import nn
 
 from labkit.grading.checks import CHECKS, core
@@ -60,14 +61,10 @@ def first_failure(name, solution, seeds=SEEDS):
 @functools.cache
 def lab_solutions(stem):
     """The functions a lab's instructor notebook defines in its exercise cells."""
-    namespace = {"torch": torch, "nn": nn, "F": F, "copy": copy, "VGG": VGG,
-                 "ResNet": ResNet, "BasicBlock": BasicBlock, "channels": channels,
-                 "eie": eie, "kernel_offsets": kernel_offsets, "llm": llm}
-    notebook = nbformat.read(LABS / f"{stem}.ipynb", as_version=4)
-    for cell in notebook.cells:
-        if "exercise" in cell.metadata.get("tags", []):
-            exec(compile(cell.source, f"{stem}:{cell.id}", "exec"), namespace)
-    return namespace
+    return solutions_of(stem, {"torch": torch, "nn": nn, "F": F, "copy": copy, "VGG": VGG,
+                               "ResNet": ResNet, "BasicBlock": BasicBlock,
+                               "channels": channels, "eie": eie,
+                               "kernel_offsets": kernel_offsets, "llm": llm})
 
 
 def from_lab(stem, function):

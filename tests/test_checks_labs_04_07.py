@@ -12,6 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
+from lab_submissions import lab_solutions as solutions_of
 
 from labkit import data, zoo
 from labkit.grading import checks
@@ -31,13 +32,9 @@ LABS = Path(__file__).resolve().parents[1] / "labs"
 
 def lab_solutions(stem):
     """The functions a lab's instructor notebook defines in its exercise cells."""
-    namespace = {"torch": torch, "copy": copy, "fine_grained_mask": fine_grained_mask,
-                 "evaluate": evaluate, "finetune": finetune, "Pruner": Pruner}
-    notebook = nbformat.read(LABS / f"{stem}.ipynb", as_version=4)
-    for cell in notebook.cells:
-        if "exercise" in cell.metadata.get("tags", []):
-            exec(compile(cell.source, f"{stem}:{cell.id}", "exec"), namespace)
-    return namespace
+    return solutions_of(stem, {"torch": torch, "copy": copy,
+                               "fine_grained_mask": fine_grained_mask, "evaluate": evaluate,
+                               "finetune": finetune, "Pruner": Pruner})
 
 
 LAB04, LAB05, LAB06 = (lab_solutions(stem) for stem in

@@ -25,17 +25,15 @@ import contextlib
 import os
 import secrets
 import shutil
-import signal
 import stat
 import subprocess
 import sys
-import time
 from functools import lru_cache
 from pathlib import Path
 
 import psutil
 
-from labkit.grading.isolation import Runner, kill_tree, prctl
+from labkit.grading.isolation import Runner, kill_all, kill_tree, prctl
 from labkit.grading.records import CONTAINER, Limits
 
 PR_SET_NO_NEW_PRIVS = 38
@@ -150,14 +148,7 @@ class ContainerRunner(Runner):
         """Kill every process of the user id until none is left, then remove its files
         from ``/tmp`` and ``/dev/shm``."""
         kill_tree(process)
-        for _ in range(100):
-            members = self.members(psutil.Process())
-            if not members:
-                break
-            for member in members:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(member.pid, signal.SIGKILL)
-            time.sleep(0.05)
+        kill_all(lambda: self.members(psutil.Process()))
         for path, _ in self._shared_files():
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)

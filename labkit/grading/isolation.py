@@ -30,7 +30,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -274,6 +274,27 @@ def kill_tree(process: subprocess.Popen) -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()
     process.wait()
+
+
+def kill_all(members: Callable[[], list[psutil.Process]]) -> None:
+    """Kill every process ``members()`` lists, again and again until it lists none (a
+    process may start another while it dies); children that end are reaped."""
+    for _ in range(100):
+        found = members()
+        if not found:
+            return
+        for member in found:
+            with contextlib.suppress(psutil.Error):
+                member.kill()
+        time.sleep(0.05)
+        reap()
+
+
+def reap() -> None:
+    """Collect the exit status of every child of this process that has ended."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
 
 
 def _resident_bytes(processes: Sequence[psutil.Process]) -> int:

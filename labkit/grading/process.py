@@ -12,15 +12,12 @@ submission gets a process group of its own, which a detached process can leave.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import subprocess
 import sys
-import time
 
 import psutil
 
-from labkit.grading.isolation import Runner, kill_tree, prctl
+from labkit.grading.isolation import Runner, kill_all, kill_tree, prctl, reap
 from labkit.grading.records import PROCESS
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -42,12 +39,6 @@ def become_subreaper() -> bool:
     return True
 
 
-def _reap() -> None:
-    """Collect the exit status of every child that has ended."""
-    with contextlib.suppress(ChildProcessError):
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
-
 
 class ProcessRunner(Runner):
     """Each submission as a process group under a subreaper (the grading process)."""
@@ -65,13 +56,5 @@ class ProcessRunner(Runner):
 
     def close(self, process: subprocess.Popen) -> None:
         kill_tree(process)
-        for _ in range(100):
-            members = self.members(psutil.Process())
-            if not members:
-                break
-            for member in members:
-                with contextlib.suppress(psutil.Error):
-                    member.kill()
-            time.sleep(0.05)
-            _reap()
-        _reap()
+        kill_all(lambda: self.members(psutil.Process()))
+        reap()
