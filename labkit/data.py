@@ -27,8 +27,6 @@ from pydoc_data.topics import topics
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, TensorDataset
 
 from labkit.validation import check_count, check_real, check_seed
@@ -195,6 +193,9 @@ def _load_pydoc(val_fraction: float, test_fraction: float) -> Corpus:
 
 
 def _load_digits(seed: int, val_fraction: float, test_fraction: float) -> Splits:
+    from sklearn.datasets import load_digits  # imported on use: it takes a second
+    from sklearn.model_selection import train_test_split
+
     bunch = load_digits()
     images = bunch.images.astype(np.float32)[:, None] / 16.0
     labels = bunch.target.astype(np.int64)
@@ -246,6 +247,8 @@ def _read_cifar10_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _load_cifar10(root: Path, seed: int, val_fraction: float) -> Splits:
+    from sklearn.model_selection import train_test_split  # imported on use: it takes a second
+
     folder = _cifar10_folder(root)
     parts = [_read_cifar10_batch(folder / b) for b in CIFAR10_TRAIN_BATCHES]
     images = np.concatenate([p[0] for p in parts])

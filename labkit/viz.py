@@ -21,7 +21,7 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import matplotlib.pyplot as plt
+import matplotlib
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
@@ -46,7 +46,7 @@ STYLE = {
 
 def use_style() -> None:
     """Apply :data:`STYLE`; inside IPython, also store inline figures at 2x resolution."""
-    plt.rcParams.update(STYLE)
+    matplotlib.rcParams.update(STYLE)
     from IPython import get_ipython
 
     if get_ipython() is not None:
@@ -487,7 +487,7 @@ def pe_interleave(matrix: torch.Tensor, num_pes: int) -> Figure:
     if matrix.dim() != 2:
         raise ValueError(f"matrix must be 2-d, got shape {tuple(matrix.shape)}")
     rows, columns = matrix.shape
-    palette = plt.get_cmap("tab10")
+    palette = matplotlib.colormaps["tab10"]
     image = torch.ones(rows, columns, 3)
     fig = Figure(figsize=(5.5, 4.5), layout="constrained")
     ax = fig.subplots()

@@ -39,6 +39,20 @@ def test_a_magic_in_a_setup_cell_does_not_hide_the_names_it_defines():
     assert checkrun.needed_cells(notebook)[0] == ("setup", notebook.cells[0].source)
 
 
+def test_setup_imports_are_cut_to_the_names_the_check_process_reads():
+    source = ("%matplotlib inline\nimport numpy as np, os\nimport torch.nn.functional as F\n"
+              "from labkit import data, viz, zoo\nfrom math import *\nimport pandas\n"
+              "model = zoo.pretrained('vgg-digits')\n")
+    cut = checkrun.used_imports(source, {"F", "zoo", "os", "model"})
+    assert cut.splitlines() == [
+        "get_ipython().run_line_magic('matplotlib', 'inline')", "import os",
+        "import torch.nn.functional as F", "from labkit import zoo", "from math import *",
+        "model = zoo.pretrained('vgg-digits')"]
+    assert checkrun.used_imports(source, {"F", "np", "os", "data", "viz", "zoo",
+                                          "pandas"}) == source
+    assert checkrun.used_imports("import os\ndef (:", set()) == "import os\ndef (:"
+
+
 def test_the_stubbed_labkit_refuses_the_replaced_functions_and_keeps_the_rest(tmp_path):
     package = checkrun.stub_labkit(tmp_path, ["labkit.measure.get_sparsity",
                                               "labkit.pruning.schedule.agp_sparsity"])

@@ -29,10 +29,10 @@ import symtable
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from nbformat import NotebookNode
-
-from labkit.grading.release import tags
+if TYPE_CHECKING:  # nbformat is the grader's: the check process itself never imports it
+    from nbformat import NotebookNode
 
 SPEC = "checkrun.json"
 
@@ -67,6 +67,8 @@ def needed_cells(notebook: NotebookNode) -> list[tuple[str, str]]:
     """The (kind, source) of the cells the check process runs, in notebook order: every
     exercise and check cell, and each other code cell that defines a name one of them
     (or an earlier needed cell) uses."""
+    from labkit.grading.release import tags
+
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     kinds = ["exercise" if "exercise" in tags(cell) else
              "check" if "check" in tags(cell) else "setup" for cell in code]
@@ -78,8 +80,35 @@ def needed_cells(notebook: NotebookNode) -> list[tuple[str, str]]:
             keep[index] = True
         if keep[index]:
             needed |= used
-    return [(kind, cell.source) for kind, cell, kept in zip(kinds, code, keep, strict=True)
-            if kept]
+    return [(kind, cell.source if kind != "setup" else used_imports(cell.source, needed))
+            for kind, cell, kept in zip(kinds, code, keep, strict=True) if kept]
+
+
+def used_imports(source: str, used: set[str]) -> str:
+    """``source`` with its top-level imports cut to the names in ``used`` (an import
+    whose names are all unused goes): importing a module the checks never read, such
+    as the lab's figures, only costs time. ``from m import *`` stays; a cell that is not
+    Python even through IPython's transformer is returned as it is."""
+    from labkit.grading.inspection import python_source
+
+    try:
+        tree = ast.parse(python_source(source))
+    except (SyntaxError, ValueError):
+        return source
+    body, cut = [], False
+    for statement in tree.body:
+        if isinstance(statement, (ast.Import, ast.ImportFrom)):
+            names = [alias for alias in statement.names if alias.name == "*"
+                     or (alias.asname or alias.name.split(".")[0]) in used]
+            cut |= len(names) < len(statement.names)
+            statement.names = names
+            if not names:
+                continue
+        body.append(statement)
+    if not cut:
+        return source
+    tree.body = body
+    return ast.unparse(tree)
 
 
 def _stub_body(qualified: str, indent: str) -> list[str]:

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
 from labkit.hardware import check_codes
@@ -135,6 +134,8 @@ def share_weights(weight: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, to
     shape of ``weight``. k-means runs on one thread: on one-dimensional data, starting
     parallel threads costs more than it saves.
     """
+    from sklearn.cluster import KMeans  # imported on use: it takes a second
+
     _check_weight(weight)
     seed = check_seed(seed)
     weight = weight.detach().cpu()

@@ -39,7 +39,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.linear_model import lasso_path
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -225,6 +224,8 @@ def lasso_channel_selection(
     the answer is the largest ``alpha`` at which at least ``num_keep`` are non-zero, and
     of those the ``num_keep`` of largest ``|beta_c|``.
     """
+    from sklearn.linear_model import lasso_path  # imported on use: it takes a second
+
     check_count(num_keep, "num_keep", 1, sample.num_channels)
     check_count(num_alphas, "num_alphas", 2)
     contributions = channel_contributions(sample, weight).flatten(0, 1).double().numpy()
