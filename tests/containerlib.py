@@ -15,6 +15,7 @@ other users on this machine; ``/root/.pyenv`` is bound into an empty ``/root``).
 
 from __future__ import annotations
 
+import csv
 import os
 import platform
 import shutil
@@ -23,6 +24,9 @@ import subprocess
 import sys
 from functools import lru_cache
 from pathlib import Path
+
+import nbformat
+from test_grade import TINY, student_copy, tiny_instructor
 
 BWRAP = shutil.which("bwrap")
 SETPRIV = shutil.which("setpriv")
@@ -205,3 +209,32 @@ def environment(**extra: str) -> dict[str, str]:
     if os.environ.get("PYTHONPATH"):
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return {**env, **extra}
+
+
+# --- a course to grade ----------------------------------------------------------------
+
+
+def course(base: Path, files: dict[str, str], submissions: dict[str, dict[str, str]],
+           owner: int = 0) -> Path:
+    """``base``: ``labs/`` (the tiny lab), ``submissions/`` (``<student>__<lab>``, each
+    the released notebook with the given exercise sources), ``out/``, ``home/`` and the
+    text ``files`` (name: content), all owned by ``owner`` and closed to others."""
+    instructor = tiny_instructor()
+    for name in ("labs", "submissions", "out", "home"):
+        (base / name).mkdir(parents=True)
+    for name, text in files.items():
+        (base / name).write_text(text)
+    nbformat.write(instructor, base / "labs" / f"{TINY}.ipynb")
+    for student, sources in submissions.items():
+        nbformat.write(student_copy(instructor, **sources),
+                       base / "submissions" / f"{student}__{TINY}.ipynb")
+    for path in [base, *base.rglob("*")]:
+        os.chown(path, owner, owner)
+    base.chmod(0o700)
+    return base
+
+
+def read_rows(path: Path) -> dict[tuple[str, str], dict]:
+    """A grade table's rows by (student, check)."""
+    with open(path, newline="") as file:
+        return {(row["student"], row["check"]): row for row in csv.DictReader(file)}

@@ -24,9 +24,17 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from containerlib import SETPRIV, environment, run_in_container, seccomp_supported
+from containerlib import (
+    SETPRIV,
+    course,
+    environment,
+    read_rows,
+    run_in_container,
+    seccomp_supported,
+)
 from lab_submissions import LAB_00, exercises, submission
 from test_grade import TINY, solutions, student_copy, tiny_instructor
+from tricks import reference_tricks, resource_tricks
 
 from labkit.grading.gradescope import build_autograder
 from labkit.grading.records import Limits
@@ -324,7 +332,8 @@ def test_a_wrong_lab_00_submission_gets_nothing_in_the_container(graded):
 
 # --- tricks, on the tiny lab ------------------------------------------------------------
 
-TRICKED = {"check_agp_sparsity": (0, 2), "check_get_num_channels_to_keep": (0, 1)}
+AGP, KEEP = "check_agp_sparsity", "check_get_num_channels_to_keep"
+TRICKED = {AGP: (0, 2), KEEP: (0, 1)}
 
 
 def test_an_honest_tiny_submission_gets_full_marks_in_the_container(graded):
@@ -369,3 +378,61 @@ def test_no_results_output_shows_review_flags(graded):
     for name, run in graded.items():
         if run["results"] is not None:
             assert REVIEW not in json.loads(run["results"])["output"], name
+
+
+# --- every trick, graded with `labkit grade` in container mode -------------------------
+
+PLANTED = "PLANTED-CONTAINER-HOST-FILE-7d21"
+GRADE_IN_CONTAINER = textwrap.dedent("""\
+    from pathlib import Path
+    from labkit.grading.grade import grade
+    from labkit.grading.records import GradingConfig, Limits
+    limits = Limits(cell_timeout_s=20, notebook_timeout_s=120, disk_mib=96, files=5000,
+                    processes=128, memory_gib=2)
+    grade(Path("submissions"), Path("labs"), Path("out/grades.csv"), jobs=2,
+          config=GradingConfig(limits, isolation="container"))
+    print("graded")
+    """)
+
+
+@pytest.fixture(scope="module")
+def tricked(tmp_path_factory) -> dict:
+    """The tiny lab's tricks, each class of the sandbox's red team, graded side by side
+    (two jobs) by ``grade`` in the container's own isolation."""
+    base = tmp_path_factory.mktemp("container-tricks") / "course"
+    solved = solutions(tiny_instructor())
+    students = {**{name: {**solved, **edits} for name, edits in
+                   {**reference_tricks("/course/planted.txt"),
+                    **resource_tricks(solved)}.items()}, "honest": solved}
+    course(base, {"planted.txt": PLANTED, "grade.py": GRADE_IN_CONTAINER}, students)
+    done = run_in_container(["bash", "-c", "cd /course && python grade.py"],
+                            {str(base): "/course"},
+                            environment(HOME="/course/home", LABKIT_CACHE="/course/home/cache"),
+                            timeout=900)
+    assert "graded" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
+    out = base / "out"
+    return {"rows": read_rows(out / "grades.csv"),
+            "tables": "".join(path.read_text() for path in out.iterdir())}
+
+
+def test_every_reference_trick_earns_nothing_in_container_mode(tricked):
+    rows = tricked["rows"]
+    assert {row["mode"] for row in rows.values()} == {"container"}
+    assert (rows["honest", AGP]["earned"], rows["honest", KEEP]["earned"]) == ("2", "1")
+    for student in reference_tricks(""):
+        assert rows[student, AGP]["earned"] == "0", (student, rows[student, AGP])
+        assert rows[student, KEEP]["earned"] == "0", student
+    assert PLANTED not in tricked["tables"]
+
+
+def test_every_resource_abuse_costs_that_submission_only_in_container_mode(tricked):
+    rows = tricked["rows"]
+    passed = {student: [rows[student, check]["passed"] == "True" for check in (AGP, KEEP)]
+              for student, _ in rows}
+    quota = "not run: the submission stored more than its disk quota of 96 MiB or 5,000 files"
+    for student in ("filler", "folders", "shm"):
+        assert rows[student, AGP]["message"] == quota, rows[student, AGP]
+    assert passed["bomber"] == passed["pool"] == [True, False], \
+        (rows["bomber", KEEP], rows["pool", KEEP])
+    assert passed["hog"] == [False, True], rows["hog", AGP]
+    assert passed["honest"] == [True, True]

@@ -15,7 +15,6 @@ namespace where it can reach the course's Python (:func:`containerlib.user_comma
 """
 
 import contextlib
-import csv
 import os
 import secrets
 import subprocess
@@ -23,18 +22,22 @@ import sys
 import textwrap
 from pathlib import Path
 
-import nbformat
 import psutil
 import pytest
 from containerlib import (
     BWRAP,
     SETPRIV,
+    course,
     environment,
+    read_rows,
     run_in_container,
     seccomp_supported,
     user_command,
 )
-from test_grade import TINY, solutions, student_copy, tiny_instructor
+from test_grade import TINY, solutions, tiny_instructor
+
+from labkit.grading import isolation
+from labkit.grading.records import Limits
 
 MARKER = "ISOLATION-TEST-DAEMON"
 AGP, KEEP = "check_agp_sparsity", "check_get_num_channels_to_keep"
@@ -87,6 +90,7 @@ SCAN = textwrap.dedent(f"""\
                 except OSError:
                     pass
     """)
+SCAN_FILE = "scan.py"
 """Prints each process of the test's daemons (``survivor``) or of a container-mode user
 id (``container process``) still running, and each file such a user id left in ``/tmp``
 or ``/dev/shm`` (``shared file``)."""
@@ -104,29 +108,6 @@ def detached(script: str) -> str:
             os._exit(0)
         os.wait()
         """)
-
-
-def course(base: Path, submissions: dict[str, dict[str, str]], owner: int = 0) -> Path:
-    """``base``: ``labs/`` (the tiny lab), ``submissions/`` (``<student>__<lab>``, each
-    the released notebook with the given exercise sources), ``out/``, ``home/`` and
-    ``scan.py`` (:data:`SCAN`), all owned by ``owner`` and closed to others."""
-    instructor = tiny_instructor()
-    for name in ("labs", "submissions", "out", "home"):
-        (base / name).mkdir(parents=True)
-    (base / "scan.py").write_text(SCAN)
-    nbformat.write(instructor, base / "labs" / f"{TINY}.ipynb")
-    for student, sources in submissions.items():
-        nbformat.write(student_copy(instructor, **sources),
-                       base / "submissions" / f"{student}__{TINY}.ipynb")
-    for path in [base, *base.rglob("*")]:
-        os.chown(path, owner, owner)
-    base.chmod(0o700)
-    return base
-
-
-def read_rows(path: Path) -> dict[tuple[str, str], dict]:
-    with open(path, newline="") as file:
-        return {(row["student"], row["check"]): row for row in csv.DictReader(file)}
 
 
 def fresh_user() -> int:
@@ -181,7 +162,7 @@ def test_process_mode_as_a_user_kills_a_detached_process_that_rewrites_the_table
             time.sleep(0.1)
         """)
     solved = solutions(tiny_instructor())
-    base = course(tmp_path / "course", {
+    base = course(tmp_path / "course", {SCAN_FILE: SCAN}, {
         "honest": solved,
         "dishonest": {"cell_2": detached(daemon) + WRONG_AGP, "cell_4": WRONG_KEEP}}, uid)
 
@@ -214,7 +195,8 @@ def test_process_mode_as_a_user_kills_a_detached_process_that_rewrites_the_table
 @pytest.mark.parametrize("mode", ["bwrap", "process"])
 def test_a_busy_account_still_grades_an_honest_submission(tmp_path, mode):
     uid = fresh_user()
-    base = course(tmp_path / "course", {"honest": solutions(tiny_instructor())}, uid)
+    base = course(tmp_path / "course", {SCAN_FILE: SCAN},
+                  {"honest": solutions(tiny_instructor())}, uid)
 
     done = run_as_user(uid, base, textwrap.dedent(f"""\
         for i in $(seq 300); do sleep 600 & done
@@ -263,7 +245,7 @@ def test_container_mode_leaves_no_process_and_no_shared_file(tmp_path):
             with open(path, "w") as file:
                 file.write("left by the kernel")
         """)
-    base = course(tmp_path / "course", {
+    base = course(tmp_path / "course", {SCAN_FILE: SCAN}, {
         "litter": {**solved, "cell_2": litter + detached(leaves) + solved["cell_2"]}})
 
     done = run_in_container(["bash", "-c", textwrap.dedent(f"""\
@@ -287,3 +269,36 @@ def test_container_mode_leaves_no_process_and_no_shared_file(tmp_path):
     assert {key: (row["earned"], row["mode"]) for key, row in rows.items()} == {
         ("litter", AGP): ("2", "container"), ("litter", KEEP): ("1", "container")}, \
         show(done)
+
+
+# --- cores ------------------------------------------------------------------------------
+
+
+def test_a_process_that_widens_its_affinity_is_put_back_on_the_jobs_cores():
+    if len(isolation.cores()) < 2:
+        pytest.skip("one core: nothing to widen to")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        isolation.keep_on_cores([psutil.Process(child.pid)], [0])
+        assert psutil.Process(child.pid).cpu_affinity() == [0]
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_cpuset_holds_the_submission_to_the_graders_cores_where_one_can_be_made():
+    if len(isolation.cores()) < 2:
+        pytest.skip("one core: nothing to widen to")
+    probe = ("import os\nos.sched_setaffinity(0, range(os.cpu_count()))\n"
+             "print(sorted(os.sched_getaffinity(0)))")
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, isolation.cores()[:1])
+    try:
+        with isolation.cgroups(Limits()) as groups:
+            if groups.cpus is None:
+                pytest.skip("no cpuset cgroup can be made here")
+            done = subprocess.run([sys.executable, "-c", probe], capture_output=True,
+                                  text=True, preexec_fn=groups.join, check=True)
+    finally:
+        os.sched_setaffinity(0, before)
+    assert done.stdout.strip() == str(sorted(before)[:1])

@@ -18,6 +18,7 @@ import nbformat
 import psutil
 import pytest
 from test_grade import solutions, student_copy, tiny_instructor
+from tricks import resource_tricks
 
 from labkit import measure, zoo
 from labkit.grading import checks, isolation, sandbox
@@ -140,8 +141,39 @@ def tricks(labs: Path, out: Path, port: int, other: Path,
 
         threading.Thread(target=_swap).start()
         """) + WRONG_SPARSITY
+    thread = textwrap.dedent("""\
+        import importlib, threading
+        core = importlib.import_module("labkit.grading.checks." + "core")
+        measure = importlib.import_module("labkit." + "measure")
+
+        def get_sparsity(tensor):
+            box = []
+
+            def call():
+                recording, core.recording = core.recording, None
+                try:
+                    box.append(getattr(measure, "get_" + "sparsity")(tensor))
+                finally:
+                    core.recording = recording
+
+            worker = threading.Thread(target=call)
+            worker.start()
+            worker.join()
+            return box[0] if box else 0.0
+        """)
+    tripwire_link = textwrap.dedent(f"""\
+        import importlib, os
+        os.symlink({str(planted)!r},
+                   os.path.join(os.environ["LABKIT_GRADING_DIR"], "tripwire.jsonl"))
+        REFERENCE = getattr(importlib.import_module("labkit." + "measure"), "get_" + "sparsity")
+
+        def get_sparsity(tensor):
+            return REFERENCE(tensor)
+        """)
     return {
         "honest": ("", ""),
+        "thread": (thread, WRONG_SIZE),
+        "tripwire_link": (tripwire_link, WRONG_SIZE),
         "alias": (
             "import importlib\n"
             "declared = importlib.import_module('labkit.gra' + 'ding.che' + 'cks.mea' + 'sure')\n"
@@ -354,6 +386,23 @@ def test_a_report_linked_to_a_host_file_leaks_nothing(graded):
     assert all(PLANTED not in text.decode() for text in graded["tables"].values())
 
 
+def test_the_reference_called_from_another_thread_earns_nothing(graded):
+    """With the recorder's state switched off around the call, in a worker thread: in
+    the check process the reference is a stub in every thread."""
+    assert earned(graded, "thread", "check_get_sparsity") == 0
+    assert earned(graded, "thread", "check_get_model_size") == 0
+
+
+def test_a_tripwire_log_linked_elsewhere_hides_nothing_and_leaks_nothing(graded):
+    """The kernel's tripwire can only add a review flag; the verdict comes from the
+    check process, where the reference does not compute. The grader reads no link."""
+    assert earned(graded, "tripwire_link", "check_get_sparsity") == 0
+    assert "is not available while grading" in \
+        graded["rows"]["tripwire_link", "check_get_sparsity"]["message"]
+    assert all(PLANTED not in text.decode() for text in graded["tables"].values())
+    assert (graded["base"] / "planted.txt").read_text() == PLANTED
+
+
 def test_results_built_to_exhaust_the_referee_cost_that_submission_only(graded):
     assert earned(graded, "referee_bomb", "check_get_sparsity") == 0
     assert earned(graded, "honest", "check_get_sparsity") == 1
@@ -368,35 +417,32 @@ def test_submissions_are_never_written_to(graded):
 # --- resource abuse on a tiny lab ---------------------------------------------------
 
 
-def test_filling_the_disk_its_inodes_or_forking_endlessly_stops_that_submission_only(
-        tmp_path):
+def test_resource_abuse_stops_that_submission_only(tmp_path):
+    """Filling the disk, its inodes or /dev/shm; forking endlessly; a process pool whose
+    members each stay under the memory limit but not together; busy processes that
+    widen their CPU affinity to starve the other job. Each costs the abusing check,
+    and the honest submission graded beside them (jobs=2) keeps full marks."""
     labs, root = tmp_path / "labs", tmp_path / "submissions"
     labs.mkdir()
     root.mkdir()
     instructor = tiny_instructor()
     nbformat.write(instructor, labs / "01_tiny.ipynb")
     solved = solutions(instructor)
-    fill = ("for number in range(12):\n    with open(f'/grading/work/fill{number}', 'wb') as f:\n"
-            "        f.write(bytes(24 * 2**20))\n" + solved["cell_2"])
-    bomb = ("import os, time\nwhile True:\n    if os.fork() == 0:\n        time.sleep(600)\n"
-            + solved["cell_4"])
-    folders = ("import os\nfor number in range(20000):\n"
-               "    os.mkdir(f'/grading/work/d{number}')\n" + solved["cell_2"])
-    for student, edits in {"filler": {"cell_2": fill}, "bomber": {"cell_4": bomb},
-                           "folders": {"cell_2": folders}, "honest": {}}.items():
+    for student, edits in {**resource_tricks(solved), "honest": {}}.items():
         nbformat.write(student_copy(instructor, **{**solved, **edits}),
                        root / f"{student}__01_tiny.ipynb")
     limits = Limits(cell_timeout_s=20, notebook_timeout_s=120, disk_mib=96, files=5000,
-                    processes=128)
+                    processes=128, memory_gib=2)
     with isolation.cgroups(limits) as groups:
         if groups.pids is None and os.geteuid() == 0:
             pytest.skip("no pids cgroup here, and root ignores RLIMIT_NPROC")
     grades, _ = grade(root, labs, tmp_path / "grades.csv", jobs=2,
                       config=GradingConfig(limits, isolation="bwrap"))
-    by_student = {g.student: g for g in grades}
+    passed = {g.student: [r.passed for r in g.checks] for g in grades}
+    messages = {g.student: {r.message for r in g.checks} for g in grades}
     quota = "not run: the submission stored more than its disk quota of 96 MiB or 5,000 files"
-    assert {r.message for r in by_student["filler"].checks} == {quota}
-    assert {r.message for r in by_student["folders"].checks} == {quota}
-    bomber = by_student["bomber"].checks
-    assert bomber[0].passed and not bomber[1].passed
-    assert by_student["honest"].earned == by_student["honest"].points
+    assert messages["filler"] == messages["folders"] == {quota}
+    assert passed["shm"][0] is False
+    assert passed["bomber"] == passed["pool"] == [True, False]
+    assert passed["hog"] == [False, True], messages["hog"]
+    assert passed["honest"] == [True, True]

@@ -266,13 +266,6 @@ def grade_submission(submission: Submission, instructor: NotebookNode,
 # --- a class ----------------------------------------------------------------------------
 
 
-def available_cores() -> list[int]:
-    """The CPU cores this process may run on (its affinity mask, where there is one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return sorted(os.sched_getaffinity(0))
-    return list(range(os.cpu_count() or 1))
-
-
 def _pin_worker(slots, cores: list[int], per_job: int) -> None:
     """Pool initializer: give this worker ``per_job`` cores of its own, so busy work in
     one submission cannot starve another job's (where affinity can be set)."""
@@ -310,7 +303,7 @@ def grade(submissions: Path, labs: Path, out: Path, *, jobs: int | None = None,
             f"the container isolation runs submissions as another user, who could read "
             f"{', '.join(map(str, open_folders))}; close them first (chmod o-rwx)")
     secret = config.secret or seeds.course_secret(labs)
-    cores = available_cores()
+    cores = isolation.cores()
     jobs = len(cores) if jobs is None else jobs
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")

@@ -45,7 +45,7 @@ from pathlib import Path
 import labkit
 from labkit import zoo
 from labkit.grading import isolation, seeds
-from labkit.grading.grade import available_cores, grade_submission
+from labkit.grading.grade import grade_submission
 from labkit.grading.records import MODES, GradingConfig, LabGrade, Limits, Submission
 from labkit.grading.release import write_atomically
 from labkit.grading.submissions import check_cells, load_labs
@@ -312,7 +312,7 @@ def grade_gradescope_submission(root: Path) -> tuple[list[LabGrade], list[str], 
     for name in sorted(zoo.RECIPES):  # train once here, so no kernel trains
         zoo.pretrained(name, progress=False)
     grading = GradingConfig(Limits(**config["limits"]), seeds.course_secret(source / "labs"),
-                            mode, zoo.cache_dir(), len(available_cores()))
+                            mode, zoo.cache_dir(), len(isolation.cores()))
     student = student_id(root)
     grades, messages = [], []
     for lab, instructor in instructors.items():

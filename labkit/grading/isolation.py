@@ -13,10 +13,11 @@ Three modes, strongest first (:data:`~labkit.grading.records.MODES`), one runner
   nothing the submission starts outlives it.
 
 In every mode the same limits hold (:class:`~labkit.grading.records.Limits`): resource
-limits set in the child before it runs, a pids and a memory cgroup where the grader may
-make them (else the process limit counts the submission's own processes and a watcher
-sums their memory), and a watcher that kills everything past the time limit, the disk
-quota (blocks and inodes) or the memory limit. :func:`choose` picks the mode, a
+limits set in the child before it runs; pids, memory and cpuset cgroups where the grader
+may make them (else the process limit counts the submission's own processes, and the
+watcher sums their memory and puts back any process that left the grading job's cores);
+and a watcher that kills everything past the time limit, the disk quota (blocks and
+inodes) or the memory limit. :func:`choose` picks the mode, a
 :class:`Runner` of it holds one submission, :func:`run` runs a command under it.
 """
 
@@ -143,58 +144,82 @@ def choose(requested: str | None = None) -> str:
 
 
 CGROUP_ROOTS = {"pids": (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup")),
-                "memory": (Path("/sys/fs/cgroup/memory"), Path("/sys/fs/cgroup"))}
+                "memory": (Path("/sys/fs/cgroup/memory"), Path("/sys/fs/cgroup")),
+                "cpuset": (Path("/sys/fs/cgroup/cpuset"), Path("/sys/fs/cgroup"))}
 """Where a cgroup of each controller can be made: cgroup v1's hierarchy, or a v2 tree."""
-CGROUP_LIMITS = {"pids": ("pids.max",), "memory": ("memory.limit_in_bytes", "memory.max")}
 
 
-def _make_group(controller: str, value: int) -> Path | None:
+def _settings(controller: str, root: Path, limits: Limits) -> list[tuple[str, str]]:
+    """The files to write in a new cgroup of ``controller`` under ``root``, in order."""
+    if controller == "pids":
+        return [("pids.max", str(limits.processes))]
+    if controller == "memory":
+        name = "memory.limit_in_bytes" if root.name == "memory" else "memory.max"
+        return [(name, str(int(limits.memory_gib * 2**30)))]
+    mems = next((root / name).read_text().strip() for name in
+                ("cpuset.mems", "cpuset.mems.effective") if (root / name).is_file())
+    return [("cpuset.mems", mems), ("cpuset.cpus", ",".join(map(str, cores())))]
+
+
+def _make_group(controller: str, limits: Limits) -> Path | None:
     for root in CGROUP_ROOTS[controller]:
         candidate = root / f"labkit-{uuid.uuid4().hex[:12]}"
         try:
+            settings = _settings(controller, root, limits)
             candidate.mkdir()
-        except OSError:
+        except (OSError, StopIteration):
             continue
-        for name in CGROUP_LIMITS[controller]:
-            with contextlib.suppress(OSError):
+        try:
+            for name, value in settings:
                 (candidate / name).write_text(f"{value}\n")
-                return candidate
-        candidate.rmdir()
+            return candidate
+        except OSError:
+            candidate.rmdir()
     return None
+
+
+def cores() -> list[int]:
+    """The CPU cores this process may run on (its affinity mask, where there is one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
 class Groups:
     """The submission's cgroups: pids (also finds every process it started, detached or
-    not) and memory (all its processes together); None where none could be made."""
+    not), memory (all its processes together) and cpuset (the grading job's cores, which
+    no process inside can leave); None where none could be made."""
 
     pids: Path | None
     memory: Path | None
+    cpus: Path | None
+
+    def all(self) -> list[Path]:
+        return [group for group in (self.pids, self.memory, self.cpus) if group is not None]
 
     def join(self) -> None:
         """Move the calling process into the groups (run in the child)."""
-        for group in (self.pids, self.memory):
-            if group is not None:
-                (group / "cgroup.procs").write_text(f"{os.getpid()}\n")
+        for group in self.all():
+            (group / "cgroup.procs").write_text(f"{os.getpid()}\n")
 
 
 @contextlib.contextmanager
 def cgroups(limits: Limits) -> Iterator[Groups]:
-    """Fresh pids and memory cgroups for one submission where this machine lets the
-    grader make them (root, or a delegated cgroup).
+    """Fresh pids, memory and cpuset cgroups for one submission where this machine lets
+    the grader make them (root, or a delegated cgroup).
 
     ``RLIMIT_NPROC`` alone does not stop a fork bomb when the grader runs as root,
-    which the kernel exempts, and ``RLIMIT_AS`` bounds one process, not a pool of them;
-    the cgroups bound the submission as a whole.
+    which the kernel exempts; ``RLIMIT_AS`` bounds one process, not a pool of them; and
+    a process may widen its own CPU affinity, but not its cpuset. The cgroups bound the
+    submission as a whole.
     """
-    groups = Groups(_make_group("pids", limits.processes),
-                    _make_group("memory", int(limits.memory_gib * 2**30)))
+    groups = Groups(*(_make_group(controller, limits)
+                      for controller in ("pids", "memory", "cpuset")))
     try:
         yield groups
     finally:
-        for group in (groups.pids, groups.memory):
-            if group is None:
-                continue
+        for group in groups.all():
             kill_group(group)
             for _ in range(50):
                 try:
@@ -305,13 +330,30 @@ def _resident_bytes(processes: Sequence[psutil.Process]) -> int:
     return total
 
 
-def watch(process: subprocess.Popen, runner: Runner, limits: Limits,
-          memory_group: bool) -> str:
+def keep_on_cores(processes: Sequence[psutil.Process], allowed: list[int]) -> None:
+    """Put back on the ``allowed`` cores each process that widened its CPU affinity
+    (where no cpuset holds the submission, a process may call ``sched_setaffinity``)."""
+    for member in processes:
+        with contextlib.suppress(psutil.Error, OSError):
+            if not set(member.cpu_affinity()) <= set(allowed):
+                member.cpu_affinity(allowed)
+
+
+def over_quota(runner: Runner, limits: Limits) -> bool:
+    """Whether the submission stores more than its disk quota, in blocks or inodes."""
+    used, entries = folder_usage(runner.root)
+    return used + runner.extra_bytes() > limits.disk_mib * 2**20 or entries > limits.files
+
+
+def watch(process: subprocess.Popen, runner: Runner, limits: Limits, groups: Groups) -> str:
     """Wait for ``process``; stop the submission past the time limit (``"time"``), the
-    disk quota in blocks or inodes (``"disk"``), or, without a memory cgroup, its
-    processes' summed resident memory (``"memory"``)."""
+    disk quota in blocks or inodes (``"disk"``, checked once more after it ended, so
+    that filling a shared folder just before the end does not pass), or, without a
+    memory cgroup, its processes' summed resident memory (``"memory"``). Without a
+    cpuset, keep its processes on the grading job's cores."""
     deadline = time.monotonic() + limits.notebook_timeout_s
-    quota, memory = limits.disk_mib * 2**20, limits.memory_gib * 2**30
+    allowed = cores()
+    pinned = groups.cpus is None and len(allowed) < (os.cpu_count() or 1)
     try:
         leader = psutil.Process(process.pid)
     except psutil.NoSuchProcess:
@@ -319,14 +361,16 @@ def watch(process: subprocess.Popen, runner: Runner, limits: Limits,
     while True:
         try:
             process.wait(timeout=0.5)
-            return ""
+            return "disk" if over_quota(runner, limits) else ""
         except subprocess.TimeoutExpired:
             pass
-        used, entries = folder_usage(runner.root)
+        members = runner.members(leader) if leader is not None else []
+        if pinned:
+            keep_on_cores(members, allowed)
         reason = ("time" if time.monotonic() > deadline else
-                  "disk" if used + runner.extra_bytes() > quota or entries > limits.files else
-                  "memory" if not memory_group and leader is not None
-                  and _resident_bytes(runner.members(leader)) > memory else "")
+                  "disk" if over_quota(runner, limits) else
+                  "memory" if groups.memory is None
+                  and _resident_bytes(members) > limits.memory_gib * 2**30 else "")
         if reason:
             runner.close(process)
             return reason
@@ -345,7 +389,7 @@ def run(runner: Runner, argv: list[str], env: dict[str, str], threads: int, log:
             preexec_fn=partial(_enter, runner, limits, threads, groups,
                                runner.process_limit()))
         try:
-            stopped = watch(process, runner, limits, groups.memory is not None)
+            stopped = watch(process, runner, limits, groups)
         finally:
             runner.close(process)
     return Finished(process.returncode, stopped)
