@@ -18,6 +18,7 @@ LayerNorm and an output head tied to the token embedding.
 
 from __future__ import annotations
 
+import numbers
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -26,6 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 
 POOL = "M"
+
+
+def _is_count(value: object) -> bool:
+    """Whether ``value`` is a positive int (a NumPy integer counts; a bool does not)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
 DIGITS_WIDTHS: tuple[int | str, ...] = (32, 32, POOL, 64, 64, POOL)
 """Widths of the digits model: two stages of two convs on 8x8 inputs."""
@@ -45,7 +51,7 @@ class VGG(nn.Module):
         num_classes: int = 10,
     ) -> None:
         super().__init__()
-        if not any(isinstance(w, int) for w in widths):
+        if not any(_is_count(w) for w in widths):
             raise ValueError(f"widths must contain at least one conv width, got {widths!r}")
         layers: list[tuple[str, nn.Module]] = []
         channels, conv_index, pool_index = in_channels, 0, 0
@@ -54,8 +60,9 @@ class VGG(nn.Module):
                 layers.append((f"pool{pool_index}", nn.MaxPool2d(2)))
                 pool_index += 1
                 continue
-            if not isinstance(width, int) or width < 1:
+            if not _is_count(width):
                 raise ValueError(f"widths entries must be positive ints or 'M', got {width!r}")
+            width = int(width)
             layers += [
                 (f"conv{conv_index}", nn.Conv2d(channels, width, 3, padding=1, bias=False)),
                 (f"bn{conv_index}", nn.BatchNorm2d(width)),
@@ -84,10 +91,10 @@ class MLP(nn.Module):
     def __init__(self, in_features: int = 64, hidden: Sequence[int] = (128, 64),
                  num_classes: int = 10) -> None:
         super().__init__()
-        if any(not isinstance(h, int) or h < 1 for h in hidden):
+        if any(not _is_count(h) for h in hidden):
             raise ValueError(f"hidden widths must be positive ints, got {hidden!r}")
         layers: list[nn.Module] = [nn.Flatten()]
-        for width in hidden:
+        for width in map(int, hidden):
             layers += [nn.Linear(in_features, width), nn.ReLU()]
             in_features = width
         layers.append(nn.Linear(in_features, num_classes))
@@ -142,11 +149,11 @@ class ResNet(nn.Module):
     def __init__(self, widths: Sequence[int] = RESNET_DIGITS_WIDTHS, blocks: int = 1,
                  in_channels: int = 1, num_classes: int = 10) -> None:
         super().__init__()
-        if not widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1
-                             for w in widths):
+        if not widths or not all(_is_count(w) for w in widths):
             raise ValueError(f"widths must be a non-empty list of positive ints, got {widths!r}")
-        if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
+        if not _is_count(blocks):
             raise ValueError(f"blocks must be a positive int, got {blocks!r}")
+        widths, blocks = [int(w) for w in widths], int(blocks)
         self.stem = nn.Sequential(OrderedDict([
             ("conv", nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False)),
             ("bn", nn.BatchNorm2d(widths[0])), ("relu", nn.ReLU())]))
@@ -246,7 +253,7 @@ class GPT(nn.Module):
         super().__init__()
         for name, value in (("vocab_size", vocab_size), ("context", context),
                             ("width", width), ("depth", depth), ("heads", heads)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not _is_count(value):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.context = context
         self.token = nn.Embedding(vocab_size, width)

@@ -1,6 +1,7 @@
 import copy
 import re
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -67,18 +68,34 @@ def test_channels_to_keep_is_the_rounded_remainder(channels_in, ratio):
     assert kept == 1 or abs(kept - (1 - ratio) * channels_in) <= 0.5
 
 
-@pytest.mark.parametrize("ratio", [1.0, -0.1, 1.5, "0.5", True, float("nan")])
+@pytest.mark.parametrize("ratio", [1.0, -0.1, 1.5, float("nan")])
 def test_ratio_outside_zero_one_is_an_error(ratio):
-    with pytest.raises(ValueError, match=r"prune_ratio must be a number in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"prune_ratio must be in \[0, 1\)"):
         channels.get_num_channels_to_keep(8, ratio)
     with pytest.raises(ValueError, match="prune_ratio"):
         channels.channel_prune(trained_looking_vgg(), ratio)
 
 
-@pytest.mark.parametrize("count", [0, -3, 2.0])
-def test_channel_count_must_be_positive_int(count):
-    with pytest.raises(ValueError, match="channels must be a positive int"):
+@pytest.mark.parametrize("ratio", ["0.5", True, None])
+def test_ratio_that_is_not_a_number_is_a_type_error(ratio):
+    with pytest.raises(TypeError, match="prune_ratio must be a real number"):
+        channels.get_num_channels_to_keep(8, ratio)
+    with pytest.raises(TypeError, match="prune_ratio must be a real number"):
+        channels.channel_prune(trained_looking_vgg(), ratio)
+
+
+@pytest.mark.parametrize(("count", "error"), [(0, ValueError), (-3, ValueError),
+                                              (2.0, TypeError), (True, TypeError)])
+def test_channel_count_must_be_positive_int(count, error):
+    with pytest.raises(error, match="channels must be an int"):
         channels.get_num_channels_to_keep(count, 0.5)
+
+
+def test_numpy_numbers_count_as_python_numbers():
+    assert channels.get_num_channels_to_keep(np.int64(7), np.float32(0.5)) == 4
+    assert channels.channel_prune(trained_looking_vgg(), np.float64(0.5)).widths == (2, "M", 3, 2)
+    assert channels.channel_prune(trained_looking_vgg(), np.array([0.0, 0.5, 0.8])).widths == \
+        (4, "M", 3, 1)
 
 
 def test_input_channel_importance_is_the_l2_norm_per_input_channel():

@@ -155,8 +155,8 @@ def test_macs_sparse_versus_dense_conv3d():
     ("arguments", "error", "match"),
     [
         (("cube", 10), ValueError, r"shape must be one of \('sphere', 'torus', 'box'\)"),
-        (("sphere", 0), ValueError, "n_points must be a positive int, got 0"),
-        (("sphere", 2.5), ValueError, "n_points must be a positive int"),
+        (("sphere", 0), ValueError, "n_points must be an int >= 1, got 0"),
+        (("sphere", 2.5), TypeError, "n_points must be an int, got float 2.5"),
         (("sphere", 10, -0.1), ValueError, "noise must be a standard deviation >= 0"),
     ],
 )

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from labkit.validation import check_tensor
+from labkit.validation import check_count, check_tensor
 
 SHAPES = ("sphere", "torus", "box")
 TORUS_MAJOR_RADIUS = 1.0
@@ -84,8 +84,7 @@ def synthetic_point_cloud(
     """
     if shape not in SHAPES:
         raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
-    if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 1:
-        raise ValueError(f"n_points must be a positive int, got {n_points!r}")
+    n_points = check_count(n_points, "n_points")
     if not noise >= 0:
         raise ValueError(f"noise must be a standard deviation >= 0, got {noise!r}")
     generator = torch.Generator().manual_seed(seed)
@@ -125,7 +124,7 @@ def kernel_offsets(kernel_size: int) -> torch.Tensor:
     That is the order of ``weight.flatten(2)``: ``weight[:, :, a, b, c]`` multiplies the
     input at ``c_o + (a, b, c) - k//2`` (``conv3d`` is a cross-correlation).
     """
-    _check_kernel_size(kernel_size)
+    kernel_size = _check_kernel_size(kernel_size)
     steps = torch.arange(kernel_size) - kernel_size // 2
     return torch.cartesian_prod(steps, steps, steps)
 
@@ -149,6 +148,7 @@ def build_kernel_map(coords: torch.Tensor, kernel_size: int) -> KernelMap:
     Both give the same map; pairs come by output index.
     """
     _check_coords(coords)
+    kernel_size = _check_kernel_size(kernel_size)
     offsets = kernel_offsets(kernel_size)
     keys, strides, volume = _packed_keys(coords, margin=kernel_size // 2)
     sorted_keys, order = torch.sort(keys)
@@ -293,11 +293,11 @@ def _check_coords(coords: torch.Tensor) -> None:
         raise ValueError(f"coords must have shape (M, 3) with M >= 1, got {tuple(coords.shape)}")
 
 
-def _check_kernel_size(kernel_size: int) -> None:
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int):
-        raise TypeError(f"kernel_size must be an int, got {type(kernel_size).__name__}")
-    if kernel_size < 1 or kernel_size % 2 == 0:
+def _check_kernel_size(kernel_size: int) -> int:
+    kernel_size = check_count(kernel_size, "kernel_size")
+    if kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be an odd int >= 1 (1, 3, 5, ...), got {kernel_size}")
+    return kernel_size
 
 
 def _check_kernel_map(kernel_map: KernelMap, coords: torch.Tensor, kernel_size: int) -> None:

@@ -31,8 +31,9 @@ weights that read it in the next layers, ``||W_{i+1}[:, j]||_2``
 from __future__ import annotations
 
 import copy
+import numbers
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +42,7 @@ from torch import fx, nn
 
 from labkit.models import VGG
 from labkit.pruning.criteria import row_norm
+from labkit.validation import check_count, check_sparsity
 
 SUPPORTED_BACKBONE_TYPES = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d)
 
@@ -82,15 +84,9 @@ def get_num_channels_to_keep(channels: int, prune_ratio: float) -> int:
     ``round((1 - prune_ratio) * channels)``, and at least one, so that a layer never
     vanishes.
     """
-    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-        raise ValueError(f"channels must be a positive int, got {channels!r}")
-    _check_ratio("prune_ratio", prune_ratio)
-    return max(1, round((1 - prune_ratio) * channels))
-
-
-def _check_ratio(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    channels = check_count(channels, "channels")
+    check_sparsity(prune_ratio, "prune_ratio")
+    return max(1, round((1 - float(prune_ratio)) * channels))
 
 
 def get_input_channel_importance(weight: torch.Tensor) -> torch.Tensor:
@@ -454,17 +450,20 @@ def remove_channels(model: nn.Module, keep: Sequence[ChannelIndices]) -> nn.Modu
 
 
 def _ratios(prune_ratio: float | Sequence[float], count: int) -> list[float]:
-    if isinstance(prune_ratio, Sequence):
-        if len(prune_ratio) != count:
+    """One ratio per group: ``prune_ratio`` repeated when it is a number, else its entries
+    (a list, a tuple, a NumPy vector)."""
+    if isinstance(prune_ratio, numbers.Real) or not isinstance(prune_ratio, Iterable) \
+            or isinstance(prune_ratio, str):
+        ratios = [prune_ratio] * count
+    else:
+        ratios = list(prune_ratio)
+        if len(ratios) != count:
             raise ValueError(
                 f"prune_ratio must list one ratio for each of the {count} channel groups, "
-                f"got {len(prune_ratio)}: {list(prune_ratio)!r}"
+                f"got {len(ratios)}: {ratios!r}"
             )
-        ratios = list(prune_ratio)
-    else:
-        ratios = [prune_ratio] * count
     for ratio in ratios:
-        _check_ratio("prune_ratio", ratio)
+        check_sparsity(ratio, "prune_ratio")
     return ratios
 
 
