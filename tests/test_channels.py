@@ -419,8 +419,19 @@ class GroupedOnAConcatenation(nn.Module):
         return self.head(self.grouped(torch.cat([self.a(x), self.b(x)], 1)).mean(dim=(2, 3)))
 
 
+class ConcatenatesItself(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(1, 2, 3, padding=1), nn.Linear(4, 10)
+
+    def forward(self, x):
+        x = self.conv(x)
+        return self.head(torch.cat([x, torch.relu(x)], dim=1).mean(dim=(2, 3)))
+
+
 @pytest.mark.parametrize(("model", "message"), [
     (Flattened(), r"node 'flatten' .*pool to 1 x 1 first"),
+    (ConcatenatesItself(), r"node 'cat' .*the same channels more than once"),
     (ResidualOnTheInput(), r"node 'add' .*adds conv channels to values that are not"),
     (ReturnsFeatures(), r"node 'output' .*returns conv channels"),
     (BroadcastAttention(), r"node 'add' .*a broadcasting addition of tensors of 8 and 1 "

@@ -63,7 +63,9 @@ ADDITION_METHODS = ("add", "add_")
 SPATIAL_MEANS = (torch.mean, torch.amax)
 SPATIAL_MEAN_METHODS = ("mean", "amax")
 CONCATENATIONS = (torch.cat, torch.concat, torch.concatenate)
-SIZES = ("size",)
+SIZES = ("size", "dim")
+METADATA = ("shape", "dtype", "device", "ndim")
+"""Attributes of a tensor that describe it and carry none of its channels."""
 RESHAPES = ("view", "reshape", torch.reshape)
 POOLING_FUNCTIONS = (F.avg_pool2d, F.max_pool2d)
 
@@ -223,17 +225,7 @@ class _Grouper:
         for graph in self.graphs:
             for node in graph.nodes:
                 self.flows[node] = self.visit(node)
-        members: dict[int, dict[str, list[str]]] = {}
-        offsets: dict[int, list[tuple[str, int]]] = {}
-        for role, assigned in self.role.items():
-            for name, sets in assigned.items():
-                first = 0
-                for channels in sets:
-                    root = self.sets.find(channels)
-                    members.setdefault(root, {r: [] for r in self.role})[role].append(name)
-                    if first:
-                        offsets.setdefault(root, []).append((name, first))
-                    first += self.widths[channels] or 0
+        members, offsets = self.members()
         blocks: dict[int, int] = {}
         for channels, count in self.blocks.items():
             root = self.sets.find(channels)
@@ -243,6 +235,26 @@ class _Grouper:
                              depthwise=tuple(found["depthwise"]),
                              offsets=tuple(offsets.get(root, ())), blocks=blocks.get(root, 1))
                 for root, found in sorted(members.items()) if root != INPUT]
+
+    def members(self) -> tuple[dict[int, dict[str, list[str]]], dict[int, list[tuple[str, int]]]]:
+        """For each joined channel set: the modules in each role, and the offsets at which
+        modules that read a concatenation see it."""
+        members: dict[int, dict[str, list[str]]] = {}
+        offsets: dict[int, list[tuple[str, int]]] = {}
+        for role, assigned in self.role.items():
+            for name, sets in assigned.items():
+                first = 0
+                for channels in sets:
+                    root = self.sets.find(channels)
+                    names = members.setdefault(root, {r: [] for r in self.role})[role]
+                    if name in names:
+                        raise ValueError(f"channel groups cannot follow {name!r}: it sees the "
+                                         "same channels at two places of its input")
+                    names.append(name)
+                    if first:
+                        offsets.setdefault(root, []).append((name, first))
+                    first += self.widths[channels]
+        return members, offsets
 
     def new_set(self, width: int, blocks: int = 1) -> int:
         channels = self.sets.new()
@@ -355,7 +367,7 @@ class _Grouper:
             return _Flow(source.sets, 4, True)
         if target in PASS_THROUGH_FUNCTIONS or target in PASS_THROUGH_METHODS:
             return source
-        if target in SIZES or (target is getattr and node.args[1] == "shape"):
+        if target in SIZES or (target is getattr and node.args[1] in METADATA):
             return FEATURES
         if target is F.adaptive_avg_pool2d:
             size = node.args[1] if len(node.args) > 1 else node.kwargs.get("output_size")
@@ -395,7 +407,8 @@ class _Grouper:
         readers of the result read each set from its offset on."""
         if not self.tracked(node):
             return FEATURES
-        flows = self.inputs(node)
+        tensors = node.args[0] if node.args else node.kwargs["tensors"]
+        flows = [self.flows[tensor] for tensor in tensors]
         if not all(_carries_conv_channels(flow) and INPUT not in flow.sets for flow in flows):
             raise self.refuse(node, "it concatenates conv channels with values that are not "
                               "conv channels (the model's input, features), whose width the "
@@ -406,6 +419,8 @@ class _Grouper:
             raise self.refuse(node, f"a concatenation along dim {dim}; removal follows "
                               "concatenations along the channels (dim 1) only")
         sets = tuple(s for flow in flows for s in flow.sets)
+        if len({self.sets.find(s) for s in sets}) != len(sets):
+            raise self.refuse(node, "it concatenates the same channels more than once")
         return _Flow(sets, flows[0].ndim, all(flow.pooled for flow in flows))
 
     def flatten(self, node: fx.Node, source: _Flow) -> _Flow:
