@@ -415,3 +415,13 @@ class SharedReLU(nn.Module):
 def test_a_relu_reused_at_two_places_is_refused_by_apoz():
     with pytest.raises(ValueError, match="nn.ReLU 'relu' runs 2 times in one forward pass"):
         neurons.collect_apoz(SharedReLU(), loader())
+
+
+def test_an_empty_batch_and_an_all_zero_sample_are_refused_not_answered_with_nan():
+    with pytest.raises(ValueError, match=r"activations must be .*N >= 1 samples"):
+        neurons.apoz(torch.zeros(0, 4))
+    zero = neurons.ConvSample(torch.zeros(6, 2, 9), torch.zeros(6, 3))
+    with pytest.raises(ValueError, match="sample explains nothing"):
+        neurons.compare_selections(zero, torch.ones(3, 2, 3, 3), 1)
+    with pytest.raises(ValueError, match="sample.outputs are all zero"):
+        neurons.reconstruction_error(zero, torch.ones(3, 1, 3, 3), [0])
