@@ -10,6 +10,11 @@ exactly one conv, its BatchNorm and the next conv (or the head). Layers are name
 couple the channels of every conv whose output meets in them, so that those channels can
 only be removed together (:func:`labkit.pruning.channels.channel_groups`).
 
+:class:`MobileNetV2` and :class:`DenseNet` are the networks students bring that ResNet does
+not cover: depthwise convs, whose output channels are their input channels (Sandler et al.
+2018), and concatenations, after which a layer reads each earlier conv's channels at an
+offset (Huang et al. 2017).
+
 :class:`GPT` is a small decoder-only transformer for character-level language modelling,
 written top to bottom like Karpathy's nanoGPT ``model.py`` (Radford et al. 2019): token and
 position embeddings, pre-LayerNorm blocks of causal self-attention and an MLP, a final
@@ -18,6 +23,7 @@ LayerNorm and an output head tied to the token embedding.
 
 from __future__ import annotations
 
+import numbers
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -26,6 +32,11 @@ import torch.nn.functional as F
 from torch import nn
 
 POOL = "M"
+
+
+def _is_count(value: object) -> bool:
+    """Whether ``value`` is a positive int (a NumPy integer counts; a bool does not)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
 DIGITS_WIDTHS: tuple[int | str, ...] = (32, 32, POOL, 64, 64, POOL)
 """Widths of the digits model: two stages of two convs on 8x8 inputs."""
@@ -45,7 +56,7 @@ class VGG(nn.Module):
         num_classes: int = 10,
     ) -> None:
         super().__init__()
-        if not any(isinstance(w, int) for w in widths):
+        if not any(_is_count(w) for w in widths):
             raise ValueError(f"widths must contain at least one conv width, got {widths!r}")
         layers: list[tuple[str, nn.Module]] = []
         channels, conv_index, pool_index = in_channels, 0, 0
@@ -54,8 +65,9 @@ class VGG(nn.Module):
                 layers.append((f"pool{pool_index}", nn.MaxPool2d(2)))
                 pool_index += 1
                 continue
-            if not isinstance(width, int) or width < 1:
+            if not _is_count(width):
                 raise ValueError(f"widths entries must be positive ints or 'M', got {width!r}")
+            width = int(width)
             layers += [
                 (f"conv{conv_index}", nn.Conv2d(channels, width, 3, padding=1, bias=False)),
                 (f"bn{conv_index}", nn.BatchNorm2d(width)),
@@ -84,10 +96,10 @@ class MLP(nn.Module):
     def __init__(self, in_features: int = 64, hidden: Sequence[int] = (128, 64),
                  num_classes: int = 10) -> None:
         super().__init__()
-        if any(not isinstance(h, int) or h < 1 for h in hidden):
+        if any(not _is_count(h) for h in hidden):
             raise ValueError(f"hidden widths must be positive ints, got {hidden!r}")
         layers: list[nn.Module] = [nn.Flatten()]
-        for width in hidden:
+        for width in map(int, hidden):
             layers += [nn.Linear(in_features, width), nn.ReLU()]
             in_features = width
         layers.append(nn.Linear(in_features, num_classes))
@@ -142,11 +154,11 @@ class ResNet(nn.Module):
     def __init__(self, widths: Sequence[int] = RESNET_DIGITS_WIDTHS, blocks: int = 1,
                  in_channels: int = 1, num_classes: int = 10) -> None:
         super().__init__()
-        if not widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1
-                             for w in widths):
+        if not widths or not all(_is_count(w) for w in widths):
             raise ValueError(f"widths must be a non-empty list of positive ints, got {widths!r}")
-        if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
+        if not _is_count(blocks):
             raise ValueError(f"blocks must be a positive int, got {blocks!r}")
+        widths, blocks = [int(w) for w in widths], int(blocks)
         self.stem = nn.Sequential(OrderedDict([
             ("conv", nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False)),
             ("bn", nn.BatchNorm2d(widths[0])), ("relu", nn.ReLU())]))
@@ -164,6 +176,134 @@ class ResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stages(self.stem(x))
         return self.classifier(x.mean(dim=(2, 3)))
+
+
+MOBILENET_DIGITS_BLOCKS: tuple[tuple[int, int, int], ...] = ((8, 1, 1), (12, 2, 4), (12, 1, 4),
+                                                             (16, 2, 4))
+"""``(out_channels, stride, expansion)`` of each inverted residual of the digits MobileNetV2."""
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block (Sandler et al. 2018): a 1x1 ``expand`` conv to ``expansion``
+    times the channels (none when ``expansion == 1``), a 3x3 ``depthwise`` conv
+    (``groups`` = channels: each output channel filters its own input channel), a 1x1
+    ``project`` conv back down with no activation after it (the linear bottleneck), each
+    conv followed by its BatchNorm, ReLU6 after the first two; the input is added to the
+    output when the stride is 1 and the widths agree.
+
+    The depthwise conv ties its output channels to its input channels: removing an expanded
+    channel removes it from ``expand``, ``depthwise``, their BatchNorms and ``project``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
+                 expansion: int = 6) -> None:
+        super().__init__()
+        hidden = in_channels * expansion
+        layers: list[tuple[str, nn.Module]] = []
+        if expansion != 1:
+            layers += [("expand", nn.Conv2d(in_channels, hidden, 1, bias=False)),
+                       ("bn0", nn.BatchNorm2d(hidden)), ("relu0", nn.ReLU6())]
+        layers += [("depthwise", nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden,
+                                           bias=False)),
+                   ("bn1", nn.BatchNorm2d(hidden)), ("relu1", nn.ReLU6()),
+                   ("project", nn.Conv2d(hidden, out_channels, 1, bias=False)),
+                   ("bn2", nn.BatchNorm2d(out_channels))]
+        self.layers = nn.Sequential(OrderedDict(layers))
+        self.residual = stride == 1 and in_channels == out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.layers(x)
+        return x + y if self.residual else y
+
+
+class MobileNetV2(nn.Module):
+    """A small MobileNetV2 (Sandler et al. 2018): a 3x3 conv stem, inverted residuals
+    ``blocks`` of ``(out_channels, stride, expansion)``, a 1x1 conv to ``last`` channels,
+    global average pooling and a linear head after ``x.view(x.size(0), -1)``."""
+
+    def __init__(self, blocks: Sequence[tuple[int, int, int]] = MOBILENET_DIGITS_BLOCKS,
+                 stem: int = 8, last: int = 32, in_channels: int = 1,
+                 num_classes: int = 10) -> None:
+        super().__init__()
+        if not blocks or any(len(block) != 3 or not all(map(_is_count, block))
+                             for block in blocks):
+            raise ValueError("blocks must be a non-empty list of (out_channels, stride, "
+                             f"expansion) positive ints, got {blocks!r}")
+        if not all(map(_is_count, (stem, last))):
+            raise ValueError(f"stem and last must be positive ints, got {stem!r}, {last!r}")
+        self.stem = nn.Sequential(OrderedDict([
+            ("conv", nn.Conv2d(in_channels, stem, 3, padding=1, bias=False)),
+            ("bn", nn.BatchNorm2d(stem)), ("relu", nn.ReLU6())]))
+        layers, channels = [], stem
+        for out_channels, stride, expansion in blocks:
+            layers.append(InvertedResidual(channels, out_channels, stride, expansion))
+            channels = out_channels
+        self.blocks = nn.Sequential(*layers)
+        self.last = nn.Sequential(OrderedDict([
+            ("conv", nn.Conv2d(channels, last, 1, bias=False)),
+            ("bn", nn.BatchNorm2d(last)), ("relu", nn.ReLU6())]))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(last, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.last(self.blocks(self.stem(x))))
+        return self.classifier(x.view(x.size(0), -1))
+
+
+class DenseLayer(nn.Module):
+    """DenseNet-BC's layer (Huang et al. 2017): BN-ReLU-conv1x1 to ``4 * growth`` channels,
+    BN-ReLU-conv3x3 to ``growth`` new channels, concatenated after its input's: every later
+    layer reads the channels of every earlier one."""
+
+    def __init__(self, in_channels: int, growth: int) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(OrderedDict([
+            ("bn1", nn.BatchNorm2d(in_channels)), ("relu1", nn.ReLU()),
+            ("conv1", nn.Conv2d(in_channels, 4 * growth, 1, bias=False)),
+            ("bn2", nn.BatchNorm2d(4 * growth)), ("relu2", nn.ReLU()),
+            ("conv2", nn.Conv2d(4 * growth, growth, 3, padding=1, bias=False))]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, self.layers(x)], dim=1)
+
+
+class DenseNet(nn.Module):
+    """A small DenseNet-BC (Huang et al. 2017): a 3x3 conv stem of ``2 * growth`` channels,
+    dense blocks of ``layers[b]`` :class:`DenseLayer` each, a transition between blocks
+    (BN-ReLU-conv1x1 halving the channels, 2x2 average pooling), then BN-ReLU, global
+    average pooling and a linear head.
+
+    A BatchNorm or conv after a concatenation sees each earlier conv's channels at an offset,
+    so removing channel ``j`` of one conv removes input channel ``offset + j`` of every later
+    layer of the block.
+    """
+
+    def __init__(self, layers: Sequence[int] = (2, 2), growth: int = 4, in_channels: int = 1,
+                 num_classes: int = 10) -> None:
+        super().__init__()
+        if not layers or not all(map(_is_count, layers)) or not _is_count(growth):
+            raise ValueError(f"layers must be a non-empty list of positive ints and growth a "
+                             f"positive int, got layers={layers!r}, growth={growth!r}")
+        channels = 2 * growth
+        self.stem = nn.Conv2d(in_channels, channels, 3, padding=1, bias=False)
+        stages: list[nn.Module] = []
+        for index, count in enumerate(layers):
+            if index:
+                stages.append(nn.Sequential(OrderedDict([
+                    ("bn", nn.BatchNorm2d(channels)), ("relu", nn.ReLU()),
+                    ("conv", nn.Conv2d(channels, channels // 2, 1, bias=False)),
+                    ("pool", nn.AvgPool2d(2))])))
+                channels //= 2
+            for _ in range(count):
+                stages.append(DenseLayer(channels, growth))
+                channels += growth
+        self.features = nn.Sequential(*stages)
+        self.bn = nn.BatchNorm2d(channels)
+        self.classifier = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn(self.features(self.stem(x))))
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
 @torch.no_grad()
@@ -246,7 +386,7 @@ class GPT(nn.Module):
         super().__init__()
         for name, value in (("vocab_size", vocab_size), ("context", context),
                             ("width", width), ("depth", depth), ("heads", heads)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not _is_count(value):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.context = context
         self.token = nn.Embedding(vocab_size, width)

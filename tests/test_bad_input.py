@@ -12,8 +12,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from labkit import data, measure, training
 from labkit.hardware import eie, nm
-from labkit.pruning import criteria, neurons, schedule, sensitivity
-from labkit.pruning.granularity import granularity_mask
+from labkit.hardware.sparseconv import build_kernel_map, synthetic_point_cloud
+from labkit.models import MLP, VGG, ResNet
+from labkit.pruning import channels, criteria, neurons, schedule, sensitivity
+from labkit.pruning.granularity import GRANULARITIES, granularity_mask, nm_mask
 from labkit.pruning.masking import Pruner, slimming_masks
 from labkit.search import amc, netadapt
 
@@ -265,8 +267,12 @@ def test_row_norm_of_its_own_integer_example():
     assert torch.allclose(criteria.row_norm(weight), torch.tensor([13.0, 26.0]).sqrt())
 
 
-@pytest.mark.parametrize("call", [criteria.magnitude, criteria.row_norm, nm.prune_2_4,
-                                  eie.share_weights])
+@pytest.mark.parametrize("call", [
+    criteria.magnitude, criteria.row_norm, nm.prune_2_4, eie.share_weights,
+    *(lambda w, g=g: granularity_mask(w, 0.5, g) for g in GRANULARITIES),
+    lambda w: nm_mask(w, 2, 4), channels.get_input_channel_importance,
+    lambda w: neurons.magnitude_channel_selection(w, 2),
+])
 def test_bool_weights_are_refused(call):
     with pytest.raises(TypeError, match="weight must have a real"):
         call(torch.ones(4, 8, dtype=torch.bool))
@@ -300,6 +306,30 @@ def test_numpy_scalars_count_as_python_numbers(digits):
     assert sensitivity.allocate_sparsities(
         model, sensitivity.sensitivity_scan(model, loader(), sparsities=[0.5], progress=False),
         np.float32(0.9))
+
+
+def test_numpy_scalars_count_as_python_numbers_in_pruning_and_models():
+    assert channels.get_num_channels_to_keep(np.int64(8), np.float32(0.25)) == 6
+    assert neurons.magnitude_channel_selection(torch.randn(4, 8, 3, 3), np.int64(2)).numel() == 2
+    assert granularity_mask(torch.randn(4, 8), np.float64(0.5), "pattern").sum() == 16
+    assert nm_mask(torch.randn(4, 8), np.int64(2), np.int64(4)).sum() == 16
+    assert build_kernel_map(torch.zeros(1, 3, dtype=torch.long), np.int64(3)).kernel_size == 3
+    assert len(synthetic_point_cloud("sphere", np.int64(5))) == 5
+    assert VGG((np.int64(4), "M", np.int64(6))).widths == (4, "M", 6)
+    assert ResNet((np.int64(4),), blocks=np.int64(1))(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
+    assert MLP(hidden=(np.int64(5),))(torch.zeros(2, 64)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("call", [
+    lambda w: neurons.magnitude_channel_selection(w, 1),
+    channels.get_input_channel_importance,
+    lambda w: channels.reader_importance([w]),
+    lambda w: neurons.lasso_channel_selection(
+        neurons.ConvSample(torch.randn(6, 4, 9), torch.randn(6, 2)), w, 1),
+])
+def test_a_one_dimensional_weight_in_channel_selection_is_refused(call):
+    with pytest.raises(ValueError, match=r"weight must be .*got shape \(4,\)"):
+        call(torch.ones(4))
 
 
 def test_dense_layers_as_one_string_is_refused():
@@ -385,3 +415,13 @@ class SharedReLU(nn.Module):
 def test_a_relu_reused_at_two_places_is_refused_by_apoz():
     with pytest.raises(ValueError, match="nn.ReLU 'relu' runs 2 times in one forward pass"):
         neurons.collect_apoz(SharedReLU(), loader())
+
+
+def test_an_empty_batch_and_an_all_zero_sample_are_refused_not_answered_with_nan():
+    with pytest.raises(ValueError, match=r"activations must be .*N >= 1 samples"):
+        neurons.apoz(torch.zeros(0, 4))
+    zero = neurons.ConvSample(torch.zeros(6, 2, 9), torch.zeros(6, 3))
+    with pytest.raises(ValueError, match="sample explains nothing"):
+        neurons.compare_selections(zero, torch.ones(3, 2, 3, 3), 1)
+    with pytest.raises(ValueError, match="sample.outputs are all zero"):
+        neurons.reconstruction_error(zero, torch.ones(3, 1, 3, 3), [0])

@@ -1,8 +1,10 @@
 import copy
 import re
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -10,7 +12,7 @@ from torch import nn
 from labkit import zoo
 from labkit.grading import checks
 from labkit.measure import count_macs
-from labkit.models import MLP, VGG, ResNet, randomize_batchnorms
+from labkit.models import MLP, VGG, DenseNet, MobileNetV2, ResNet, randomize_batchnorms
 from labkit.pruning import channels
 
 WIDTHS = (4, "M", 6, 5)
@@ -67,18 +69,34 @@ def test_channels_to_keep_is_the_rounded_remainder(channels_in, ratio):
     assert kept == 1 or abs(kept - (1 - ratio) * channels_in) <= 0.5
 
 
-@pytest.mark.parametrize("ratio", [1.0, -0.1, 1.5, "0.5", True, float("nan")])
+@pytest.mark.parametrize("ratio", [1.0, -0.1, 1.5, float("nan")])
 def test_ratio_outside_zero_one_is_an_error(ratio):
-    with pytest.raises(ValueError, match=r"prune_ratio must be a number in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"prune_ratio must be in \[0, 1\)"):
         channels.get_num_channels_to_keep(8, ratio)
     with pytest.raises(ValueError, match="prune_ratio"):
         channels.channel_prune(trained_looking_vgg(), ratio)
 
 
-@pytest.mark.parametrize("count", [0, -3, 2.0])
-def test_channel_count_must_be_positive_int(count):
-    with pytest.raises(ValueError, match="channels must be a positive int"):
+@pytest.mark.parametrize("ratio", ["0.5", True, None])
+def test_ratio_that_is_not_a_number_is_a_type_error(ratio):
+    with pytest.raises(TypeError, match="prune_ratio must be a real number"):
+        channels.get_num_channels_to_keep(8, ratio)
+    with pytest.raises(TypeError, match="prune_ratio must be a real number"):
+        channels.channel_prune(trained_looking_vgg(), ratio)
+
+
+@pytest.mark.parametrize(("count", "error"), [(0, ValueError), (-3, ValueError),
+                                              (2.0, TypeError), (True, TypeError)])
+def test_channel_count_must_be_positive_int(count, error):
+    with pytest.raises(error, match="channels must be an int"):
         channels.get_num_channels_to_keep(count, 0.5)
+
+
+def test_numpy_numbers_count_as_python_numbers():
+    assert channels.get_num_channels_to_keep(np.int64(7), np.float32(0.5)) == 4
+    assert channels.channel_prune(trained_looking_vgg(), np.float64(0.5)).widths == (2, "M", 3, 2)
+    assert channels.channel_prune(trained_looking_vgg(), np.array([0.0, 0.5, 0.8])).widths == \
+        (4, "M", 3, 1)
 
 
 def test_input_channel_importance_is_the_l2_norm_per_input_channel():
@@ -359,16 +377,75 @@ class PooledFlatten(nn.Module):
         return self.head(torch.flatten(self.pool(torch.relu(self.conv(x))), 1))
 
 
+class BroadcastAttention(nn.Module):
+    """``x + att(x)`` with a one-channel ``att``: broadcasting repeats it over x's channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.att = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 1, 1)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.conv(x)
+        return self.head((x + self.att(x)).mean(dim=(2, 3)))
+
+
+class ConcatenatesTheInput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(1, 2, 3, padding=1), nn.Linear(3, 10)
+
+    def forward(self, x):
+        return self.head(torch.cat([x, self.conv(x)], dim=1).mean(dim=(2, 3)))
+
+
+class ConcatenatesAlongHeight(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(1, 2, 3, padding=1)
+        self.head = nn.Linear(2, 10)
+
+    def forward(self, x):
+        return self.head(torch.cat([self.a(x), self.b(x)], dim=2).mean(dim=(2, 3)))
+
+
+class GroupedOnAConcatenation(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(1, 2, 3, padding=1)
+        self.grouped, self.head = nn.Conv2d(4, 4, 3, padding=1, groups=2), nn.Linear(4, 10)
+
+    def forward(self, x):
+        return self.head(self.grouped(torch.cat([self.a(x), self.b(x)], 1)).mean(dim=(2, 3)))
+
+
+class ConcatenatesItself(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(1, 2, 3, padding=1), nn.Linear(4, 10)
+
+    def forward(self, x):
+        x = self.conv(x)
+        return self.head(torch.cat([x, torch.relu(x)], dim=1).mean(dim=(2, 3)))
+
+
 @pytest.mark.parametrize(("model", "message"), [
-    (Concatenated(), r"node 'cat' \(call_function cat\)"),
     (Flattened(), r"node 'flatten' .*pool to 1 x 1 first"),
+    (ConcatenatesItself(), r"node 'cat' .*the same channels more than once"),
     (ResidualOnTheInput(), r"node 'add' .*adds conv channels to values that are not"),
     (ReturnsFeatures(), r"node 'output' .*returns conv channels"),
-    (Depthwise(), r"node 'depthwise' .*groups=4"),
+    (BroadcastAttention(), r"node 'add' .*a broadcasting addition of tensors of 8 and 1 "
+                           r"channels"),
+    (ConcatenatesTheInput(), r"node 'cat' .*concatenates conv channels with values that are "
+                             r"not conv channels \(the model's input"),
+    (ConcatenatesAlongHeight(), r"node 'cat' .*along dim 2"),
+    (GroupedOnAConcatenation(), r"node 'grouped' .*groups=2\) reads concatenated channels"),
 ])
 def test_graphs_the_grouping_cannot_follow_are_refused_by_node(model, message):
     with pytest.raises(ValueError, match=message):
         channels.channel_prune(model, 0.5)
+    with pytest.raises(ValueError, match=message):
+        channels.apply_channel_sorting(model)
 
 
 def test_a_pooled_flatten_and_amax_over_negative_dims_are_followed():
@@ -417,3 +494,300 @@ def test_the_digits_resnet_recipe_builds_a_two_stage_resnet_of_six_groups():
     model = zoo.RECIPES["resnet-digits"].build()
     assert isinstance(model, ResNet)
     assert [g.channels for g in channels.channel_groups(model)] == [16, 16, 16, 32, 32, 32]
+
+
+# DepGraph (Torch-Pruning, Fang et al. 2023) as the oracle. The expected groups and pruned
+# shapes below are what its dependency graph prunes for the same models and kept channels:
+# a depthwise conv's input and output channels are pruned together
+# (prune_depthwise_conv_out_channels), a concatenation maps the consumer's input channels to
+# each source by offset (_ConcatIndexMapping), a grouped conv loses the same positions in
+# every group (ConvPruner.prune_in_channels keeps the first group's share of the indices,
+# the pruner repeats the pruned positions in each group), and a flatten after global
+# pooling reads one feature per channel.
+
+def zeroed_at_readers(model, keep):
+    """The model computing with every removed channel set to zero where each reader reads
+    it (the input of every conv or linear layer that reads the group, at its offset)."""
+    masked = copy.deepcopy(model)
+    for group, kept in zip(channels.channel_groups(model), keep, strict=True):
+        removed = torch.ones(group.channels, dtype=torch.bool)
+        removed[torch.as_tensor(kept)] = False
+        for name in group.readers:
+            first = group.offset(name)
+
+            def zero(module, args, first=first, removed=removed):
+                x = args[0].clone()
+                x[:, first:first + len(removed)][:, removed] = 0
+                return (x, *args[1:])
+
+            masked.get_submodule(name).register_forward_pre_hook(zero)
+    return masked
+
+
+def assert_removal_is_zeroing(model, keep, x):
+    pruned = channels.remove_channels(model, keep)
+    with torch.no_grad():
+        assert torch.allclose(pruned(x), zeroed_at_readers(model, keep)(x), atol=1e-5)
+    return pruned
+
+
+def shapes(model):
+    return {name: tuple(p.shape) for name, p in model.named_parameters()}
+
+
+def summary(groups):
+    return [(g.convs, g.depthwise, g.readers, g.offsets, g.blocks) for g in groups]
+
+
+def test_depthwise_conv_channels_are_its_input_channels():
+    torch.manual_seed(0)
+    model = Depthwise()
+    assert summary(channels.channel_groups(model)) == [
+        (("conv",), ("depthwise",), ("head",), (), 1)]
+    pruned = assert_removal_is_zeroing(model, [[0, 2]], inputs())
+    assert shapes(pruned) == {"conv.weight": (2, 1, 3, 3), "conv.bias": (2,),
+                              "depthwise.weight": (2, 1, 3, 3), "depthwise.bias": (2,),
+                              "head.weight": (10, 2), "head.bias": (10,)}
+    depthwise = pruned.depthwise
+    assert depthwise.in_channels == depthwise.out_channels == depthwise.groups == 2
+    assert torch.equal(depthwise.weight, model.depthwise.weight[[0, 2]])
+
+
+def test_a_concatenation_splits_its_readers_input_channels_by_source():
+    torch.manual_seed(0)
+    model = Concatenated()
+    assert summary(channels.channel_groups(model)) == [
+        (("a",), (), ("head",), (), 1), (("b",), (), ("head",), (("head", 2),), 1)]
+    pruned = assert_removal_is_zeroing(model, [[1], [0, 2]], inputs())
+    assert shapes(pruned) == {"a.weight": (1, 1, 3, 3), "a.bias": (1,), "b.weight": (2, 1, 3, 3),
+                              "b.bias": (2,), "head.weight": (10, 3), "head.bias": (10,)}
+    assert torch.equal(pruned.head.weight, model.head.weight[:, [1, 2, 4]])
+
+
+class ResNeXtBlock(nn.Module):
+    """A stem and one ResNeXt block (Xie et al. 2017): 1x1 conv, grouped 3x3 conv
+    (groups=2), 1x1 conv, each with its BatchNorm, added to the block's input."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.bn0 = nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
+        self.reduce, self.bn1 = nn.Conv2d(4, 8, 1, bias=False), nn.BatchNorm2d(8)
+        self.grouped = nn.Conv2d(8, 8, 3, padding=1, groups=2, bias=False)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.expand, self.bn3 = nn.Conv2d(8, 4, 1, bias=False), nn.BatchNorm2d(4)
+        self.head = nn.Linear(4, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.bn0(self.stem(x)))
+        y = torch.relu(self.bn1(self.reduce(x)))
+        y = self.bn3(self.expand(torch.relu(self.bn2(self.grouped(y)))))
+        return self.head(torch.relu(x + y).mean(dim=(2, 3)))
+
+
+def test_a_grouped_conv_keeps_the_same_positions_in_every_group():
+    torch.manual_seed(0)
+    model = randomize_batchnorms(ResNeXtBlock())
+    assert summary(channels.channel_groups(model)) == [
+        (("stem", "expand"), (), ("reduce", "head"), (), 1),
+        (("reduce",), (), ("grouped",), (), 2), (("grouped",), (), ("expand",), (), 2)]
+    keep = [[0, 3], [1, 2, 5, 6], [0, 3, 4, 7]]
+    pruned = assert_removal_is_zeroing(model, keep, inputs())
+    expected = {"stem.weight": (2, 1, 3, 3), "reduce.weight": (4, 2, 1, 1),
+                "grouped.weight": (4, 2, 3, 3), "expand.weight": (2, 4, 1, 1),
+                "head.weight": (10, 2), "head.bias": (10,)}
+    for name, width in (("bn0", 2), ("bn1", 4), ("bn2", 4), ("bn3", 2)):
+        expected |= {f"{name}.weight": (width,), f"{name}.bias": (width,)}
+    assert shapes(pruned) == expected
+    assert (pruned.grouped.in_channels, pruned.grouped.out_channels, pruned.grouped.groups) == \
+        (4, 4, 2)
+    assert torch.equal(pruned.grouped.weight, model.grouped.weight[[0, 3, 4, 7]][:, [1, 2]])
+    with pytest.raises(ValueError, match=r"keep for 'reduce' must keep the same positions, in "
+                                         r"the same order, in each of its 2 blocks of 4"):
+        channels.remove_channels(model, [[0, 3], [1, 2, 5], [0, 3, 4, 7]])
+    sorted_model = channels.apply_channel_sorting(model)
+    with torch.no_grad():
+        assert torch.allclose(sorted_model(inputs()), model(inputs()), atol=1e-5)
+    assert [g.channels for g in channels.channel_groups(
+        channels.channel_prune(sorted_model, 0.5))] == [2, 4, 4]
+
+
+class CifarResNetHead(nn.Module):
+    """The head of the CIFAR ResNets: ``F.avg_pool2d(out, out.size()[3])``, then
+    ``out.view(out.size(0), -1)``."""
+
+    def __init__(self, kernel=None):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
+        self.linear, self.kernel = nn.Linear(4, 10), kernel
+
+    def forward(self, x):
+        out = torch.relu(self.bn(self.conv(x)))
+        out = F.avg_pool2d(out, out.size()[3] if self.kernel is None else self.kernel)
+        return self.linear(out.view(out.size(0), -1))
+
+
+class ViewAfterAdaptivePooling(CifarResNetHead):
+    def forward(self, x):
+        out = F.adaptive_avg_pool2d(torch.relu(self.bn(self.conv(x))), (1, 1))
+        return self.linear(out.reshape(out.shape[0], -1) if self.kernel is None
+                           else out.reshape(-1, self.kernel))
+
+
+@pytest.mark.parametrize("model_class", [CifarResNetHead, ViewAfterAdaptivePooling])
+def test_the_view_head_after_global_pooling_reads_one_feature_per_channel(model_class):
+    torch.manual_seed(0)
+    model = randomize_batchnorms(model_class())
+    assert summary(channels.channel_groups(model)) == [(("conv",), (), ("linear",), (), 1)]
+    pruned = assert_removal_is_zeroing(model, [[1, 2]], inputs())
+    assert pruned.linear.weight.shape == (10, 2)
+    assert torch.equal(pruned.linear.weight, model.linear.weight[:, [1, 2]])
+
+
+def test_a_view_after_pooling_that_is_not_global_or_to_a_fixed_width_is_refused():
+    with pytest.raises(ValueError, match=r"node 'view' .*pool to 1 x 1 first"):
+        channels.channel_groups(CifarResNetHead(kernel=4))
+    with pytest.raises(ValueError, match=r"node 'reshape' .*reshapes channels"):
+        channels.channel_groups(ViewAfterAdaptivePooling(kernel=4))
+
+
+def small_mobilenet(seed=0):
+    torch.manual_seed(seed)
+    return randomize_batchnorms(MobileNetV2(((4, 1, 1), (6, 2, 2), (6, 1, 2)), stem=4, last=8))
+
+
+def test_mobilenet_v2_groups_and_pruned_shapes_match_depgraph():
+    model = small_mobilenet()
+    b = "blocks.{}.layers.{}".format
+    assert summary(channels.channel_groups(model)) == [
+        (("stem.conv", b(0, "project")), (b(0, "depthwise"),),
+         (b(0, "project"), b(1, "expand")), (), 1),
+        ((b(1, "expand"),), (b(1, "depthwise"),), (b(1, "project"),), (), 1),
+        ((b(1, "project"), b(2, "project")), (), (b(2, "expand"), "last.conv"), (), 1),
+        ((b(2, "expand"),), (b(2, "depthwise"),), (b(2, "project"),), (), 1),
+        (("last.conv",), (), ("classifier",), (), 1)]
+    pruned = channels.channel_prune(model, 0.5)
+    expected = {"stem.conv.weight": (2, 1, 3, 3), b(0, "depthwise.weight"): (2, 1, 3, 3),
+                b(0, "project.weight"): (2, 2, 1, 1), b(1, "expand.weight"): (4, 2, 1, 1),
+                b(1, "depthwise.weight"): (4, 1, 3, 3), b(1, "project.weight"): (3, 4, 1, 1),
+                b(2, "expand.weight"): (6, 3, 1, 1), b(2, "depthwise.weight"): (6, 1, 3, 3),
+                b(2, "project.weight"): (3, 6, 1, 1), "last.conv.weight": (4, 3, 1, 1),
+                "classifier.weight": (10, 4), "classifier.bias": (10,)}
+    for name, width in (("stem.bn", 2), (b(0, "bn1"), 2), (b(0, "bn2"), 2), (b(1, "bn0"), 4),
+                        (b(1, "bn1"), 4), (b(1, "bn2"), 3), (b(2, "bn0"), 6), (b(2, "bn1"), 6),
+                        (b(2, "bn2"), 3), ("last.bn", 4)):
+        expected |= {f"{name}.weight": (width,), f"{name}.bias": (width,)}
+    assert shapes(pruned) == expected
+    assert pruned(inputs()).shape == (3, 10)
+
+
+def small_densenet(seed=0):
+    torch.manual_seed(seed)
+    return randomize_batchnorms(DenseNet((2,), growth=2))
+
+
+def test_densenet_groups_and_pruned_shapes_match_depgraph():
+    model = small_densenet()
+    f = "features.{}.layers.{}".format
+    assert summary(channels.channel_groups(model)) == [
+        (("stem",), (), (f(0, "conv1"), f(1, "conv1"), "classifier"), (), 1),
+        ((f(0, "conv1"),), (), (f(0, "conv2"),), (), 1),
+        ((f(0, "conv2"),), (), (f(1, "conv1"), "classifier"),
+         ((f(1, "bn1"), 4), ("bn", 4), (f(1, "conv1"), 4), ("classifier", 4)), 1),
+        ((f(1, "conv1"),), (), (f(1, "conv2"),), (), 1),
+        ((f(1, "conv2"),), (), ("classifier",), (("bn", 6), ("classifier", 6)), 1)]
+    keep = [[1, 3], [0, 1, 2, 3], [1], [4, 5, 6, 7], [0]]
+    pruned = assert_removal_is_zeroing(model, keep, inputs())
+    expected = {"stem.weight": (2, 1, 3, 3), f(0, "conv1.weight"): (4, 2, 1, 1),
+                f(0, "conv2.weight"): (1, 4, 3, 3), f(1, "conv1.weight"): (4, 3, 1, 1),
+                f(1, "conv2.weight"): (1, 4, 3, 3), "classifier.weight": (10, 4),
+                "classifier.bias": (10,)}
+    for name, width in ((f(0, "bn1"), 2), (f(0, "bn2"), 4), (f(1, "bn1"), 3), (f(1, "bn2"), 4),
+                        ("bn", 4)):
+        expected |= {f"{name}.weight": (width,), f"{name}.bias": (width,)}
+    assert shapes(pruned) == expected
+    assert torch.equal(pruned.classifier.weight, model.classifier.weight[:, [1, 3, 5, 6]])
+    assert torch.equal(pruned.features[1].layers.conv1.weight,
+                       model.features[1].layers.conv1.weight[4:][:, [1, 3, 5]])
+    assert torch.equal(pruned.bn.running_mean, model.bn.running_mean[[1, 3, 5, 6]])
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.sampled_from([small_mobilenet, small_densenet, DenseNet]), st.data())
+def test_removal_zeroes_exactly_the_removed_channels(build, data):
+    model = randomize_batchnorms(build())
+    keep = [data.draw(st.permutations(range(g.channels)).map(
+        lambda order, g=g: sorted(order[:data.draw(st.integers(1, g.channels))])))
+        for g in channels.channel_groups(model)]
+    assert_removal_is_zeroing(model, keep, inputs())
+
+
+@pytest.mark.parametrize("build", [small_mobilenet, small_densenet])
+def test_sorting_and_pruning_the_new_models(build):
+    model = build()
+    sorted_model = channels.apply_channel_sorting(model)
+    with torch.no_grad():
+        assert torch.allclose(sorted_model(inputs()), model(inputs()), atol=1e-5)
+    pruned = channels.channel_prune(sorted_model, 0.5)
+    assert count_macs(pruned, inputs(1)) < 0.5 * count_macs(model, inputs(1))
+
+
+class AuxiliaryHead(nn.Module):
+    """An auxiliary classifier that reads the first conv's channels in training only."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
+        self.conv2, self.head = nn.Conv2d(4, 6, 3, padding=1), nn.Linear(6, 10)
+        self.aux = nn.Linear(4, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv(x)))
+        out = self.head(self.conv2(x).mean(dim=(2, 3)))
+        if self.training:
+            return out, self.aux(x.mean(dim=(2, 3)))
+        return out
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_readers_used_only_in_training_are_found(training):
+    model = AuxiliaryHead().train(training)
+    assert [g.readers for g in channels.channel_groups(model)] == [("conv2", "aux"), ("head",)]
+    assert model.training is training and model.bn.training is training
+    pruned = channels.channel_prune(model, 0.5)
+    assert pruned.aux.in_features == 2
+    main, auxiliary = pruned.train()(inputs())
+    assert main.shape == auxiliary.shape == (3, 10)
+    assert pruned.eval()(inputs()).shape == (3, 10)
+
+
+class StandardizedConv(nn.Conv2d):
+    """A conv subclass with its own forward: weights standardised per output channel."""
+
+    def forward(self, x):
+        weight = self.weight - self.weight.mean(dim=(1, 2, 3), keepdim=True)
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding)
+
+
+class DoubledLinear(nn.Linear):
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+class SubclassedLayers(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = StandardizedConv(1, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.head = DoubledLinear(4, 10)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.bn(self.conv(x))).mean(dim=(2, 3)))
+
+
+def test_conv_and_linear_subclasses_are_layers_whose_channels_are_removed():
+    torch.manual_seed(0)
+    model = randomize_batchnorms(SubclassedLayers())
+    assert [(g.convs, g.batchnorms, g.readers) for g in channels.channel_groups(model)] == [
+        (("conv",), ("bn",), ("head",))]
+    pruned = assert_removal_is_zeroing(model, [[0, 3]], inputs())
+    assert isinstance(pruned.conv, StandardizedConv) and pruned.conv.weight.shape == (2, 1, 3, 3)
+    assert pruned.head.weight.shape == (10, 2)

@@ -3,6 +3,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
 from labkit.hardware import sparseconv
@@ -15,6 +17,8 @@ from labkit.hardware.sparseconv import (
     gather_active_sites,
     kernel_offsets,
     sparse_conv3d,
+    sparse_conv_transpose3d,
+    strided_coords,
     synthetic_point_cloud,
     to_dense_grid,
     voxelize,
@@ -155,8 +159,8 @@ def test_macs_sparse_versus_dense_conv3d():
     ("arguments", "error", "match"),
     [
         (("cube", 10), ValueError, r"shape must be one of \('sphere', 'torus', 'box'\)"),
-        (("sphere", 0), ValueError, "n_points must be a positive int, got 0"),
-        (("sphere", 2.5), ValueError, "n_points must be a positive int"),
+        (("sphere", 0), ValueError, "n_points must be an int >= 1, got 0"),
+        (("sphere", 2.5), TypeError, "n_points must be an int, got float 2.5"),
         (("sphere", 10, -0.1), ValueError, "noise must be a standard deviation >= 0"),
     ],
 )
@@ -266,3 +270,120 @@ def test_the_map_keeps_its_own_copy_of_the_coordinates():
     coords[1, 0] = 2
     with pytest.raises(ValueError, match="other coordinates"):
         sparse_conv3d(coords, torch.ones(2, 3), torch.ones(4, 3, 3, 3, 3), kernel_map)
+
+
+def random_voxels(seed, size, count):
+    """``count`` distinct voxels (at most) in ``[0, size)^3``, and a generator for features."""
+    generator = torch.Generator().manual_seed(seed)
+    coords = torch.unique(torch.randint(0, size, (count, 3), generator=generator), dim=0)
+    return coords, generator
+
+
+def grid_of(coords, feats, size):
+    """``1 x C x size^3`` with ``feats`` at ``coords`` (no shift: voxel ``c`` at index ``c``)."""
+    grid = torch.zeros(1, feats.shape[1], size, size, size, dtype=feats.dtype)
+    grid[0][:, coords[:, 0], coords[:, 1], coords[:, 2]] = feats.T
+    return grid
+
+
+def read_at(grid, coords):
+    return grid[0][:, coords[:, 0], coords[:, 1], coords[:, 2]].T
+
+
+def test_strided_coords_are_the_occupied_cells():
+    coords = torch.tensor([[0, 0, 0], [1, 1, 1], [2, 0, 1], [-1, 3, 0], [-2, 2, 1]])
+    assert strided_coords(coords, 2).tolist() == [[-1, 1, 0], [0, 0, 0], [1, 0, 0]]
+    assert torch.equal(strided_coords(coords, 1), torch.unique(coords, dim=0))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**16), size=st.integers(2, 9), count=st.integers(1, 60),
+       kernel_size=st.integers(1, 4), stride=st.integers(2, 3),
+       channels=st.tuples(st.integers(1, 3), st.integers(1, 3)))
+def test_strided_sparse_conv_equals_conv3d_at_the_output_coordinates(
+        seed, size, count, kernel_size, stride, channels):
+    coords, generator = random_voxels(seed, size, count)
+    feats = torch.randn(len(coords), channels[0], generator=generator, dtype=torch.float64)
+    weight = torch.randn(channels[1], channels[0], *[kernel_size] * 3, generator=generator,
+                         dtype=torch.float64)
+    kernel_map = build_kernel_map(coords, kernel_size, stride=stride)
+    outputs = strided_coords(coords, stride)
+    assert torch.equal(kernel_map.outputs, outputs)
+    dense = F.conv3d(grid_of(coords, feats, size + stride + kernel_size), weight,
+                     stride=stride, padding=(kernel_size - 1) // 2)  # zeros past the voxels
+    sparse = sparse_conv3d(coords, feats, weight, kernel_map)
+    assert sparse.shape == (len(outputs), channels[1])
+    assert torch.allclose(sparse, read_at(dense, outputs), atol=1e-10)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**16), size=st.integers(2, 9), count=st.integers(1, 60),
+       kernel_size=st.integers(1, 4), stride=st.integers(2, 3),
+       channels=st.tuples(st.integers(1, 3), st.integers(1, 3)))
+def test_transposed_sparse_conv_equals_conv_transpose3d_at_the_fine_coordinates(
+        seed, size, count, kernel_size, stride, channels):
+    fine, generator = random_voxels(seed, size, count)
+    kernel_map = build_kernel_map(fine, kernel_size, stride=stride)
+    coarse = kernel_map.outputs
+    feats = torch.randn(len(coarse), channels[0], generator=generator, dtype=torch.float64)
+    weight = torch.randn(channels[0], channels[1], *[kernel_size] * 3, generator=generator,
+                         dtype=torch.float64)
+    coarse_size = -(-size // stride) + 1
+    dense = F.conv_transpose3d(grid_of(coarse, feats, coarse_size), weight, stride=stride,
+                               padding=(kernel_size - 1) // 2)
+    assert dense.shape[-1] >= size
+    sparse = sparse_conv_transpose3d(feats, weight, kernel_map)
+    assert sparse.shape == (len(fine), channels[1])
+    assert torch.allclose(sparse, read_at(dense, fine), atol=1e-10)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**16), kernel_size=st.integers(1, 4), stride=st.integers(1, 3))
+def test_the_map_between_two_coordinate_sets_matches_brute_force(seed, kernel_size, stride):
+    coords, generator = random_voxels(seed, 8, 40)
+    outputs = torch.unique(torch.randint(-2, 5, (20, 3), generator=generator), dim=0)
+    kernel_map = build_kernel_map(coords, kernel_size, out_coords=outputs, stride=stride)
+    index = {tuple(c): i for i, c in enumerate(coords.tolist())}
+    for offset, pairs in zip(kernel_map.offsets.tolist(), kernel_map.pairs, strict=True):
+        wanted = [(index[q], o) for o, c in enumerate(outputs.tolist())
+                  if (q := tuple(stride * a + d for a, d in zip(c, offset, strict=True)))
+                  in index]
+        assert pairs.tolist() == [list(pair) for pair in wanted]
+
+
+def test_a_tiny_encoder_downsamples_twice_and_comes_back_to_its_voxels():
+    coords, feats = voxelize(synthetic_point_cloud("torus", 800, seed=0), 0.1)
+    first = build_kernel_map(coords, 2, stride=2)
+    second = build_kernel_map(first.outputs, 2, stride=2)
+    down = sparse_conv3d(coords, feats, random_weight(4, 3, 2, seed=0), first)
+    bottom = sparse_conv3d(first.outputs, down, random_weight(8, 4, 2, seed=1), second)
+    assert len(coords) > len(first.outputs) > len(second.outputs) == len(bottom)
+    up = sparse_conv_transpose3d(bottom, random_weight(8, 4, 2, seed=2), second)
+    back = sparse_conv_transpose3d(up, random_weight(4, 3, 2, seed=3), first)
+    assert up.shape == (len(first.outputs), 4) and back.shape == (len(coords), 3)
+
+
+def test_kernel_offsets_of_an_even_kernel_start_at_zero():
+    assert kernel_offsets(2).tolist() == [[a, b, c] for a in (0, 1) for b in (0, 1)
+                                          for c in (0, 1)]
+    assert kernel_offsets(4)[0].tolist() == [-1, -1, -1]
+
+
+def test_bad_strided_arguments_are_rejected():
+    with pytest.raises(ValueError, match="stride must be an int >= 1, got 0"):
+        strided_coords(TWO_VOXELS, 0)
+    with pytest.raises(TypeError, match="stride must be an int"):
+        build_kernel_map(TWO_VOXELS, 3, stride=2.0)
+    with pytest.raises(ValueError, match="kernel_size must be an odd int .* submanifold"):
+        build_kernel_map(TWO_VOXELS, 2)
+    with pytest.raises(ValueError, match="out_coords must be unique"):
+        build_kernel_map(TWO_VOXELS, 2, out_coords=torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(TypeError, match="out_coords must be an integer torch.Tensor"):
+        build_kernel_map(TWO_VOXELS, 2, out_coords=torch.zeros(2, 3))
+    strided = build_kernel_map(TWO_VOXELS, 2, stride=2)
+    with pytest.raises(ValueError, match=r"feats must have shape \(1, 3\)"):
+        sparse_conv_transpose3d(torch.ones(2, 3), torch.ones(3, 4, 2, 2, 2), strided)
+    with pytest.raises(ValueError, match="kernel_map was built for kernel_size=2"):
+        sparse_conv_transpose3d(torch.ones(1, 3), torch.ones(3, 4, 3, 3, 3), strided)
+    with pytest.raises(TypeError, match="kernel_map must be a KernelMap"):
+        sparse_conv_transpose3d(torch.ones(1, 3), torch.ones(3, 4, 2, 2, 2), strided.pairs)

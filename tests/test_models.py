@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from labkit import device
-from labkit.models import CIFAR_WIDTHS, MLP, VGG, randomize_batchnorms
+from labkit.models import CIFAR_WIDTHS, MLP, VGG, DenseNet, MobileNetV2, randomize_batchnorms
 
 
 def test_vgg_layer_names_and_shapes():
@@ -47,3 +47,29 @@ def test_randomize_batchnorms_moves_every_statistic_off_its_default():
         assert not torch.allclose(bn.weight, torch.ones_like(bn.weight))
         assert not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))
         assert bn.bias.abs().max() > 0 and bn.running_mean.abs().max() > 0
+
+
+def test_mobilenet_v2_blocks_follow_the_paper():
+    model = MobileNetV2()
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    first, second = model.blocks[0], model.blocks[1]
+    assert not hasattr(first.layers, "expand") and first.residual
+    assert second.layers.expand.out_channels == 4 * 8 and not second.residual
+    assert second.layers.depthwise.groups == second.layers.depthwise.in_channels == 32
+    assert model.blocks[2].residual
+
+
+def test_densenet_concatenates_every_layer_onto_its_input():
+    model = DenseNet((2, 2), growth=4)
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    assert [layer.layers.conv1.in_channels for layer in model.features if
+            hasattr(layer, "layers")] == [8, 12, 8, 12]
+    assert model.bn.num_features == model.classifier.in_features == 16
+
+
+@pytest.mark.parametrize("build", [lambda: MobileNetV2(()), lambda: MobileNetV2(((8, 0, 1),)),
+                                   lambda: MobileNetV2(stem=0), lambda: DenseNet(()),
+                                   lambda: DenseNet((2,), growth=0)])
+def test_mobilenet_and_densenet_refuse_bad_sizes(build):
+    with pytest.raises(ValueError, match="must be"):
+        build()

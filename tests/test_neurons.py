@@ -60,6 +60,8 @@ def test_apoz_rejects_bad_input():
         neurons.apoz(torch.zeros(4))
     with pytest.raises(TypeError, match="torch.Tensor"):
         neurons.apoz([[0.0]])
+    with pytest.raises(ValueError, match=r"N >= 1 samples, got shape \(0, 3, 2, 2\)"):
+        neurons.apoz(torch.zeros(0, 3, 2, 2))
 
 
 def test_collect_apoz_over_a_loader_equals_apoz_of_all_activations():
@@ -188,3 +190,16 @@ def test_apoz_check_accepts_the_reference_and_names_a_wrong_case(capsys):
     assert capsys.readouterr().out == "apoz: 5/5 cases passed\n"
     with pytest.raises(checks.CheckFailed, match="lecture's 2x3x4x4 example"):
         checks.check_apoz(lambda activations: (activations > 0).float().mean(dim=(0, 2, 3)))
+
+
+def test_an_all_zero_sample_is_refused_rather_than_answered_arbitrarily():
+    weight = torch.randn(2, 3, 3, 3, generator=torch.Generator().manual_seed(0))
+    zero_outputs = neurons.ConvSample(torch.randn(10, 3, 9), torch.zeros(10, 2))
+    zero_patches = neurons.ConvSample(torch.zeros(10, 3, 9), torch.randn(10, 2))
+    with pytest.raises(ValueError, match=r"sample.outputs are all zero"):
+        neurons.reconstruction_error(zero_outputs, weight[:, :2], torch.tensor([0, 1]))
+    for sample in (zero_outputs, zero_patches):
+        with pytest.raises(ValueError, match="sample explains nothing"):
+            neurons.lasso_channel_selection(sample, weight, 2)
+    assert neurons.reconstruction_error(zero_patches, weight[:, :2], torch.tensor([0, 1])) \
+        == pytest.approx(1.0)

@@ -13,7 +13,15 @@ with feature vectors ``x_i``, and in submanifold mode computes outputs at the in
 TorchSparse computes it offset by offset. The kernel map ``M_d = {(i, o) : c_i = c_o + d}``
 is found with a hash table of coordinates; then for each ``d``: gather the ``x_i`` of
 ``M_d``, multiply them by ``W_d`` in one matrix product (GEMM), and scatter-add the rows
-into the ``y_o``.
+into the ``y_o``. Submanifold convolution is Graham et al. 2018's.
+
+Networks also change resolution. A **strided** (generalized) sparse convolution of stride
+``s`` computes at the output coordinates ``{floor(c / s)}`` of the occupied voxels, from
+the inputs at ``s * c_o + d``; its kernel map is ``M_d = {(i, o) : c_i = s c_o + d}``
+between two coordinate sets. The **transposed** convolution that upsamples back reads the
+same map the other way round, from the coarse voxels to the fine ones (MinkowskiEngine,
+Choy et al. 2019; TorchSparse). Both compute only at the output coordinates they are
+given, not at every voxel the dense convolution would make non-zero.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from labkit.validation import check_tensor
+from labkit.validation import check_count, check_tensor
 
 SHAPES = ("sphere", "torus", "box")
 TORUS_MAJOR_RADIUS = 1.0
@@ -38,17 +46,25 @@ binary-searches the sorted keys otherwise."""
 class KernelMap:
     """For each kernel offset ``d``, the pairs ``(input index, output index)`` it connects.
 
-    ``coords``: the ``M x 3`` coordinates the map was built for (a copy), so that
+    ``coords``: the ``M x 3`` input coordinates the map was built for (a copy), so that
     :func:`sparse_conv3d` refuses the map for other coordinates. ``offsets``: int64
     ``k^3 x 3``, in the order of ``weight.flatten(2)`` for a ``conv3d`` weight
     ``(C_out, C_in, k, k, k)``. ``pairs[n]``: int64 ``P_n x 2`` for ``offsets[n]``, by
-    output index.
+    output index. ``out_coords``: the output coordinates (a copy), None for a submanifold
+    map, whose outputs are ``coords``; ``stride``: ``s`` in ``c_i = s c_o + d``.
     """
 
     kernel_size: int
     coords: torch.Tensor
     offsets: torch.Tensor
     pairs: tuple[torch.Tensor, ...]
+    out_coords: torch.Tensor | None = None
+    stride: int = 1
+
+    @property
+    def outputs(self) -> torch.Tensor:
+        """The output coordinates: ``out_coords``, or ``coords`` for a submanifold map."""
+        return self.coords if self.out_coords is None else self.out_coords
 
     @property
     def num_pairs(self) -> int:
@@ -84,8 +100,7 @@ def synthetic_point_cloud(
     """
     if shape not in SHAPES:
         raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
-    if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 1:
-        raise ValueError(f"n_points must be a positive int, got {n_points!r}")
+    n_points = check_count(n_points, "n_points")
     if not noise >= 0:
         raise ValueError(f"noise must be a standard deviation >= 0, got {noise!r}")
     generator = torch.Generator().manual_seed(seed)
@@ -120,25 +135,46 @@ def voxelize(
 
 
 def kernel_offsets(kernel_size: int) -> torch.Tensor:
-    """The ``k^3`` offsets ``d`` in ``{-k//2, ..., k//2}^3``, last axis fastest.
+    """The ``k^3`` offsets ``d`` in ``{-(k-1)//2, ..., k//2}^3``, last axis fastest.
 
     That is the order of ``weight.flatten(2)``: ``weight[:, :, a, b, c]`` multiplies the
-    input at ``c_o + (a, b, c) - k//2`` (``conv3d`` is a cross-correlation).
+    input at ``s c_o + (a, b, c) - (k-1)//2`` (``conv3d`` with padding ``(k-1)//2`` is a
+    cross-correlation). For odd ``k`` the offsets are centred, ``-k//2 ... k//2``; for
+    ``k = 2`` they are ``{0, 1}^3``, the eight finer voxels of a stride-2 output.
+    TorchSparse and MinkowskiEngine order the offsets with the *first* axis fastest.
     """
-    _check_kernel_size(kernel_size)
-    steps = torch.arange(kernel_size) - kernel_size // 2
+    kernel_size = _check_kernel_size(kernel_size, odd=False)
+    steps = torch.arange(kernel_size) - (kernel_size - 1) // 2
     return torch.cartesian_prod(steps, steps, steps)
 
 
-def build_kernel_map(coords: torch.Tensor, kernel_size: int) -> KernelMap:
-    """The submanifold kernel map ``M_d = {(i, o) : c_i = c_o + d}`` for every offset ``d``.
+def strided_coords(coords: torch.Tensor, stride: int) -> torch.Tensor:
+    """The output coordinates of a sparse convolution of stride ``s``: the distinct
+    ``floor(c / s)`` of the input coordinates, int64 in lexicographic order.
 
-    Each voxel gets one integer key, the coordinates shifted to be non-negative and
-    packed ``key = (x * Y + y) * Z + z`` with room for the offsets, so that
-    ``key(c + d) = key(c) + key_step(d)``. For every offset at once, each output voxel
-    ``o`` looks up ``key(c_o) + key_step(d)``; a hit is an input ``i``. The lookup plays
-    the GPU hash table of Tang et al. 2022 with whole-tensor operations, no Python loop
-    over voxels:
+    One output per ``s x s x s`` cell holding an occupied voxel, as MinkowskiEngine and
+    TorchSparse downsample (they keep coordinates in input units, ``s floor(c / s)``; here
+    each resolution counts in its own voxels).
+    """
+    _check_coords(coords)
+    stride = check_count(stride, "stride")
+    return torch.unique(torch.div(coords.long(), stride, rounding_mode="floor"), dim=0)
+
+
+def build_kernel_map(coords: torch.Tensor, kernel_size: int,
+                     out_coords: torch.Tensor | None = None, stride: int = 1) -> KernelMap:
+    """The kernel map ``M_d = {(i, o) : c_i = s c_o + d}`` for every offset ``d``.
+
+    With the defaults, the submanifold map: the outputs are the inputs ``coords``, ``s = 1``
+    and ``k`` odd. With ``stride = s > 1`` and no ``out_coords``, the outputs are
+    :func:`strided_coords`; ``out_coords`` gives them explicitly (a map between two
+    coordinate sets, any ``k``).
+
+    Each voxel gets one integer key, its coordinates relative to the box of ``coords``
+    packed ``key = (x * Y + y) * Z + z``. For every offset at once, each output voxel
+    ``o`` looks up ``key(s c_o + d)``; a hit is an input ``i``. The lookup plays the GPU
+    hash table of Tang et al. 2022 with whole-tensor operations, no Python loop over
+    voxels:
 
     * the keys sorted once, and a binary search per query (``torch.searchsorted``),
       ``O(k^3 M log M)``;
@@ -149,27 +185,50 @@ def build_kernel_map(coords: torch.Tensor, kernel_size: int) -> KernelMap:
     Both give the same map; pairs come by output index.
     """
     _check_coords(coords)
-    offsets = kernel_offsets(kernel_size)
-    keys, strides, volume = _packed_keys(coords, margin=kernel_size // 2)
-    sorted_keys, order = torch.sort(keys)
-    if (sorted_keys[1:] == sorted_keys[:-1]).any():
-        raise ValueError("coords must be unique: one row per active voxel")
-    count = len(keys)
-    queries = (keys + (offsets * strides).sum(dim=1)[:, None]).flatten()
-    if volume <= INDEX_GRID_MAX_RATIO * queries.numel():
-        grid = torch.full((volume,), -1, dtype=torch.long)
-        grid[keys] = torch.arange(count)
-        inputs = grid.index_select(0, queries)
-        hits = (inputs >= 0).nonzero().squeeze(1)
-        inputs = inputs.index_select(0, hits)
+    stride = check_count(stride, "stride")
+    submanifold = out_coords is None and stride == 1
+    kernel_size = _check_kernel_size(kernel_size, odd=submanifold)
+    if out_coords is None:
+        outputs = coords if submanifold else strided_coords(coords, stride)
     else:
-        positions = torch.searchsorted(sorted_keys, queries).clamp_(max=count - 1)
-        hits = (sorted_keys.index_select(0, positions) == queries).nonzero().squeeze(1)
-        inputs = order.index_select(0, positions.index_select(0, hits))
+        _check_coords(out_coords, "out_coords")
+        if len(torch.unique(out_coords, dim=0)) != len(out_coords):
+            raise ValueError("out_coords must be unique: one row per output voxel")
+        outputs = out_coords
+    offsets = kernel_offsets(kernel_size)
+    queries = (stride * outputs.long())[None] + offsets[:, None]
+    inputs, hits = _lookup(coords, queries.reshape(-1, 3))
+    count = len(outputs)
     per_offset = torch.bincount(hits // count, minlength=len(offsets)).tolist()
     pairs = torch.stack([inputs, hits % count], dim=1).split(per_offset)
     return KernelMap(kernel_size=kernel_size, coords=coords.clone(), offsets=offsets,
-                     pairs=tuple(pairs))
+                     pairs=tuple(pairs), out_coords=None if submanifold else outputs.clone(),
+                     stride=stride)
+
+
+def _lookup(coords: torch.Tensor, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every query coordinate that is a voxel of ``coords``: ``(voxel index, query
+    index)``, by query index. Queries outside the box of ``coords`` miss without a look."""
+    low = coords.long().amin(dim=0)
+    extent = coords.long().amax(dim=0) - low + 1
+    strides = torch.stack([extent[1] * extent[2], extent[2], torch.ones_like(extent[2])])
+    keys = ((coords.long() - low) * strides).sum(dim=1)
+    sorted_keys, order = torch.sort(keys)
+    if (sorted_keys[1:] == sorted_keys[:-1]).any():
+        raise ValueError("coords must be unique: one row per active voxel")
+    local = queries - low
+    inside = ((local >= 0) & (local < extent)).all(dim=1).nonzero().squeeze(1)
+    query_keys = (local.index_select(0, inside) * strides).sum(dim=1)
+    volume = int(extent.prod())
+    if volume <= INDEX_GRID_MAX_RATIO * len(queries):
+        grid = torch.full((volume,), -1, dtype=torch.long)
+        grid[keys] = torch.arange(len(keys))
+        found = grid.index_select(0, query_keys)
+        hit = found >= 0
+        return found[hit], inside[hit]
+    positions = torch.searchsorted(sorted_keys, query_keys).clamp_(max=len(keys) - 1)
+    hit = sorted_keys.index_select(0, positions) == query_keys
+    return order.index_select(0, positions[hit]), inside[hit]
 
 
 def sparse_conv3d(
@@ -178,32 +237,69 @@ def sparse_conv3d(
     weight: torch.Tensor,
     kernel_map: KernelMap | None = None,
 ) -> torch.Tensor:
-    """Submanifold sparse convolution: gather, GEMM per offset, scatter-add (Tang et al. 2022).
+    """Sparse convolution: gather, GEMM per offset, scatter-add (Tang et al. 2022).
 
     ``y = 0``; for each offset ``d`` with pairs ``(i, o)`` in ``M_d``:
     ``y[o] += feats[i] @ W_d.T``, where ``W_d = weight[:, :, a, b, c]`` is ``C_out x C_in``.
-    Equal to ``conv3d(grid, weight, padding=k//2)`` read at the active sites. The gather
-    and the scatter-add run once over the pairs of all offsets, the GEMMs offset by offset.
+    Equal to ``conv3d(grid, weight, stride=s, padding=(k-1)//2)`` read at the output
+    coordinates. The gather and the scatter-add run once over the pairs of all offsets,
+    the GEMMs offset by offset.
 
     ``coords``: int64 ``M x 3`` unique; ``feats``: ``M x C_in``;
-    ``weight``: ``(C_out, C_in, k, k, k)`` with odd ``k``; ``kernel_map``: from
-    :func:`build_kernel_map` for these ``coords`` (built here when None; a map built for
-    other coordinates or another kernel size raises ``ValueError``). Returns
-    ``M x C_out``.
+    ``weight``: ``(C_out, C_in, k, k, k)``; ``kernel_map``: from :func:`build_kernel_map`
+    for these ``coords`` (the submanifold map, odd ``k``, built here when None; a map built
+    for other coordinates or another kernel size raises ``ValueError``). Returns one row
+    of ``C_out`` per output coordinate (``kernel_map.outputs``).
     """
     _check_coords(coords)
-    _check_conv_weight(weight, feats, len(coords))
+    _check_conv_weight(weight, feats, len(coords),
+                       odd=getattr(kernel_map, "out_coords", None) is None)
     kernel_size = weight.shape[-1]
     if kernel_map is None:
         kernel_map = build_kernel_map(coords, kernel_size)
     _check_kernel_map(kernel_map, coords, kernel_size)
-    pairs = torch.cat(kernel_map.pairs)
-    gathered = feats[pairs[:, 0]].split([len(p) for p in kernel_map.pairs])
-    weight_per_offset = weight.flatten(2)
-    products = torch.cat([rows @ weight_per_offset[:, :, index].T
-                          for index, rows in enumerate(gathered)])
-    output = torch.zeros(len(coords), weight.shape[0], dtype=feats.dtype)
-    return output.index_add_(0, pairs[:, 1], products)
+    return _gather_gemm_scatter(feats, weight.flatten(2).permute(2, 1, 0), kernel_map.pairs,
+                                source=0, count=len(kernel_map.outputs))
+
+
+def sparse_conv_transpose3d(feats: torch.Tensor, weight: torch.Tensor,
+                            kernel_map: KernelMap) -> torch.Tensor:
+    """Transposed sparse convolution: the strided layer's kernel map read backwards, from
+    its outputs (coarse) to its inputs (fine), as MinkowskiEngine and TorchSparse upsample.
+
+    ``y = 0``; for each offset ``d`` with pairs ``(i, o)`` in ``M_d``:
+    ``y[i] += feats[o] @ W_d``, where ``W_d = weight[:, :, a, b, c]`` is ``C_in x C_out``
+    (``conv_transpose3d``'s layout). Equal to ``conv_transpose3d(grid, weight, stride=s,
+    padding=(k-1)//2)`` read at the fine coordinates.
+
+    ``feats``: one row of ``C_in`` per output of the map (``kernel_map.outputs``);
+    ``weight``: ``(C_in, C_out, k, k, k)`` with ``k = kernel_map.kernel_size``;
+    ``kernel_map``: the map of the strided layer, :func:`build_kernel_map` ``(fine, k,
+    stride=s)``. Returns one row of ``C_out`` per fine coordinate (``kernel_map.coords``).
+    """
+    if not isinstance(kernel_map, KernelMap):
+        raise TypeError(f"kernel_map must be a KernelMap from build_kernel_map, got "
+                        f"{type(kernel_map).__name__}")
+    as_conv = weight.transpose(0, 1) if isinstance(weight, torch.Tensor) and weight.ndim == 5 \
+        else weight
+    _check_conv_weight(as_conv, feats, len(kernel_map.outputs), odd=False)
+    if weight.shape[-1] != kernel_map.kernel_size:
+        raise ValueError(f"kernel_map was built for kernel_size={kernel_map.kernel_size}, "
+                         f"but weight has kernel size {weight.shape[-1]}")
+    return _gather_gemm_scatter(feats, weight.flatten(2).permute(2, 0, 1), kernel_map.pairs,
+                                source=1, count=len(kernel_map.coords))
+
+
+def _gather_gemm_scatter(feats: torch.Tensor, weights: torch.Tensor,
+                         pairs: tuple[torch.Tensor, ...], source: int,
+                         count: int) -> torch.Tensor:
+    """``y[p[1 - source]] += feats[p[source]] @ weights[n]`` over the pairs ``p`` of every
+    offset ``n``; ``weights``: ``k^3 x C_in x C_out``; ``y``: ``count x C_out``."""
+    together = torch.cat(pairs)
+    gathered = feats[together[:, source]].split([len(p) for p in pairs])
+    products = torch.cat([rows @ weights[index] for index, rows in enumerate(gathered)])
+    output = torch.zeros(count, weights.shape[2], dtype=feats.dtype)
+    return output.index_add_(0, together[:, 1 - source], products)
 
 
 def to_dense_grid(coords: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
@@ -265,15 +361,6 @@ def _box(n_points: int, generator: torch.Generator) -> torch.Tensor:
     return points
 
 
-def _packed_keys(coords: torch.Tensor, margin: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """One integer key per voxel, the strides ``(Y * Z, Z, 1)`` that make it, and the
-    number ``X * Y * Z`` of keys in the box."""
-    shifted = coords.long() - coords.amin(dim=0) + margin
-    extent = shifted.amax(dim=0) + margin + 1
-    strides = torch.stack([extent[1] * extent[2], extent[2], torch.ones_like(extent[2])])
-    return (shifted * strides).sum(dim=1), strides, int(extent.prod())
-
-
 def _check_points(points: torch.Tensor) -> None:
     if not isinstance(points, torch.Tensor) or not points.is_floating_point():
         raise TypeError("points must be a floating-point torch.Tensor")
@@ -282,22 +369,24 @@ def _check_points(points: torch.Tensor) -> None:
     check_tensor(points, "points")
 
 
-def _check_coords(coords: torch.Tensor) -> None:
+def _check_coords(coords: torch.Tensor, argument: str = "coords") -> None:
     if (
         not isinstance(coords, torch.Tensor)
         or coords.is_floating_point()
         or coords.dtype == torch.bool
     ):
-        raise TypeError("coords must be an integer torch.Tensor of voxel coordinates")
+        raise TypeError(f"{argument} must be an integer torch.Tensor of voxel coordinates")
     if coords.ndim != 2 or coords.shape[1] != 3 or len(coords) == 0:
-        raise ValueError(f"coords must have shape (M, 3) with M >= 1, got {tuple(coords.shape)}")
+        raise ValueError(f"{argument} must have shape (M, 3) with M >= 1, got "
+                         f"{tuple(coords.shape)}")
 
 
-def _check_kernel_size(kernel_size: int) -> None:
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int):
-        raise TypeError(f"kernel_size must be an int, got {type(kernel_size).__name__}")
-    if kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be an odd int >= 1 (1, 3, 5, ...), got {kernel_size}")
+def _check_kernel_size(kernel_size: int, *, odd: bool = True) -> int:
+    kernel_size = check_count(kernel_size, "kernel_size")
+    if odd and kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be an odd int >= 1 (1, 3, 5, ...) for a "
+                         f"submanifold map, centred on each voxel, got {kernel_size}")
+    return kernel_size
 
 
 def _check_kernel_map(kernel_map: KernelMap, coords: torch.Tensor, kernel_size: int) -> None:
@@ -316,13 +405,15 @@ def _check_kernel_map(kernel_map: KernelMap, coords: torch.Tensor, kernel_size: 
         )
 
 
-def _check_conv_weight(weight: torch.Tensor, feats: torch.Tensor, num_voxels: int) -> None:
+def _check_conv_weight(weight: torch.Tensor, feats: torch.Tensor, num_voxels: int, *,
+                       odd: bool) -> None:
     if not isinstance(weight, torch.Tensor) or weight.ndim != 5:
         found = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
         raise ValueError(f"weight must have shape (C_out, C_in, k, k, k), got {found}")
     kernel = tuple(weight.shape[2:])
-    if len(set(kernel)) != 1 or kernel[0] % 2 == 0:
-        raise ValueError(f"weight must have a cubic kernel of odd size, got kernel {kernel}")
+    if len(set(kernel)) != 1 or (odd and kernel[0] % 2 == 0):
+        size = "of odd size" if odd else "(k, k, k)"
+        raise ValueError(f"weight must have a cubic kernel {size}, got kernel {kernel}")
     if not isinstance(feats, torch.Tensor) or feats.shape != (num_voxels, weight.shape[1]):
         found = tuple(feats.shape) if isinstance(feats, torch.Tensor) else type(feats).__name__
         raise ValueError(

@@ -13,8 +13,10 @@ channel ``j`` of whatever produced ``x``. All convs whose outputs meet in an add
 keep the same channels, and every layer reading any of them loses the same inputs: a
 **channel group** (the dependency groups of Torch-Pruning's DepGraph, Fang et al. 2023).
 :func:`channel_groups` finds them from the graph ``torch.fx`` traces, with a union-find
-over the additions, so that one code path serves VGG (one group per conv) and ResNet, and
-a graph it cannot follow (a concatenation, a reshape of channels into features, ...) is
+over the additions, so that one code path serves VGG (one group per conv), ResNet,
+MobileNetV2 (a depthwise conv's output channels are its input channels) and DenseNet (after
+a concatenation, a layer reads each earlier conv's channels from an offset), and a graph
+it cannot follow (a broadcasting addition, a reshape of channels into features, ...) is
 refused with the name of the node.
 
 A conv keeping a fraction ``1 - r`` of its output channels and following a conv that
@@ -31,8 +33,10 @@ weights that read it in the next layers, ``||W_{i+1}[:, j]||_2``
 from __future__ import annotations
 
 import copy
+import math
+import numbers
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +45,7 @@ from torch import fx, nn
 
 from labkit.models import VGG
 from labkit.pruning.criteria import row_norm
+from labkit.validation import check_count, check_sparsity
 
 SUPPORTED_BACKBONE_TYPES = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d)
 
@@ -57,6 +62,12 @@ ADDITIONS = (operator.add, operator.iadd, torch.add)
 ADDITION_METHODS = ("add", "add_")
 SPATIAL_MEANS = (torch.mean, torch.amax)
 SPATIAL_MEAN_METHODS = ("mean", "amax")
+CONCATENATIONS = (torch.cat, torch.concat, torch.concatenate)
+SIZES = ("size", "dim")
+METADATA = ("shape", "dtype", "device", "ndim")
+"""Attributes of a tensor that describe it and carry none of its channels."""
+RESHAPES = ("view", "reshape", torch.reshape)
+POOLING_FUNCTIONS = (F.avg_pool2d, F.max_pool2d)
 
 
 @dataclass(frozen=True)
@@ -66,14 +77,29 @@ class ChannelGroup:
     ``convs``: the convs whose output channels these are (several when their outputs
     meet in additions); ``batchnorms``: the BatchNorms that normalise them;
     ``readers``: the convs and linear layers that read them as input channels or
-    features. Names are qualified module names (``model.get_submodule(name)``), in the
-    order the forward pass runs them; ``channels`` is the group's width.
+    features; ``depthwise``: the depthwise convs (``groups == in_channels ==
+    out_channels``) that filter each of them alone, so that their output channels are
+    these channels too. Names are qualified module names (``model.get_submodule(name)``),
+    in the order the forward pass runs them; ``channels`` is the group's width.
+
+    ``offsets``: ``(name, first)`` for each BatchNorm, depthwise conv or reader that sees
+    these channels inside a concatenation, starting at its channel ``first`` (absent: 0).
+    ``blocks``: a grouped conv (``groups = g``) that makes or reads these channels splits
+    them into ``g`` equal blocks that must stay equal, so the kept channels sit at the same
+    positions in each of ``blocks`` blocks (the least common multiple of those ``g``).
     """
 
     convs: tuple[str, ...]
     batchnorms: tuple[str, ...]
     readers: tuple[str, ...]
     channels: int
+    depthwise: tuple[str, ...] = ()
+    offsets: tuple[tuple[str, int], ...] = ()
+    blocks: int = 1
+
+    def offset(self, name: str) -> int:
+        """The first channel at which module ``name`` sees this group's channels."""
+        return dict(self.offsets).get(name, 0)
 
 
 def get_num_channels_to_keep(channels: int, prune_ratio: float) -> int:
@@ -82,15 +108,9 @@ def get_num_channels_to_keep(channels: int, prune_ratio: float) -> int:
     ``round((1 - prune_ratio) * channels)``, and at least one, so that a layer never
     vanishes.
     """
-    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-        raise ValueError(f"channels must be a positive int, got {channels!r}")
-    _check_ratio("prune_ratio", prune_ratio)
-    return max(1, round((1 - prune_ratio) * channels))
-
-
-def _check_ratio(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    channels = check_count(channels, "channels")
+    check_sparsity(prune_ratio, "prune_ratio")
+    return max(1, round((1 - float(prune_ratio)) * channels))
 
 
 def get_input_channel_importance(weight: torch.Tensor) -> torch.Tensor:
@@ -108,6 +128,8 @@ def get_input_channel_importance(weight: torch.Tensor) -> torch.Tensor:
             f"weight must be 2-d (linear) or 4-d (conv), got shape {tuple(weight.shape)}"
         )
     return row_norm(weight.transpose(0, 1), p=2)
+
+
 
 
 class _UnionFind:
@@ -134,11 +156,12 @@ class _UnionFind:
 
 @dataclass(frozen=True)
 class _Flow:
-    """What a traced value carries: channel set ``channels`` (None: features no conv
-    made, e.g. a linear layer's output), on ``ndim`` dimensions with channels on dim 1,
-    ``pooled`` when the spatial dims are 1 x 1."""
+    """What a traced value carries: ``sets``, the channel sets laid side by side along dim 1
+    (one for a conv's output, several after a concatenation; None: features no conv made,
+    e.g. a linear layer's output), on ``ndim`` dimensions, ``pooled`` when the spatial dims
+    are 1 x 1."""
 
-    channels: int | None
+    sets: tuple[int, ...] | None
     ndim: int | None = 4
     pooled: bool = False
 
@@ -146,50 +169,120 @@ class _Flow:
 INPUT = 0
 """The channel set of the model's input: read by the first conv, never removed."""
 
+FEATURES = _Flow(None, ndim=None)
+
+
+def _is_depthwise(conv: nn.Conv2d) -> bool:
+    return conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
+
+
+class _LeafTracer(fx.Tracer):
+    """``torch.fx``'s tracer, with every ``Conv2d``, ``Linear`` and ``BatchNorm2d``, subclasses
+    included, kept as one module call rather than traced through: a subclass with its own
+    ``forward`` is still the layer whose channels are removed."""
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)) or \
+            super().is_leaf_module(module, qualified_name)
+
+
+def _traces(model: nn.Module) -> list[fx.Graph]:
+    """The graphs of ``model`` in eval mode and in train mode (a layer used only in one
+    mode, such as an auxiliary head in training, is in one of them); every module's mode is
+    restored afterwards."""
+    modes = {module: module.training for module in model.modules()}
+    graphs = []
+    try:
+        for training in (False, True):
+            model.train(training)
+            graphs.append(_LeafTracer().trace(model))
+    except Exception as error:  # any tracing failure: say what could not be grouped
+        raise ValueError(
+            f"channel groups come from tracing the model with torch.fx, which failed "
+            f"for {type(model).__name__}: {error}") from error
+    finally:
+        for module, training in modes.items():
+            module.training = training
+    return graphs
+
 
 class _Grouper:
-    """One pass over the traced graph: which channel set every value carries, which
+    """One pass over each traced graph: which channel sets every value carries, which
     modules make, normalise and read each set, and which sets additions join."""
 
     def __init__(self, model: nn.Module) -> None:
-        try:
-            self.graph = fx.Tracer().trace(model)
-        except Exception as error:  # any tracing failure: say what could not be grouped
-            raise ValueError(
-                f"channel groups come from tracing the model with torch.fx, which failed "
-                f"for {type(model).__name__}: {error}") from error
+        self.graphs = _traces(model)
         self.modules = dict(model.named_modules())
         self.sets = _UnionFind()
         self.sets.new()
-        self.role: dict[str, dict[str, int]] = {"convs": {}, "batchnorms": {}, "readers": {}}
+        self.widths: dict[int, int | None] = {INPUT: None}
+        self.blocks: dict[int, int] = {}
+        self.role: dict[str, dict[str, tuple[int, ...]]] = {
+            "convs": {}, "batchnorms": {}, "depthwise": {}, "readers": {}}
         self.flows: dict[fx.Node, _Flow] = {}
 
     def groups(self) -> list[ChannelGroup]:
-        for node in self.graph.nodes:
-            self.flows[node] = self.visit(node)
-        members: dict[int, dict[str, list[str]]] = {}
-        for role, assigned in self.role.items():
-            for name, channels in assigned.items():
-                root = self.sets.find(channels)
-                members.setdefault(root, {r: [] for r in self.role})[role].append(name)
-        groups = []
-        for root in sorted(members):
-            found = members[root]
-            if root == INPUT:
-                continue
-            widths = {self.modules[conv].out_channels for conv in found["convs"]}
-            groups.append(ChannelGroup(convs=tuple(found["convs"]),
-                                       batchnorms=tuple(found["batchnorms"]),
-                                       readers=tuple(found["readers"]),
-                                       channels=widths.pop()))
-        return groups
+        for graph in self.graphs:
+            for node in graph.nodes:
+                self.flows[node] = self.visit(node)
+        members, offsets = self.members()
+        blocks: dict[int, int] = {}
+        for channels, count in self.blocks.items():
+            root = self.sets.find(channels)
+            blocks[root] = math.lcm(blocks.get(root, 1), count)
+        return [ChannelGroup(convs=tuple(found["convs"]), batchnorms=tuple(found["batchnorms"]),
+                             readers=tuple(found["readers"]), channels=self.widths[root],
+                             depthwise=tuple(found["depthwise"]),
+                             offsets=tuple(offsets.get(root, ())), blocks=blocks.get(root, 1))
+                for root, found in sorted(members.items()) if root != INPUT]
 
-    def assign(self, role: str, name: str, channels: int) -> None:
-        """Record that module ``name`` plays ``role`` for ``channels``; a module run twice
-        (shared weights) joins the channel sets of both calls."""
-        previous = self.role[role].get(name)
-        self.role[role][name] = channels if previous is None else self.sets.union(previous,
-                                                                                  channels)
+    def members(self) -> tuple[dict[int, dict[str, list[str]]], dict[int, list[tuple[str, int]]]]:
+        """For each joined channel set: the modules in each role, and the offsets at which
+        modules that read a concatenation see it."""
+        members: dict[int, dict[str, list[str]]] = {}
+        offsets: dict[int, list[tuple[str, int]]] = {}
+        for role, assigned in self.role.items():
+            for name, sets in assigned.items():
+                first = 0
+                for channels in sets:
+                    root = self.sets.find(channels)
+                    names = members.setdefault(root, {r: [] for r in self.role})[role]
+                    if name in names:
+                        raise ValueError(f"channel groups cannot follow {name!r}: it sees the "
+                                         "same channels at two places of its input")
+                    names.append(name)
+                    if first:
+                        offsets.setdefault(root, []).append((name, first))
+                    first += self.widths[channels]
+        return members, offsets
+
+    def new_set(self, width: int, blocks: int = 1) -> int:
+        channels = self.sets.new()
+        self.widths[channels] = width
+        if blocks > 1:
+            self.blocks[channels] = blocks
+        return channels
+
+    def join(self, node: fx.Node, first: int, second: int) -> int:
+        """Union of two channel sets, which must be equally wide."""
+        if self.widths[first] != self.widths[second]:
+            raise self.refuse(node, f"it joins {self.widths[first]} channels with "
+                              f"{self.widths[second]} channels, which broadcasting would "
+                              "repeat; removal cannot follow a broadcast")
+        joined = self.sets.union(first, second)
+        self.widths[joined] = self.widths[first]
+        return joined
+
+    def assign(self, node: fx.Node, role: str, sets: tuple[int, ...]) -> None:
+        """Record that module ``node.target`` plays ``role`` for ``sets``; a module run twice
+        (shared weights, or in both traces) joins the channel sets of both calls."""
+        previous = self.role[role].get(node.target)
+        if previous is not None:
+            if len(previous) != len(sets):
+                raise self.refuse(node, "the module runs twice on differently concatenated "
+                                  "channels")
+            sets = tuple(self.join(node, a, b) for a, b in zip(previous, sets, strict=True))
+        self.role[role][node.target] = sets
 
     def refuse(self, node: fx.Node, why: str) -> ValueError:
         return ValueError(f"channel groups cannot follow node {node.name!r} "
@@ -200,70 +293,91 @@ class _Grouper:
 
     def tracked(self, node: fx.Node) -> bool:
         """Whether a conv's channels flow into ``node``."""
-        return any(flow.channels not in (None, INPUT) for flow in self.inputs(node))
+        return any(_carries_conv_channels(flow) for flow in self.inputs(node))
 
     def visit(self, node: fx.Node) -> _Flow:
         if node.op == "placeholder":
-            return _Flow(INPUT, ndim=None)
+            return _Flow((INPUT,), ndim=None)
         if node.op == "output":
             if self.tracked(node):
                 raise self.refuse(node, "the model returns conv channels, which removal "
                                   "would change; end the model in a linear layer")
-            return _Flow(None, ndim=None)
+            return FEATURES
         if node.op == "call_module":
             return self.visit_module(node, self.modules[node.target])
         return self.visit_operation(node)
 
     def visit_module(self, node: fx.Node, module: nn.Module) -> _Flow:
-        source = self.flows[node.args[0]] if node.args else _Flow(None)
+        source = self.flows[node.args[0]] if node.args else FEATURES
         if isinstance(module, nn.Conv2d):
-            if module.groups != 1:
-                if self.tracked(node):
-                    raise self.refuse(node, f"a grouped conv (groups={module.groups}) ties its "
-                                      "output channels to its input channels")
-                return _Flow(None)
-            if source.channels is not None:
-                self.assign("readers", node.target, source.channels)
-            channels = self.sets.new()
-            self.assign("convs", node.target, channels)
-            return _Flow(self.sets.find(self.role["convs"][node.target]))
+            return self.conv(node, module, source)
         if isinstance(module, nn.BatchNorm2d):
-            if source.channels is not None:
-                self.assign("batchnorms", node.target, source.channels)
+            if _carries_conv_channels(source):
+                self.assign(node, "batchnorms", source.sets)
             return source
         if isinstance(module, nn.Linear):
-            if source.channels not in (None, INPUT):
+            if _carries_conv_channels(source):
                 if source.ndim != 2:
                     raise self.refuse(node, "a linear layer reads conv channels that are not "
                                       "pooled to one value each (N x C)")
-                self.assign("readers", node.target, source.channels)
-            return _Flow(None, ndim=None)
+                self.assign(node, "readers", source.sets)
+            return FEATURES
         if not self.tracked(node):
-            return _Flow(None, ndim=None)
+            return FEATURES
         if isinstance(module, PASS_THROUGH_MODULES):
             return source
         if isinstance(module, nn.AdaptiveAvgPool2d):
-            return _Flow(source.channels, 4, _is_one(module.output_size) or source.pooled)
+            return _Flow(source.sets, 4, _is_one(module.output_size) or source.pooled)
         if isinstance(module, nn.Flatten) and module.start_dim == 1:
             return self.flatten(node, source)
         return self.unknown(node)
+
+    def conv(self, node: fx.Node, conv: nn.Conv2d, source: _Flow) -> _Flow:
+        """A depthwise conv passes its input's channel sets on (each output channel filters
+        its own input channel); any other conv reads them and makes a new set, in ``groups``
+        blocks that must stay equal."""
+        tracked = _carries_conv_channels(source)
+        if _is_depthwise(conv):
+            if tracked:
+                self.assign(node, "depthwise", source.sets)
+            return source
+        if tracked:
+            if conv.groups > 1:
+                if len(source.sets) > 1:
+                    raise self.refuse(node, f"a grouped conv (groups={conv.groups}) reads "
+                                      "concatenated channels, whose blocks removal cannot "
+                                      "keep equal")
+                self.blocks[source.sets[0]] = math.lcm(self.blocks.get(source.sets[0], 1),
+                                                       conv.groups)
+            self.assign(node, "readers", source.sets)
+        made = self.new_set(conv.out_channels, conv.groups)
+        self.assign(node, "convs", (made,))
+        return _Flow(self.role["convs"][node.target])
 
     def visit_operation(self, node: fx.Node) -> _Flow:
         target = node.target
         if target in ADDITIONS or target in ADDITION_METHODS:
             return self.addition(node)
+        if target in CONCATENATIONS:
+            return self.concatenation(node)
         if not self.tracked(node):
-            return _Flow(None, ndim=None)
+            return FEATURES
         source = self.inputs(node)[0]
+        if target in POOLING_FUNCTIONS and _pools_its_whole_input(node):
+            return _Flow(source.sets, 4, True)
         if target in PASS_THROUGH_FUNCTIONS or target in PASS_THROUGH_METHODS:
             return source
+        if target in SIZES or (target is getattr and node.args[1] in METADATA):
+            return FEATURES
         if target is F.adaptive_avg_pool2d:
             size = node.args[1] if len(node.args) > 1 else node.kwargs.get("output_size")
-            return _Flow(source.channels, 4, _is_one(size) or source.pooled)
+            return _Flow(source.sets, 4, _is_one(size) or source.pooled)
         if target in (torch.flatten, "flatten"):
             start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
             if start == 1:
                 return self.flatten(node, source)
+        if target in RESHAPES and _is_batch_by_features(node):
+            return self.flatten(node, source)
         if target in SPATIAL_MEANS or target in SPATIAL_MEAN_METHODS:
             return self.spatial_mean(node, source)
         return self.unknown(node)
@@ -271,20 +385,49 @@ class _Grouper:
     def addition(self, node: fx.Node) -> _Flow:
         flows = self.inputs(node)
         if not self.tracked(node):
-            return _Flow(None, ndim=None)
-        if any(flow.channels in (None, INPUT) for flow in flows):
+            return FEATURES
+        if not all(_carries_conv_channels(flow) and INPUT not in flow.sets for flow in flows):
             raise self.refuse(node, "it adds conv channels to values that are not conv "
                               "channels (the model's input, features)")
-        joined = flows[0].channels
+        widths = [[self.widths[s] for s in flow.sets] for flow in flows]
+        if any(sum(w) != sum(widths[0]) for w in widths):
+            raise self.refuse(node, f"a broadcasting addition of tensors of "
+                              f"{' and '.join(str(sum(w)) for w in widths)} channels repeats "
+                              "the narrower one over the wider; removal cannot follow it")
+        if any(w != widths[0] for w in widths):
+            raise self.refuse(node, "it adds channels concatenated from differently wide "
+                              f"parts ({widths}), which ties parts of channel sets together")
+        joined = flows[0].sets
         for flow in flows[1:]:
-            joined = self.sets.union(joined, flow.channels)
+            joined = tuple(self.join(node, a, b) for a, b in zip(joined, flow.sets, strict=True))
         return _Flow(joined, flows[0].ndim, all(flow.pooled for flow in flows))
+
+    def concatenation(self, node: fx.Node) -> _Flow:
+        """``torch.cat`` along the channels lays the operands' channel sets side by side: the
+        readers of the result read each set from its offset on."""
+        if not self.tracked(node):
+            return FEATURES
+        tensors = node.args[0] if node.args else node.kwargs["tensors"]
+        flows = [self.flows[tensor] for tensor in tensors]
+        if not all(_carries_conv_channels(flow) and INPUT not in flow.sets for flow in flows):
+            raise self.refuse(node, "it concatenates conv channels with values that are not "
+                              "conv channels (the model's input, features), whose width the "
+                              "graph does not say")
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        ndims = {flow.ndim for flow in flows}
+        if len(ndims) != 1 or dim % ndims.pop() != 1:
+            raise self.refuse(node, f"a concatenation along dim {dim}; removal follows "
+                              "concatenations along the channels (dim 1) only")
+        sets = tuple(s for flow in flows for s in flow.sets)
+        if len({self.sets.find(s) for s in sets}) != len(sets):
+            raise self.refuse(node, "it concatenates the same channels more than once")
+        return _Flow(sets, flows[0].ndim, all(flow.pooled for flow in flows))
 
     def flatten(self, node: fx.Node, source: _Flow) -> _Flow:
         if not source.pooled:
             raise self.refuse(node, "flattening conv channels with their spatial positions "
                               "mixes channels into features; pool to 1 x 1 first")
-        return _Flow(source.channels, 2, True)
+        return _Flow(source.sets, 2, True)
 
     def spatial_mean(self, node: fx.Node, source: _Flow) -> _Flow:
         dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
@@ -296,13 +439,41 @@ class _Grouper:
             raise self.refuse(node, f"a reduction over dims {sorted(dims)} of conv channels; "
                               f"only the mean over all spatial dims {list(range(2, ndim))} "
                               "keeps channels apart")
-        return _Flow(source.channels, ndim if keepdim else 2, True)
+        return _Flow(source.sets, ndim if keepdim else 2, True)
 
     def unknown(self, node: fx.Node) -> _Flow:
-        raise self.refuse(node, "channel groups follow convs, BatchNorm2d, linear layers, "
-                          "element-wise activations, pooling, additions and spatial means; "
-                          "this operation mixes or reshapes channels in a way removal cannot "
-                          "follow (a concatenation, a reshape, ...)")
+        raise self.refuse(node, "channel groups follow convs (grouped and depthwise too), "
+                          "BatchNorm2d, linear layers, element-wise activations, pooling, "
+                          "additions, concatenations along the channels, spatial means and "
+                          "flattening after global pooling; this operation mixes or reshapes "
+                          "channels in a way removal cannot follow")
+
+
+def _carries_conv_channels(flow: _Flow) -> bool:
+    return flow.sets is not None and any(channels != INPUT for channels in flow.sets)
+
+
+def _is_batch_by_features(node: fx.Node) -> bool:
+    """Whether a ``view``/``reshape`` asks for ``(N, -1)``: after global pooling, the flatten
+    head of CIFAR ResNets, ``x.view(x.size(0), -1)``. (A fixed feature count, ``(-1, C)``,
+    would be wrong once channels are removed.)"""
+    shape = node.args[1:] if isinstance(node.target, str) else node.args[1:2]
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    return len(shape) == 2 and isinstance(shape[1], int) and shape[1] == -1
+
+
+def _pools_its_whole_input(node: fx.Node) -> bool:
+    """Whether a pooling's kernel is its input's own spatial size, as in the CIFAR ResNets'
+    ``F.avg_pool2d(x, x.size()[3])``: a global pooling."""
+    kernel = node.args[1] if len(node.args) > 1 else node.kwargs.get("kernel_size")
+    if isinstance(kernel, fx.Node) and kernel.target is operator.getitem:
+        kernel = kernel.args[0]
+    if not isinstance(kernel, fx.Node):
+        return False
+    measured = kernel.args[0] if kernel.args else None
+    return measured is node.args[0] and (
+        kernel.target in SIZES or (kernel.target is getattr and kernel.args[1] == "shape"))
 
 
 def _target_name(target: object) -> str:
@@ -314,18 +485,24 @@ def _is_one(size: object) -> bool:
 
 
 def channel_groups(model: nn.Module) -> list[ChannelGroup]:
-    """The channel groups of ``model``, found from its ``torch.fx`` graph.
+    """The channel groups of ``model``, found from its ``torch.fx`` graphs in eval and in
+    train mode (the dependency groups of DepGraph, Fang et al. 2023).
 
-    Every ``Conv2d`` (``groups=1``) makes a new channel set; BatchNorms, element-wise
-    activations, pooling and dropout pass their input's set on; an addition joins the sets
-    of its operands (union-find); a conv or linear layer reading a set is one of its
-    readers. Each joined set of conv channels is one :class:`ChannelGroup`, in the order
-    of its first conv. A VGG has one group per conv; in a ResNet the stem and the last
-    conv of every block of a stage (and the stage's projection shortcut) form one group.
+    Every ``Conv2d`` makes a new channel set; BatchNorms, depthwise convs, element-wise
+    activations, pooling and dropout pass their input's sets on; an addition joins the sets
+    of its operands (union-find); a concatenation along the channels lays its operands'
+    sets side by side, so that a layer reading it reads each set from an offset; a conv
+    or linear layer reading a set is one of its readers, a grouped conv (``groups = g``)
+    asks that the set's ``g`` blocks stay equal. Each joined set of conv channels is one
+    :class:`ChannelGroup`, in the order of its first conv. A VGG has one group per conv; in
+    a ResNet the stem and the last conv of every block of a stage (and the stage's
+    projection shortcut) form one group; in a MobileNetV2 block the expansion conv, the
+    depthwise conv and their BatchNorms form one group.
 
-    Raises ``ValueError`` naming the node for what it cannot follow: a concatenation, a
-    reshape or flatten of unpooled channels, a grouped conv on conv channels, conv channels
-    added to the model's input or returned as the model's output.
+    Raises ``ValueError`` naming the node for what it cannot follow: a reshape or flatten
+    of unpooled channels, a broadcasting addition, a grouped conv on concatenated channels,
+    conv channels added to or concatenated with the model's input, or returned as the
+    model's output.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -393,21 +570,73 @@ def _check_keep(keep: Sequence[ChannelIndices], groups: list[ChannelGroup]) -> l
             )
         if index.unique().numel() != index.numel():
             raise ValueError(f"keep for {name!r} repeats a channel: {index.tolist()}")
+        if not _same_in_every_block(index, group):
+            size = group.channels // group.blocks
+            raise ValueError(
+                f"keep for {name!r} must keep the same positions, in the same order, in each "
+                f"of its {group.blocks} blocks of {size} channels (a grouped conv makes or "
+                f"reads them), e.g. [p, ..., p + {size}, ...], got {index.tolist()}")
         checked.append(index)
     return checked
 
 
-def _cuts(groups: list[ChannelGroup], keep: list[torch.Tensor]) -> dict[tuple[str, str], list]:
-    """For every (module, tensor) the removal touches, the ``(dim, kept indices)`` to cut."""
-    cuts: dict[tuple[str, str], list] = {}
+def _same_in_every_block(index: torch.Tensor, group: ChannelGroup) -> bool:
+    """Whether ``index`` is one list of positions repeated in each of the group's blocks."""
+    if index.numel() % group.blocks:
+        return False
+    size = group.channels // group.blocks
+    per_block = index.reshape(group.blocks, -1)
+    expected = per_block[0] % size + size * torch.arange(group.blocks)[:, None]
+    return bool(torch.equal(per_block, expected))
+
+
+def _in_blocks(positions: torch.Tensor, group: ChannelGroup) -> torch.Tensor:
+    """``positions`` (within one block) repeated in each of the group's blocks."""
+    size = group.channels // group.blocks
+    return (positions[None, :] + size * torch.arange(group.blocks)[:, None]).flatten()
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """Kept indices ``index`` of the ``width`` channels starting at ``offset``."""
+
+    offset: int
+    width: int
+    index: torch.Tensor
+
+
+def _pieces(model: nn.Module, groups: list[ChannelGroup],
+            keep: list[torch.Tensor]) -> dict[tuple[str, int], list[_Piece]]:
+    """For every (module, dim) the removal touches, the kept indices of each group it sees:
+    dim 0 of the convs, BatchNorms and depthwise convs, dim 1 of the readers."""
+    pieces: dict[tuple[str, int], list[_Piece]] = {}
     for group, index in zip(groups, keep, strict=True):
-        touched = [(name, tensor, 0) for name in group.convs for tensor in ("weight", "bias")]
-        touched += [(name, tensor, 0) for name in group.batchnorms
-                    for tensor in ("weight", "bias", "running_mean", "running_var")]
-        touched += [(name, "weight", 1) for name in group.readers]
-        for name, tensor, dim in touched:
-            cuts.setdefault((name, tensor), []).append((dim, index))
-    return cuts
+        for name in (*group.convs, *group.batchnorms, *group.depthwise):
+            piece = _Piece(group.offset(name), group.channels, index)
+            pieces.setdefault((name, 0), []).append(piece)
+        for name in group.readers:
+            groups_of_reader = getattr(model.get_submodule(name), "groups", 1)
+            if groups_of_reader > 1:  # a grouped conv's weight holds one block of inputs
+                per_block = index.numel() // groups_of_reader
+                piece = _Piece(0, group.channels // groups_of_reader, index[:per_block])
+            else:
+                piece = _Piece(group.offset(name), group.channels, index)
+            pieces.setdefault((name, 1), []).append(piece)
+    return pieces
+
+
+def _kept(size: int, pieces: list[_Piece]) -> torch.Tensor:
+    """The kept indices of a dim of ``size`` entries: each piece's, shifted to its offset,
+    and every entry no piece covers."""
+    parts, position = [], 0
+    for piece in sorted(pieces, key=lambda piece: piece.offset):
+        parts += [torch.arange(position, piece.offset), piece.offset + piece.index]
+        position = piece.offset + piece.width
+    parts.append(torch.arange(position, size))
+    return torch.cat(parts)
+
+
+TENSORS_BY_DIM = {0: ("weight", "bias", "running_mean", "running_var"), 1: ("weight",)}
 
 
 def _remove(model: nn.Module, groups: list[ChannelGroup],
@@ -415,29 +644,40 @@ def _remove(model: nn.Module, groups: list[ChannelGroup],
     """A copy of ``model`` whose tensors are cut to the kept channels: each cut tensor goes
     into ``copy.deepcopy``'s memo, so the copy never duplicates a tensor it then cuts."""
     keep = _check_keep(keep, groups)
-    memo: dict[int, torch.Tensor] = {}
-    for (module_name, tensor_name), cuts in _cuts(groups, keep).items():
-        old = getattr(model.get_submodule(module_name), tensor_name)
-        if old is None or old.dim() == 0:
-            continue
-        new = old.detach()
-        for dim, index in cuts:
-            new = new.index_select(dim, index.to(new.device))
-        memo[id(old)] = nn.Parameter(new, requires_grad=old.requires_grad) \
-            if isinstance(old, nn.Parameter) else new
+    cut: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    for (name, dim), pieces in _pieces(model, groups, keep).items():
+        module = model.get_submodule(name)
+        size = module.num_features if isinstance(module, nn.BatchNorm2d) \
+            else module.weight.shape[dim]
+        index = _kept(size, pieces)
+        for tensor_name in TENSORS_BY_DIM[dim]:
+            old = getattr(module, tensor_name, None)
+            if old is None or old.dim() == 0:
+                continue
+            new = cut[id(old)][1] if id(old) in cut else old.detach()
+            cut[id(old)] = (old, new.index_select(dim, index.to(new.device)))
+    memo = {key: nn.Parameter(new, requires_grad=old.requires_grad)
+            if isinstance(old, nn.Parameter) else new for key, (old, new) in cut.items()}
     pruned = copy.deepcopy(model, memo)
-    for group, index in zip(groups, keep, strict=True):
-        for name in group.convs:
-            pruned.get_submodule(name).out_channels = index.numel()
-        for name in group.batchnorms:
-            pruned.get_submodule(name).num_features = index.numel()
-        for name in group.readers:
-            layer = pruned.get_submodule(name)
-            if isinstance(layer, nn.Linear):
-                layer.in_features = index.numel()
-            else:
-                layer.in_channels = index.numel()
+    for group in groups:
+        for name in (*group.convs, *group.batchnorms, *group.depthwise, *group.readers):
+            _match_attributes(pruned.get_submodule(name))
     return pruned
+
+
+def _match_attributes(module: nn.Module) -> None:
+    """Set a cut module's channel counts from its tensors' new shapes."""
+    if isinstance(module, nn.BatchNorm2d):
+        statistics = module.running_mean if module.running_mean is not None else module.weight
+        if statistics is not None:
+            module.num_features = len(statistics)
+    elif isinstance(module, nn.Linear):
+        module.out_features, module.in_features = module.weight.shape
+    elif _is_depthwise(module):
+        module.in_channels = module.out_channels = module.groups = len(module.weight)
+    else:
+        module.out_channels = len(module.weight)
+        module.in_channels = module.weight.shape[1] * module.groups
 
 
 def remove_channels(model: nn.Module, keep: Sequence[ChannelIndices]) -> nn.Module:
@@ -454,18 +694,22 @@ def remove_channels(model: nn.Module, keep: Sequence[ChannelIndices]) -> nn.Modu
 
 
 def _ratios(prune_ratio: float | Sequence[float], count: int) -> list[float]:
-    if isinstance(prune_ratio, Sequence):
-        if len(prune_ratio) != count:
+    """One ratio per group: ``prune_ratio`` repeated when it is a number, else its entries
+    (a list, a tuple, a NumPy vector)."""
+    if isinstance(prune_ratio, numbers.Real) or not isinstance(prune_ratio, Iterable) \
+            or isinstance(prune_ratio, str):
+        ratios = [prune_ratio] * count
+    else:
+        ratios = list(prune_ratio)
+        if len(ratios) != count:
             raise ValueError(
                 f"prune_ratio must list one ratio for each of the {count} channel groups, "
-                f"got {len(prune_ratio)}: {list(prune_ratio)!r}"
+                f"got {len(ratios)}: {ratios!r}"
             )
-        ratios = list(prune_ratio)
-    else:
-        ratios = [prune_ratio] * count
     for ratio in ratios:
-        _check_ratio("prune_ratio", ratio)
+        check_sparsity(ratio, "prune_ratio")
     return ratios
+
 
 
 def channel_prune(model: nn.Module, prune_ratio: float | Sequence[float]) -> nn.Module:
@@ -474,12 +718,15 @@ def channel_prune(model: nn.Module, prune_ratio: float | Sequence[float]) -> nn.
 
     ``prune_ratio``: one ratio in [0, 1) for every group, or a list with one per group.
     Sort the channels first (:func:`apply_channel_sorting`) so that the first ones
-    are the important ones.
+    are the important ones. A group in ``b`` blocks (``ChannelGroup.blocks``) keeps the
+    first ``max(1, round(k / b))`` channels of each block.
     """
     groups = channel_groups(model)
     ratios = _ratios(prune_ratio, len(groups))
-    keep = [torch.arange(get_num_channels_to_keep(group.channels, ratio))
-            for group, ratio in zip(groups, ratios, strict=True)]
+    keep = []
+    for group, ratio in zip(groups, ratios, strict=True):
+        kept = get_num_channels_to_keep(group.channels, ratio)
+        keep.append(_in_blocks(torch.arange(max(1, round(kept / group.blocks))), group))
     return _remove(model, groups, keep)
 
 
@@ -502,13 +749,31 @@ def reader_importance(weights: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(per_reader), dim=0).float()
 
 
+
+
+def _input_importance(reader: nn.Module) -> torch.Tensor:
+    """:func:`get_input_channel_importance` of a reader over all its input channels; for a
+    grouped conv, input channel ``c`` of block ``b`` is read by that block's outputs only."""
+    weight = reader.weight.detach()
+    groups = getattr(reader, "groups", 1)
+    if groups == 1:
+        return get_input_channel_importance(weight)
+    blocks = weight.reshape(groups, -1, *weight.shape[1:]).transpose(1, 2)
+    return torch.linalg.vector_norm(blocks.flatten(2), dim=2).flatten()
+
+
 def group_importance(model: nn.Module, group: ChannelGroup) -> torch.Tensor:
-    """Importance of each channel of ``group``: :func:`reader_importance` of the weights of
-    all the group's readers. Zero for channels nothing reads."""
+    """Importance of each channel of ``group``: the L2 norm of every weight, in every reader,
+    that reads it (:func:`reader_importance`), a reader of a concatenation counting from
+    the group's offset. Zero for channels nothing reads."""
     if not group.readers:
         return torch.zeros(group.channels)
-    return reader_importance([model.get_submodule(name).weight.detach()
-                              for name in group.readers])
+    per_reader = []
+    for name in group.readers:
+        first = group.offset(name)
+        importance = _input_importance(model.get_submodule(name))
+        per_reader.append(importance[first:first + group.channels])
+    return torch.linalg.vector_norm(torch.stack(per_reader), dim=0).float()
 
 
 def apply_channel_sorting(model: nn.Module) -> nn.Module:
@@ -516,10 +781,13 @@ def apply_channel_sorting(model: nn.Module) -> nn.Module:
 
     Channel ``j`` of a group is ranked by :func:`group_importance`: for a VGG's conv
     ``i``, :func:`get_input_channel_importance` of the next layer's weight (``conv_{i+1}``,
-    or the linear head after the last conv). Most important first. Permuting the group's
-    convs, BatchNorms and readers together changes no output.
+    or the linear head after the last conv). Most important first. A group in ``b``
+    blocks is sorted the same way in every block, by the importance summed over blocks.
+    Permuting the group's convs, BatchNorms and readers together changes no output.
     """
     groups = channel_groups(model)
-    order = [torch.argsort(group_importance(model, group), descending=True, stable=True)
-             for group in groups]
+    order = []
+    for group in groups:
+        importance = group_importance(model, group).reshape(group.blocks, -1).sum(dim=0)
+        order.append(_in_blocks(torch.argsort(importance, descending=True, stable=True), group))
     return _remove(model, groups, order)

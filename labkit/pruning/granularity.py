@@ -36,11 +36,7 @@ GRANULARITIES = ("fine-grained", "pattern", "vector", "kernel", "channel")
 
 
 def _check_weight(weight: torch.Tensor, argument: str = "weight", *, finite: bool = True) -> None:
-    if not isinstance(weight, torch.Tensor):
-        raise TypeError(f"{argument} must be a torch.Tensor, got {type(weight).__name__}")
-    if weight.is_complex():
-        raise TypeError(f"{argument} must be real, got dtype {weight.dtype}")
-    check_tensor(weight, argument, kind="any", finite=finite)
+    check_tensor(weight, argument, kind="real", finite=finite)
 
 
 def _check_conv_or_linear(weight: torch.Tensor, granularity: str) -> torch.Tensor:

@@ -67,10 +67,10 @@ def apoz(activations: torch.Tensor) -> torch.Tensor:
     either).
     """
     check_tensor(activations, "activations", kind="any")
-    if activations.dim() < 2:
+    if activations.dim() < 2 or len(activations) == 0:
         raise ValueError(
-            f"activations must be (N, C, ...) with a channel dim, got shape "
-            f"{tuple(activations.shape)}"
+            f"activations must be (N, C, ...) with a channel dim and N >= 1 samples, got "
+            f"shape {tuple(activations.shape)}"
         )
     zeros = (activations == 0).transpose(0, 1).flatten(1)
     return zeros.float().mean(dim=1)
@@ -195,6 +195,7 @@ def sample_next_conv(
 
 
 def _check_weight(sample: ConvSample, weight: torch.Tensor, channels: int) -> None:
+    check_tensor(weight, "weight")
     expected = (sample.outputs.shape[1], channels, sample.patches.shape[2])
     if weight.dim() != 4 or (weight.shape[0], weight.shape[1], weight[0, 0].numel()) != expected:
         raise ValueError(
@@ -233,6 +234,10 @@ def lasso_channel_selection(
     gram = contributions.T @ contributions
     correlation = contributions.T @ target
     alpha_max = np.abs(correlation).max() / len(target)
+    if alpha_max == 0:
+        raise ValueError("sample explains nothing: no channel's contribution Y_c correlates "
+                         "with the outputs Z (all-zero outputs or patches), so every channel "
+                         "is as good as any other; sample positions where the layer is active")
     alphas = alpha_max * np.geomspace(1.0, 1e-3, num_alphas)
     _, coefs, _ = lasso_path(contributions, target, alphas=alphas, precompute=gram,
                              Xy=correlation)
@@ -245,8 +250,8 @@ def lasso_channel_selection(
 
 def magnitude_channel_selection(weight: torch.Tensor, num_keep: int) -> torch.Tensor:
     """The ``num_keep`` input channels of largest L2 norm (the data-free baseline), sorted."""
-    check_count(num_keep, "num_keep", 1, weight.shape[1])
     importance = get_input_channel_importance(weight)
+    check_count(num_keep, "num_keep", 1, importance.numel())
     return torch.argsort(importance, descending=True, stable=True)[:num_keep].sort().values
 
 
@@ -281,7 +286,11 @@ def reconstruction_error(sample: ConvSample, weight: torch.Tensor,
     _check_weight(sample, weight, keep.numel())
     prediction = _kept_patches(sample, keep).double() @ weight.detach().cpu().flatten(1).T.double()
     residual = (sample.outputs.double() - prediction).pow(2).sum()
-    return (residual / sample.outputs.double().pow(2).sum()).item()
+    total = sample.outputs.double().pow(2).sum()
+    if total == 0:
+        raise ValueError("sample.outputs are all zero: the error relative to ||Z||_F^2 = 0 is "
+                         "undefined; sample positions where the layer is active")
+    return (residual / total).item()
 
 
 def compare_selections(
