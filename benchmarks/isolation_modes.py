@@ -1,7 +1,8 @@
 """One correct lab-00 submission graded stage by stage in each isolation mode.
 
 Prints, for each mode named on the command line and three repetitions, the seconds of the
-notebook's run (pytest, nbval and the kernel), of the check process and of the referee.
+notebook's run (pytest, nbval and the kernel), of the check process and of the referee,
+and what the check process adds to the other two (the goal: at most 25%).
 ``--in-container`` runs the same inside the Docker-like container of the test suite
 (``tests/containerlib.py``: root with Docker's capabilities and a seccomp filter that
 refuses namespaces), where the ``container`` mode is the one that can run::
@@ -71,8 +72,10 @@ def main(argv: list[str]) -> None:
         for _ in range(REPETITIONS):
             notebook_s, checks_s, referee_s = stages(mode)
             total = notebook_s + checks_s + referee_s
+            added = checks_s / (notebook_s + referee_s)
             print(f"{mode}: notebook {notebook_s:.1f} s, check process {checks_s:.1f} s, "
-                  f"referee {referee_s:.1f} s, in all {total:.1f} s", flush=True)
+                  f"referee {referee_s:.1f} s, in all {total:.1f} s; the check process "
+                  f"adds {added:.0%}", flush=True)
 
 
 if __name__ == "__main__":

@@ -387,11 +387,13 @@ GRADE_IN_CONTAINER = textwrap.dedent("""\
     from pathlib import Path
     from labkit.grading.grade import grade
     from labkit.grading.records import GradingConfig, Limits
-    limits = Limits(cell_timeout_s=20, notebook_timeout_s=120, disk_mib=96, files=5000,
-                    processes=128, memory_gib=2)
-    grade(Path("submissions"), Path("labs"), Path("out/grades.csv"), jobs=2,
-          config=GradingConfig(limits, isolation="container"))
-    print("graded")
+
+    if __name__ == "__main__":  # the grading jobs start by spawning
+        limits = Limits(cell_timeout_s=20, notebook_timeout_s=120, disk_mib=96, files=5000,
+                        processes=128, memory_gib=2)
+        grade(Path("submissions"), Path("labs"), Path("out/grades.csv"), jobs=2,
+              config=GradingConfig(limits, isolation="container"))
+        print("graded")
     """)
 
 

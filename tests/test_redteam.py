@@ -18,7 +18,7 @@ import nbformat
 import psutil
 import pytest
 from test_grade import solutions, student_copy, tiny_instructor
-from tricks import resource_tricks
+from tricks import links, patched_record, referee_bomb, resource_tricks, runtime_call, thread_call
 
 from labkit import measure, zoo
 from labkit.grading import checks, isolation, sandbox
@@ -32,6 +32,7 @@ LAB = "00_baseline"
 SECRET = "grader-secret-7f3a"
 PLANTED = "PLANTED-HOST-FILE-CONTENT-19c2"
 MARKER = "REDTEAM-DAEMON"
+SPARSITY = "labkit.measure.get_sparsity"
 WRONG_SPARSITY = ("def get_sparsity(tensor):\n"
                   "    return tensor.count_nonzero().item() / tensor.numel()\n")
 WRONG_SIZE = ("def get_model_size(model, data_width=32, count_nonzero_only=False):\n"
@@ -106,74 +107,11 @@ def tricks(labs: Path, out: Path, port: int, other: Path,
             os.setsid()
             os.execv(sys.executable, [sys.executable, "-c", DAEMON, "{MARKER}"])
         """) + WRONG_SPARSITY
-    patched_record = textwrap.dedent("""\
-        import importlib, torch
-        core = importlib.import_module("labkit.grading.checks." + "core")
-        reference = getattr(importlib.import_module("labkit." + "measure"), "get_" + "sparsity")
-
-        def fake_record(check, function, folder, seed):
-            cases = core.all_cases(check, seed)
-            outcomes = [core.plain(reference(*case.args)) for case in cases]
-            torch.save({"check": check.name, "cases": [case.name for case in cases],
-                        "outcomes": outcomes, "labkit_function": ""}, folder / f"{check.name}.pt")
-            print(f"{check.name}: results recorded")
-
-        core.record = fake_record
-
-        def get_sparsity(tensor):
-            return 0.0
-        """)
-    bomb = textwrap.dedent("""\
-        import os, threading, time, torch
-
-        def _swap():
-            path = os.path.join(os.environ.get("LABKIT_GRADING_DIR", "/nowhere"),
-                                "get_sparsity.pt")
-            end = time.time() + 60
-            while not os.path.exists(path) and time.time() < end:
-                time.sleep(0.02)
-            time.sleep(0.2)
-            nested = [0.0]
-            for _ in range(60):
-                nested = [nested, nested]
-            recorded = torch.load(path)
-            torch.save({**recorded, "outcomes": [nested] * len(recorded["cases"])}, path)
-
-        threading.Thread(target=_swap).start()
-        """) + WRONG_SPARSITY
-    thread = textwrap.dedent("""\
-        import importlib, threading
-        core = importlib.import_module("labkit.grading.checks." + "core")
-        measure = importlib.import_module("labkit." + "measure")
-
-        def get_sparsity(tensor):
-            box = []
-
-            def call():
-                recording, core.recording = core.recording, None
-                try:
-                    box.append(getattr(measure, "get_" + "sparsity")(tensor))
-                finally:
-                    core.recording = recording
-
-            worker = threading.Thread(target=call)
-            worker.start()
-            worker.join()
-            return box[0] if box else 0.0
-        """)
-    tripwire_link = textwrap.dedent(f"""\
-        import importlib, os
-        os.symlink({str(planted)!r},
-                   os.path.join(os.environ["LABKIT_GRADING_DIR"], "tripwire.jsonl"))
-        REFERENCE = getattr(importlib.import_module("labkit." + "measure"), "get_" + "sparsity")
-
-        def get_sparsity(tensor):
-            return REFERENCE(tensor)
-        """)
     return {
         "honest": ("", ""),
-        "thread": (thread, WRONG_SIZE),
-        "tripwire_link": (tripwire_link, WRONG_SIZE),
+        "thread": (thread_call(SPARSITY, "get_sparsity"), WRONG_SIZE),
+        "tripwire_link": (links(str(planted)) + runtime_call(SPARSITY, "get_sparsity"),
+                          WRONG_SIZE),
         "alias": (
             "import importlib\n"
             "declared = importlib.import_module('labkit.gra' + 'ding.che' + 'cks.mea' + 'sure')\n"
@@ -183,7 +121,7 @@ def tricks(labs: Path, out: Path, port: int, other: Path,
                   "def get_sparsity(tensor):\n    return reference(tensor)\n", WRONG_SIZE),
         "junit_link": (f"import os\nos.symlink({str(planted)!r}, '/grading/report/junit.xml')\n"
                        + WRONG_SPARSITY, WRONG_SIZE),
-        "referee_bomb": (bomb, WRONG_SIZE),
+        "referee_bomb": (referee_bomb("get_sparsity") + WRONG_SPARSITY, WRONG_SIZE),
         "wrong": (WRONG_SPARSITY, WRONG_SIZE),
         "patched_check": (
             "from labkit.grading import checks as c\n"
@@ -192,7 +130,8 @@ def tricks(labs: Path, out: Path, port: int, other: Path,
             "import labkit\nm = getattr(getattr(labkit, 'gra' + 'ding'), 'che' + 'cks')\n"
             "setattr(m, 'check_get_' + 'model_size', "
             "lambda f: print('get_model_size: results recorded'))\n" + WRONG_SIZE),
-        "patched_record": (patched_record, WRONG_SIZE),
+        "patched_record": (patched_record(SPARSITY) + "def get_sparsity(tensor):\n"
+                           "    return 0.0\n", WRONG_SIZE),
         "ipython_hooks": (
             "def rewrite(lines):\n    return [line.replace('checks.check_get_sparsity"
             "(get_sparsity)', 'checks.check_get_sparsity(measure.get_sparsity)') "

@@ -23,26 +23,38 @@ def _public_answers() -> dict:
             for case in checks.CHECKS["check_agp_sparsity"].cases()}
 
 
-def reference_tricks(planted: str) -> dict[str, dict[str, str]]:
-    """Per student, wrong answers reaching the reference, the expected values or the
-    grader's files some other way; ``planted`` is a host file none may leak."""
-    runtime = ("import importlib\n"
-               "MODULE = importlib.import_module('labkit.pruning.' + 'schedule')\n"
-               + CALL.format(reference="getattr(MODULE, 'agp_' + 'sparsity')"))
-    static = ("from labkit.pruning.schedule import agp_sparsity as reference\n"
-              + CALL.format(reference="reference"))
-    thread = textwrap.dedent("""\
+def _module(qualified: str) -> tuple[str, str]:
+    """``labkit.a.b.f`` as the source of an obfuscated import of ``labkit.a.b``, and
+    the function's name split in two (so no name of the reference appears whole)."""
+    module, _, function = qualified.rpartition(".")
+    half = len(function) // 2
+    return (f"importlib.import_module({module[:8]!r} + {module[8:]!r})",
+            f"{function[:half]!r} + {function[half:]!r}")
+
+
+def runtime_call(qualified: str, name: str) -> str:
+    """``name`` calls the reference ``qualified``, reached at run time by strings."""
+    module, function = _module(qualified)
+    return (f"import importlib\nMODULE = {module}\n"
+            f"def {name}(*args):\n    return getattr(MODULE, {function})(*args)\n")
+
+
+def thread_call(qualified: str, name: str) -> str:
+    """``name`` calls the reference from a worker thread, with the recorder's state
+    switched off around the call, so that no exercise frame is on that stack."""
+    module, function = _module(qualified)
+    return textwrap.dedent(f"""\
         import importlib, threading
         core = importlib.import_module("labkit.grading.checks." + "core")
-        MODULE = importlib.import_module("labkit.pruning." + "schedule")
+        MODULE = {module}
 
-        def agp_sparsity(*args):
+        def {name}(*args):
             box = []
 
             def call():
                 recording, core.recording = core.recording, None
                 try:
-                    box.append(getattr(MODULE, "agp_" + "sparsity")(*args))
+                    box.append(getattr(MODULE, {function})(*args))
                 finally:
                     core.recording = recording
 
@@ -51,7 +63,11 @@ def reference_tricks(planted: str) -> dict[str, dict[str, str]]:
             worker.join()
             return box[0] if box else 0.0
         """)
-    link = textwrap.dedent(f"""\
+
+
+def links(planted: str) -> str:
+    """Replace the kernel tripwire's log and the junit report by links to ``planted``."""
+    return textwrap.dedent(f"""\
         import os
         for path in (os.path.join(os.environ["LABKIT_GRADING_DIR"], "tripwire.jsonl"),
                      os.path.join(os.getcwd(), os.pardir, "report", "junit.xml")):
@@ -59,13 +75,38 @@ def reference_tricks(planted: str) -> dict[str, dict[str, str]]:
                 os.symlink({planted!r}, path)
             except OSError:
                 pass
-        """) + runtime
-    bomb = textwrap.dedent("""\
+        """)
+
+
+def patched_record(qualified: str) -> str:
+    """Replace the recorder by one that saves the reference's outcomes."""
+    module, function = _module(qualified)
+    return textwrap.dedent(f"""\
+        import importlib, torch
+        core = importlib.import_module("labkit.grading.checks." + "core")
+        REFERENCE = getattr({module}, {function})
+
+        def fake_record(check, function, folder, seed):
+            cases = core.all_cases(check, seed)
+            outcomes = [core.plain(REFERENCE(*case.args)) for case in cases]
+            torch.save({{"check": check.name, "cases": [case.name for case in cases],
+                        "outcomes": outcomes, "labkit_function": ""}},
+                       folder / f"{{check.name}}.pt")
+            print(f"{{check.name}}: results recorded")
+
+        core.record = fake_record
+        """)
+
+
+def referee_bomb(check: str) -> str:
+    """A thread that replaces the recorded outcomes of ``check`` (its name, as in
+    ``<name>.pt``) by a few bytes whose representation grows exponentially."""
+    return textwrap.dedent(f"""\
         import os, threading, time, torch
 
         def _swap():
             path = os.path.join(os.environ.get("LABKIT_GRADING_DIR", "/nowhere"),
-                                "agp_sparsity.pt")
+                                "{check}.pt")
             end = time.time() + 60
             while not os.path.exists(path) and time.time() < end:
                 time.sleep(0.02)
@@ -74,26 +115,20 @@ def reference_tricks(planted: str) -> dict[str, dict[str, str]]:
             for _ in range(60):
                 nested = [nested, nested]
             recorded = torch.load(path)
-            torch.save({**recorded, "outcomes": [nested] * len(recorded["cases"])}, path)
+            torch.save({{**recorded, "outcomes": [nested] * len(recorded["cases"])}}, path)
 
         threading.Thread(target=_swap).start()
-        """) + WRONG_AGP
-    patched_record = textwrap.dedent("""\
-        import importlib, torch
-        core = importlib.import_module("labkit.grading.checks." + "core")
-        MODULE = importlib.import_module("labkit.pruning." + "schedule")
+        """)
 
-        def fake_record(check, function, folder, seed):
-            cases = core.all_cases(check, seed)
-            outcomes = [core.plain(getattr(MODULE, "agp_" + "sparsity")(*case.args))
-                        for case in cases]
-            torch.save({"check": check.name, "cases": [case.name for case in cases],
-                        "outcomes": outcomes, "labkit_function": ""},
-                       folder / f"{check.name}.pt")
-            print(f"{check.name}: results recorded")
 
-        core.record = fake_record
-        """) + WRONG_AGP
+AGP_REFERENCE = "labkit.pruning.schedule.agp_sparsity"
+
+
+def reference_tricks(planted: str) -> dict[str, dict[str, str]]:
+    """Per student, wrong answers reaching the reference, the expected values or the
+    grader's files some other way; ``planted`` is a host file none may leak."""
+    static = ("from labkit.pruning.schedule import agp_sparsity as reference\n"
+              + CALL.format(reference="reference"))
     hooks = ("def rewrite(lines):\n    return [line.replace('check_agp_sparsity(agp_sparsity)', "
              "'check_agp_sparsity(__import__(\"labkit.pruning.schedule\").pruning.schedule"
              ".agp_sparsity)') for line in lines]\n"
@@ -107,16 +142,16 @@ def reference_tricks(planted: str) -> dict[str, dict[str, str]]:
     agp = {
         "wrong": WRONG_AGP,
         "reference_static": static,
-        "reference_runtime": runtime,
+        "reference_runtime": runtime_call(AGP_REFERENCE, "agp_sparsity"),
         "alias": ("import importlib\n"
                   "DECLARED = importlib.import_module('labkit.grading.checks.' + 'schedule')\n"
                   "REFERENCE = getattr(DECLARED, 'AGP_' + 'SPARSITY').reference\n"
                   + CALL.format(reference="REFERENCE")),
         "magic": "%time _ = 1\n" + static,
-        "thread": thread,
-        "links": link,
-        "referee_bomb": bomb,
-        "patched_record": patched_record,
+        "thread": thread_call(AGP_REFERENCE, "agp_sparsity"),
+        "links": links(planted) + runtime_call(AGP_REFERENCE, "agp_sparsity"),
+        "referee_bomb": referee_bomb("agp_sparsity") + WRONG_AGP,
+        "patched_record": patched_record(AGP_REFERENCE) + WRONG_AGP,
         "patched_check": ("from labkit.grading import checks as c\n"
                           "c.check_agp_sparsity = lambda f: print('agp_sparsity: results "
                           "recorded')\n" + WRONG_AGP),
