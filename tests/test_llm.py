@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from labkit import training
 from labkit.data import load
 from labkit.models import GPT
 from labkit.pruning import llm
@@ -19,7 +20,7 @@ def model(corpus):
     """A GPT trained for a few steps: enough for activations with structure."""
     torch.manual_seed(0)
     gpt = GPT(corpus.vocab_size, context=16, width=32, depth=2, heads=2)
-    llm.train_language_model(gpt, corpus, epochs=1, batch_size=256, progress=False)
+    training.train_language_model(gpt, corpus, epochs=1, batch_size=256, progress=False)
     return gpt
 
 
@@ -58,7 +59,7 @@ def test_training_beats_the_unigram_baseline(corpus, model):
     counts = torch.bincount(corpus.train, minlength=corpus.vocab_size).double() + 1
     unigram = torch.exp(-(counts / counts.sum()).log()[corpus.val].mean()).item()
     windows = corpus.windows("val", model.context)[:200]
-    assert llm.perplexity(model, windows) < unigram
+    assert training.perplexity(model, windows) < unigram
 
 
 def test_wanda_score_and_row_mask():
@@ -227,7 +228,7 @@ def test_wanda_score_shape_mismatch():
 
 def test_perplexity_and_windows_bad_input(corpus, model):
     with pytest.raises(ValueError, match="at least one window"):
-        llm.perplexity(model, torch.zeros(0, 17, dtype=torch.long))
+        training.perplexity(model, torch.zeros(0, 17, dtype=torch.long))
     with pytest.raises(ValueError, match="split must be one of"):
         corpus.windows("validation", 16)
 

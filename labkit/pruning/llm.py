@@ -22,29 +22,22 @@ whole model **sequentially**: each layer's calibration inputs come from the mode
 earlier layers are already pruned, as both papers do. Embeddings and the output head stay
 dense by default.
 
-The module also holds what a language-model lab needs around pruning: training the
-dense model (:func:`train_language_model`) and its :func:`perplexity`.
+Training the dense model and its perplexity live in :mod:`labkit.training`.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import numbers
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from labkit.data import Corpus
 from labkit.pruning.granularity import mask_from_scores, nm_mask
-from labkit.search import torch_threads
-from labkit.training import TRAIN_THREADS, seed_everything
-from labkit.validation import check_count, check_real, check_sparsity
+from labkit.validation import check_count, check_sparsity
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
 """The pruning criteria :func:`prune` knows."""
@@ -57,83 +50,6 @@ DAMPING = 0.01
 
 BLOCK_SIZE = 128
 """SparseGPT's column block: lazy updates and mask selection (128 in the paper)."""
-
-
-# --- the dense language model: training and perplexity --------------------------------
-
-def language_model_loss(model: nn.Module, windows: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of predicting ``windows[:, 1:]`` from ``windows[:, :-1]``."""
-    logits = model(windows[:, :-1])
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), windows[:, 1:].reshape(-1))
-
-
-@torch.no_grad()
-def perplexity(model: nn.Module, windows: torch.Tensor, batch_size: int = 64) -> float:
-    """``exp`` of the mean next-token cross-entropy over every token of ``windows``.
-
-    ``windows``: ``(count, length + 1)`` token ids, e.g. ``corpus.windows("val", context)``.
-    A model that guesses uniformly among ``V`` tokens scores ``V``; lower is better.
-    """
-    check_count(batch_size, "batch_size")
-    if windows.dim() != 2 or windows.shape[0] == 0 or windows.shape[1] < 2:
-        raise ValueError("windows must hold at least one window of two or more tokens, got "
-                         f"shape {tuple(windows.shape)}")
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    for batch in windows.split(batch_size):
-        tokens = batch[:, 1:].numel()
-        total += language_model_loss(model, batch).item() * tokens
-        count += tokens
-    model.train(was_training)
-    return math.exp(total / count)
-
-
-def train_language_model(
-    model: nn.Module,
-    corpus: Corpus,
-    *,
-    epochs: int = 3,
-    batch_size: int = 32,
-    lr: float = 5e-3,
-    weight_decay: float = 0.01,
-    seed: int = 0,
-    threads: int | None = TRAIN_THREADS,
-    progress: bool = True,
-) -> list[float]:
-    """Train ``model`` in place on random training windows of ``corpus``; returns the
-    loss of every step.
-
-    An epoch is as many steps of ``batch_size`` windows of ``model.context + 1`` tokens as
-    the training split has tokens to fill; batch ``s`` is drawn with seed ``seed + s``.
-    AdamW (Loshchilov and Hutter 2019) with a linear warm-up over the first 5% of the
-    steps and a cosine decay to zero, as nanoGPT trains, on ``threads`` torch threads.
-    """
-    check_count(epochs, "epochs")
-    check_count(batch_size, "batch_size")
-    check_real(lr, "lr", 0.0, low_open=True)
-    steps = max(1, epochs * corpus.train.numel() // (batch_size * model.context))
-    with torch_threads(threads):
-        seed_everything(seed)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99),
-                                      weight_decay=weight_decay)
-        warmup = max(1, steps // 20)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
-            (s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * s / steps))))
-        model.train()
-        losses = []
-        for step in tqdm(range(steps), desc="train", unit="step", disable=not progress,
-                         leave=False):
-            windows = corpus.windows("train", model.context, count=batch_size, seed=seed + step)
-            loss = language_model_loss(model, windows)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            losses.append(loss.item())
-    model.eval()
-    return losses
 
 
 # --- the layers and their calibration inputs ------------------------------------------
