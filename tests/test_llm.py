@@ -260,6 +260,16 @@ def test_compare_needs_both_splits_to_agree():
         llm.compare(rows, "x", "z")
 
 
+def test_ranges_give_the_lowest_and_highest_over_the_seeds():
+    rows = sweep_rows({"x": [[1.0, 3.0, 2.0], [5.0, 4.0, 6.0]], "y": [[2.0, 2.0, 2.0],
+                                                                     [1.0, 1.0, 1.0]]})
+    table = llm.ranges(rows.assign(seconds=[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]))
+    assert list(table.columns) == ["validation min", "validation max", "test min",
+                                   "test max", "seconds"]
+    assert table.loc[("50%", "x")].tolist() == [1.0, 3.0, 4.0, 6.0, 2.0]
+    assert table.loc[("50%", "y")].tolist() == [2.0, 2.0, 1.0, 1.0, 5.0]
+
+
 def test_outlier_features_keep_the_function_and_wanda_but_not_magnitude(model, calibration):
     scaled = llm.outlier_features(model, count=4, scale=20.0, seed=0)
     tokens = calibration[:4, :16]

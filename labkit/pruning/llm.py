@@ -603,6 +603,16 @@ def sweep(
     return pd.DataFrame(rows)
 
 
+def ranges(results: pd.DataFrame, by: Sequence[str] = ("target", "criterion")) -> pd.DataFrame:
+    """The lowest and highest perplexity over the seeds of a :func:`sweep`, per split
+    (columns ``"<split> min"``, ``"<split> max"``), and the mean pruning ``seconds``, for
+    every combination of the ``by`` columns (in the order of the sweep)."""
+    splits = [column for column in results.columns if column.endswith(" perplexity")]
+    bounds = {f"{split.removesuffix(' perplexity')} {bound}": (split, bound)
+              for split in splits for bound in ("min", "max")}
+    return results.groupby(list(by), sort=False).agg(**bounds, seconds=("seconds", "mean"))
+
+
 def compare(results: pd.DataFrame, first: str, second: str, *, by: str = "criterion",
             within: Sequence[str] = ("target",)) -> pd.DataFrame:
     """Which of two configurations of a :func:`sweep` has the lower perplexity, counted
