@@ -380,6 +380,22 @@ def test_outlier_features_bad_input(model, options, error, match):
         llm.outlier_features(nn.Linear(4, 4))
 
 
+def test_sweep_tables_bad_input(model, calibration):
+    rows = sweep_rows({"x": [[1.0], [1.0]], "y": [[2.0], [2.0]]})
+    with pytest.raises(ValueError, match=r"by and within must name columns of results, got "
+                                         r"\['method'\]"):
+        llm.compare(rows, "x", "y", by="method")
+    with pytest.raises(ValueError, match="must hold a '<split> perplexity' column"):
+        llm.ranges(rows.drop(columns=["validation perplexity", "test perplexity"]))
+    with pytest.raises(TypeError, match="results must be a DataFrame"):
+        llm.ranges([{"validation perplexity": 1.0}])
+    with pytest.raises(ValueError, match="layer must name an nn.Linear of the model, got "
+                                         "'blocks.0.ln1'"):
+        llm.layer_inputs(model, ["blocks.0.attn.qkv", "blocks.0.ln1"], calibration)
+    with pytest.raises(ValueError, match="n <= m"):
+        llm.target_label((5, 4))
+
+
 def test_wanda_score_shape_mismatch():
     with pytest.raises(ValueError, match=r"input_norms must have shape \(4,\)"):
         llm.wanda_score(torch.rand(2, 4), torch.rand(3))

@@ -550,6 +550,7 @@ def prune(
 
 def target_label(target: float | tuple[int, int]) -> str:
     """``0.5`` -> ``"50%"``, ``(2, 4)`` -> ``"2:4"``."""
+    _target_options(target)
     return f"{target[0]}:{target[1]}" if isinstance(target, tuple) else f"{target:.0%}"
 
 
@@ -607,7 +608,7 @@ def ranges(results: pd.DataFrame, by: Sequence[str] = ("target", "criterion")) -
     """The lowest and highest perplexity over the seeds of a :func:`sweep`, per split
     (columns ``"<split> min"``, ``"<split> max"``), and the mean pruning ``seconds``, for
     every combination of the ``by`` columns (in the order of the sweep)."""
-    splits = [column for column in results.columns if column.endswith(" perplexity")]
+    splits = _perplexity_columns(results)
     bounds = {f"{split.removesuffix(' perplexity')} {bound}": (split, bound)
               for split in splits for bound in ("min", "max")}
     return results.groupby(list(by), sort=False).agg(**bounds, seconds=("seconds", "mean"))
@@ -626,7 +627,11 @@ def compare(results: pd.DataFrame, first: str, second: str, *, by: str = "criter
     verdict names the lower one when its gap has one sign on every split, else says
     ``"within the seed spread"``.
     """
-    splits = [column for column in results.columns if column.endswith(" perplexity")]
+    splits = _perplexity_columns(results)
+    missing = sorted({by, *within} - set(results.columns))
+    if missing:
+        raise ValueError(f"by and within must name columns of results, got {missing}; its "
+                         f"columns are {list(results.columns)}")
     for value in (first, second):
         if not (results[by] == value).any():
             raise ValueError(f"{by} has no rows of {value!r}; it holds "
@@ -643,6 +648,17 @@ def compare(results: pd.DataFrame, first: str, second: str, *, by: str = "criter
         rows.append({**dict(zip(within, key, strict=True)), "first": first,
                      "second": second, **gaps, "verdict": verdict})
     return pd.DataFrame(rows)
+
+
+def _perplexity_columns(results: pd.DataFrame) -> list[str]:
+    """The ``"<split> perplexity"`` columns of a :func:`sweep` table (at least one)."""
+    if not isinstance(results, pd.DataFrame):
+        raise TypeError(f"results must be a DataFrame from sweep, got {type(results).__name__}")
+    columns = [column for column in results.columns if str(column).endswith(" perplexity")]
+    if not columns:
+        raise ValueError("results must hold a '<split> perplexity' column (a sweep's table), "
+                         f"got columns {list(results.columns)}")
+    return columns
 
 
 def _range_gap(first: pd.Series, second: pd.Series) -> float:
