@@ -27,6 +27,7 @@ from labkit.data import load
 from labkit.models import GPT
 from labkit.pruning import llm
 from labkit.search import torch_threads
+from labkit.training import perplexity
 
 from . import report
 from .config import Config, seeded
@@ -94,21 +95,21 @@ def peer_rows(model: GPT, calibration: torch.Tensor, val: torch.Tensor) -> list[
                          for variant, mask in ours[name].items()}
             rows.append({"target": label, "layer": name, "agreement": agreement})
         rows.append({"target": label, "layer": "(model)", "torchao_seconds": seconds,
-                     "torchao_perplexity": llm.perplexity(pruned, val)})
+                     "torchao_perplexity": perplexity(pruned, val)})
     return rows
 
 
 def method_rows(model: GPT, calibration: torch.Tensor, val: torch.Tensor,
                 config: Config) -> list[dict]:
     rows = [{"method": "dense", "target": "", "seconds": [], "perplexity":
-             llm.perplexity(model, val)}]
+             perplexity(model, val)}]
     for label, target in TARGETS.items():
         for method in llm.METHODS:
             runs = [llm.prune(model, calibration, method, **target)
                     for _ in range(config.rounds)]
             rows.append({"method": method, "target": label,
                          "seconds": [r.seconds for r in runs],
-                         "perplexity": llm.perplexity(runs[0].model, val)})
+                         "perplexity": perplexity(runs[0].model, val)})
     return rows
 
 

@@ -22,6 +22,10 @@ finetune of a lab gave another accuracy than the first. :func:`train` seeds the 
 generator with ``seed`` for the run and puts its state back afterwards
 (:func:`shuffle_seeded`), so a run depends on its arguments only, and the loader is left
 as it was.
+
+Language models train the same way on their own loss: :func:`train_language_model` fits a
+next-token model to a :class:`~labkit.data.Corpus` (AdamW, as nanoGPT), and
+:func:`perplexity` is the exponent of its mean next-token cross-entropy.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from labkit.data import Corpus
 from labkit.search import torch_threads
 from labkit.validation import (
     batches,
@@ -213,3 +218,81 @@ def finetune(
 ) -> History:
     """Finetune a pruned model: :func:`train` with a 10x smaller default learning rate."""
     return train(model, train_loader, val_loader, epochs=epochs, lr=lr, **kwargs)
+
+
+# --- language models: next-token loss, perplexity, training ---------------------------
+
+def language_model_loss(model: nn.Module, windows: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of predicting ``windows[:, 1:]`` from ``windows[:, :-1]``."""
+    logits = model(windows[:, :-1])
+    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                       windows[:, 1:].reshape(-1))
+
+
+@torch.no_grad()
+def perplexity(model: nn.Module, windows: torch.Tensor, batch_size: int = 64) -> float:
+    """``exp`` of the mean next-token cross-entropy over every token of ``windows``.
+
+    ``windows``: ``(count, length + 1)`` token ids, e.g. ``corpus.windows("val", context)``.
+    A model that guesses uniformly among ``V`` tokens scores ``V``; lower is better.
+    """
+    check_count(batch_size, "batch_size")
+    if windows.dim() != 2 or windows.shape[0] == 0 or windows.shape[1] < 2:
+        raise ValueError("windows must hold at least one window of two or more tokens, got "
+                         f"shape {tuple(windows.shape)}")
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for batch in windows.split(batch_size):
+        tokens = batch[:, 1:].numel()
+        total += language_model_loss(model, batch).item() * tokens
+        count += tokens
+    model.train(was_training)
+    return math.exp(total / count)
+
+
+def train_language_model(
+    model: nn.Module,
+    corpus: Corpus,
+    *,
+    epochs: int = 3,
+    batch_size: int = 32,
+    lr: float = 5e-3,
+    weight_decay: float = 0.01,
+    seed: int = 0,
+    threads: int | None = TRAIN_THREADS,
+    progress: bool = True,
+) -> list[float]:
+    """Train ``model`` in place on random training windows of ``corpus``; returns the
+    loss of every step.
+
+    An epoch is as many steps of ``batch_size`` windows of ``model.context + 1`` tokens as
+    the training split has tokens to fill; batch ``s`` is drawn with seed ``seed + s``.
+    AdamW (Loshchilov and Hutter 2019) with a linear warm-up over the first 5% of the
+    steps and a cosine decay to zero, as nanoGPT trains, on ``threads`` torch threads.
+    """
+    check_count(epochs, "epochs")
+    check_count(batch_size, "batch_size")
+    check_real(lr, "lr", 0.0, low_open=True)
+    steps = max(1, epochs * corpus.train.numel() // (batch_size * model.context))
+    with torch_threads(threads):
+        seed_everything(seed)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99),
+                                      weight_decay=weight_decay)
+        warmup = max(1, steps // 20)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
+            (s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * s / steps))))
+        model.train()
+        losses = []
+        for step in tqdm(range(steps), desc="train", unit="step", disable=not progress,
+                         leave=False):
+            windows = corpus.windows("train", model.context, count=batch_size, seed=seed + step)
+            loss = language_model_loss(model, windows)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+    model.eval()
+    return losses

@@ -44,8 +44,7 @@ from torch import nn
 from labkit import __version__
 from labkit.data import Corpus, load
 from labkit.models import DIGITS_WIDTHS, GPT, MLP, RESNET_DIGITS_WIDTHS, VGG, ResNet
-from labkit.pruning.llm import train_language_model
-from labkit.training import TRAIN_LR, TRAIN_THREADS, train
+from labkit.training import TRAIN_LR, TRAIN_THREADS, train, train_language_model
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,11 @@
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
+from labkit import training
 from labkit.data import load
 from labkit.models import GPT
 from labkit.pruning import llm
@@ -19,7 +22,7 @@ def model(corpus):
     """A GPT trained for a few steps: enough for activations with structure."""
     torch.manual_seed(0)
     gpt = GPT(corpus.vocab_size, context=16, width=32, depth=2, heads=2)
-    llm.train_language_model(gpt, corpus, epochs=1, batch_size=256, progress=False)
+    training.train_language_model(gpt, corpus, epochs=1, batch_size=256, progress=False)
     return gpt
 
 
@@ -58,7 +61,7 @@ def test_training_beats_the_unigram_baseline(corpus, model):
     counts = torch.bincount(corpus.train, minlength=corpus.vocab_size).double() + 1
     unigram = torch.exp(-(counts / counts.sum()).log()[corpus.val].mean()).item()
     windows = corpus.windows("val", model.context)[:200]
-    assert llm.perplexity(model, windows) < unigram
+    assert training.perplexity(model, windows) < unigram
 
 
 def test_wanda_score_and_row_mask():
@@ -152,6 +155,137 @@ def test_wanda_masks_follow_input_norms(model, calibration):
                                                         0.5))
 
 
+def test_layer_inputs_of_several_layers_equal_one_at_a_time(model, calibration):
+    names = list(llm.linear_layers(model))
+    together = llm.layer_inputs(model, names, calibration)
+    for name in names:
+        alone = llm.input_statistics(model, name, calibration)
+        torch.testing.assert_close(together[name].gram, alone.gram)
+        assert together[name].count == alone.count == calibration[:, :16].numel()
+
+
+def test_calibration_groups_by_layer_and_by_block():
+    names = ["blocks.0.attn.qkv", "blocks.0.mlp.fc", "blocks.1.attn.qkv", "head"]
+    assert llm.block_of("blocks.1.mlp.fc") == "blocks.1" and llm.block_of("head") == "head"
+    assert llm.calibration_groups(names, "layer") == [[name] for name in names]
+    assert llm.calibration_groups(names, "block") == [names[:2], names[2:3], ["head"]]
+
+
+def test_block_calibration_records_a_dense_block_on_the_pruned_blocks_before(model,
+                                                                             calibration):
+    """As the papers' code: every layer of block 0 is scored on the dense model's inputs,
+    every layer of block 1 on the inputs of the model whose block 0 alone is pruned."""
+    result = llm.prune(model, calibration, "wanda", sparsity=0.5, sequential="block")
+    block0 = [name for name in llm.linear_layers(model) if name.startswith("blocks.0.")]
+    first = llm.prune(model, calibration, "wanda", sparsity=0.5, sequential="block",
+                      skip=["head"] + [name for name in llm.linear_layers(model)
+                                       if name not in block0])
+    for source, names in ((model, block0),
+                          (first.model, [n for n in llm.linear_layers(model) if n not in block0])):
+        statistics = llm.layer_inputs(source, names, calibration)
+        for name in names:
+            weight = model.get_submodule(name).weight
+            expected = llm.row_mask(llm.wanda_score(weight, statistics[name].norms), 0.5)
+            assert torch.equal(result.masks[name], expected), name
+    per_layer = llm.prune(model, calibration, "wanda", sparsity=0.5)
+    assert not torch.equal(per_layer.masks["blocks.0.mlp.fc"], result.masks["blocks.0.mlp.fc"])
+
+
+@pytest.fixture(scope="module")
+def swept(corpus, model):
+    calibrations = {seed: corpus.windows("train", 16, count=8, seed=seed) for seed in (0, 1)}
+    evaluation = {"validation": corpus.windows("val", 16)[:16],
+                  "test": corpus.windows("test", 16)[:16]}
+    return llm.sweep(model, calibrations, evaluation, targets=(0.5, (2, 4)))
+
+
+def test_sweep_has_a_row_per_criterion_target_and_seed(swept, model):
+    assert len(swept) == len(llm.CRITERIA) * 2 * 2
+    assert set(swept["target"]) == {"50%", "2:4"} and set(swept["seed"]) == {0, 1}
+    assert set(llm.linear_layers(model)) <= set(swept.columns)
+    assert {"validation perplexity", "test perplexity", "seconds"} <= set(swept.columns)
+    by_criterion = swept.groupby(["criterion", "target"])["validation perplexity"].nunique()
+    assert by_criterion["magnitude (layer)", "50%"] == 1
+    assert by_criterion["wanda", "50%"] == 2
+    layer, row = (swept[(swept.criterion == name) & (swept.target == "50%")]
+                  for name in ("magnitude (layer)", "magnitude (row)"))
+    assert layer["validation perplexity"].iloc[0] != row["validation perplexity"].iloc[0]
+    assert (swept[list(llm.linear_layers(model))].to_numpy() > 0).all()
+
+
+def test_sweep_matches_prune_and_perplexity(swept, corpus, model):
+    calibration = corpus.windows("train", 16, count=8, seed=1)
+    pruned = llm.prune(model, calibration, "magnitude", sparsity=0.5, group="layer")
+    row = swept[(swept.criterion == "magnitude (layer)") & (swept.target == "50%")
+                & (swept.seed == 1)].iloc[0]
+    windows = corpus.windows("val", 16)[:16]
+    assert row["validation perplexity"] == pytest.approx(training.perplexity(pruned.model,
+                                                                             windows))
+    assert row["blocks.1.mlp.fc"] == pytest.approx(pruned.errors["blocks.1.mlp.fc"])
+
+
+def sweep_rows(values: dict[str, list[list[float]]]):
+    """A sweep-like table: ``{criterion: [validation values, test values]}`` over seeds."""
+    import pandas as pd
+
+    return pd.DataFrame([{"criterion": name, "target": "50%", "seed": seed,
+                          "validation perplexity": val, "test perplexity": test}
+                         for name, (vals, tests) in values.items()
+                         for seed, (val, test) in enumerate(zip(vals, tests, strict=True))])
+
+
+@given(st.lists(st.floats(1, 10), min_size=3, max_size=3),
+       st.lists(st.floats(1, 10), min_size=3, max_size=3),
+       st.floats(-12, 12))
+def test_compare_names_the_lower_only_beyond_the_seed_spread(a, b, shift):
+    moved = [value + shift for value in b]
+    first, second = [a, [2 * value for value in a]], [moved, [2 * value for value in moved]]
+    verdict = llm.compare(sweep_rows({"x": first, "y": second}), "x", "y")["verdict"].item()
+    if max(a) < min(b) + shift:
+        assert verdict == "x lower"
+    elif max(b) + shift < min(a):
+        assert verdict == "y lower"
+    else:
+        assert verdict == "within the seed spread"
+
+
+def test_compare_needs_both_splits_to_agree():
+    rows = sweep_rows({"x": [[1.0, 1.1, 1.2], [5.0, 5.1, 5.2]],
+                       "y": [[2.0, 2.1, 2.2], [4.0, 4.1, 4.2]]})
+    table = llm.compare(rows, "x", "y")
+    assert table["verdict"].item() == "within the seed spread"
+    assert table["validation perplexity gap"].item() == pytest.approx(0.8)
+    assert table["test perplexity gap"].item() == pytest.approx(-0.8)
+    with pytest.raises(ValueError, match="criterion has no rows of 'z'"):
+        llm.compare(rows, "x", "z")
+
+
+def test_ranges_give_the_lowest_and_highest_over_the_seeds():
+    rows = sweep_rows({"x": [[1.0, 3.0, 2.0], [5.0, 4.0, 6.0]], "y": [[2.0, 2.0, 2.0],
+                                                                     [1.0, 1.0, 1.0]]})
+    table = llm.ranges(rows.assign(seconds=[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]))
+    assert list(table.columns) == ["validation min", "validation max", "test min",
+                                   "test max", "seconds"]
+    assert table.loc[("50%", "x")].tolist() == [1.0, 3.0, 4.0, 6.0, 2.0]
+    assert table.loc[("50%", "y")].tolist() == [2.0, 2.0, 1.0, 1.0, 5.0]
+
+
+def test_outlier_features_keep_the_function_and_wanda_but_not_magnitude(model, calibration):
+    scaled = llm.outlier_features(model, count=4, scale=20.0, seed=0)
+    tokens = calibration[:4, :16]
+    torch.testing.assert_close(scaled(tokens), model(tokens), atol=1e-4, rtol=1e-4)
+    name = "blocks.1.mlp.fc"
+    ratio = model.get_submodule(name).weight / scaled.get_submodule(name).weight
+    features = (ratio[0] - 20).abs() < 1e-3
+    assert features.sum() == 4 and torch.allclose(ratio[:, ~features], torch.ones(1))
+    before, after = (llm.prune(m, calibration, "wanda", sparsity=0.5) for m in (model, scaled))
+    agree = (before.masks[name] == after.masks[name]).float().mean()
+    assert agree > 0.99
+    magnitude = llm.prune(scaled, calibration, "magnitude", sparsity=0.5).masks[name]
+    assert not magnitude[:, features].any()
+    assert not torch.equal(scaled.get_submodule(name).weight, model.get_submodule(name).weight)
+
+
 # --- bad input ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("sparsity", [-0.1, 1.0, 1.5])
@@ -220,6 +354,48 @@ def test_unknown_method_and_group(model, calibration):
         llm.mask(torch.rand(2, 4), sparsity=0.5, group="column")
 
 
+def test_unknown_sequential_and_criteria(model, calibration, corpus):
+    with pytest.raises(ValueError, match=r"sequential must be one of \('layer', 'block'\)"):
+        llm.prune(model, calibration, "wanda", sparsity=0.5, sequential="model")
+    evaluation = {"validation": corpus.windows("val", 16)[:4]}
+    with pytest.raises(ValueError, match="criteria must be names of"):
+        llm.sweep(model, {0: calibration}, evaluation, criteria=("magnitude",))
+    with pytest.raises(ValueError, match="calibrations and evaluation must each hold"):
+        llm.sweep(model, {}, evaluation)
+    with pytest.raises(ValueError, match="sparsity must be in"):
+        llm.sweep(model, {0: calibration}, evaluation, targets=(1.5,))
+
+
+@pytest.mark.parametrize(("options", "error", "match"), [
+    ({"count": 0}, ValueError, "count must be an int in"),
+    ({"count": 33}, ValueError, r"count must be an int in \[1, 32\]"),
+    ({"scale": 0.0}, ValueError, "scale"),
+    ({"scale": "20"}, TypeError, "scale"),
+    ({"seed": None}, TypeError, "seed"),
+])
+def test_outlier_features_bad_input(model, options, error, match):
+    with pytest.raises(error, match=match):
+        llm.outlier_features(model, **options)
+    with pytest.raises(TypeError, match="model must be a labkit.models.GPT"):
+        llm.outlier_features(nn.Linear(4, 4))
+
+
+def test_sweep_tables_bad_input(model, calibration):
+    rows = sweep_rows({"x": [[1.0], [1.0]], "y": [[2.0], [2.0]]})
+    with pytest.raises(ValueError, match=r"by and within must name columns of results, got "
+                                         r"\['method'\]"):
+        llm.compare(rows, "x", "y", by="method")
+    with pytest.raises(ValueError, match="must hold a '<split> perplexity' column"):
+        llm.ranges(rows.drop(columns=["validation perplexity", "test perplexity"]))
+    with pytest.raises(TypeError, match="results must be a DataFrame"):
+        llm.ranges([{"validation perplexity": 1.0}])
+    with pytest.raises(ValueError, match="layer must name an nn.Linear of the model, got "
+                                         "'blocks.0.ln1'"):
+        llm.layer_inputs(model, ["blocks.0.attn.qkv", "blocks.0.ln1"], calibration)
+    with pytest.raises(ValueError, match="n <= m"):
+        llm.target_label((5, 4))
+
+
 def test_wanda_score_shape_mismatch():
     with pytest.raises(ValueError, match=r"input_norms must have shape \(4,\)"):
         llm.wanda_score(torch.rand(2, 4), torch.rand(3))
@@ -227,7 +403,7 @@ def test_wanda_score_shape_mismatch():
 
 def test_perplexity_and_windows_bad_input(corpus, model):
     with pytest.raises(ValueError, match="at least one window"):
-        llm.perplexity(model, torch.zeros(0, 17, dtype=torch.long))
+        training.perplexity(model, torch.zeros(0, 17, dtype=torch.long))
     with pytest.raises(ValueError, match="split must be one of"):
         corpus.windows("validation", 16)
 

@@ -18,33 +18,36 @@ that stay:
 
 Masks are unstructured (a ``sparsity`` in ``[0, 1)``) or N:M (``nm=(2, 4)``: 2 kept in
 every 4 consecutive inputs, the pattern of sparse Tensor Cores). :func:`prune` prunes a
-whole model **sequentially**: each layer's calibration inputs come from the model whose
-earlier layers are already pruned, as both papers do. Embeddings and the output head stay
-dense by default.
+whole model **sequentially**, in one of two modes (:data:`SEQUENTIAL`):
 
-The module also holds what a language-model lab needs around pruning: training the
-dense model (:func:`train_language_model`) and its :func:`perplexity`.
+* ``"block"``, as the reference code of both papers (IST-DASLab/sparsegpt,
+  locuslab/wanda): one forward pass through a transformer block that is still dense, on the
+  outputs of the blocks already pruned, records the inputs of every linear layer of the
+  block; all of them are pruned; the next block's inputs are then those of the pruned block.
+* ``"layer"``, finer: each layer's inputs are recorded anew, through the model whose earlier
+  layers, those of its own block included, are already pruned.
+
+Embeddings and the output head stay dense by default. :func:`sweep` prunes a model under
+several criteria, targets and calibration sets and returns the perplexities as one table.
+
+Training the dense model and its perplexity live in :mod:`labkit.training`.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import numbers
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from labkit.data import Corpus
 from labkit.pruning.granularity import mask_from_scores, nm_mask
-from labkit.search import torch_threads
-from labkit.training import TRAIN_THREADS, seed_everything
-from labkit.validation import check_count, check_real, check_sparsity
+from labkit.training import perplexity
+from labkit.validation import check_count, check_real, check_seed, check_sparsity
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
 """The pruning criteria :func:`prune` knows."""
@@ -52,88 +55,24 @@ METHODS = ("magnitude", "wanda", "sparsegpt")
 GROUPS = ("row", "layer")
 """Where magnitude compares its scores: within each output row, or within the layer."""
 
+SEQUENTIAL = ("layer", "block")
+"""How :func:`prune` recalibrates: after every layer, or after every transformer block."""
+
+CRITERIA: dict[str, dict[str, str]] = {
+    "magnitude (layer)": {"method": "magnitude", "group": "layer"},
+    "magnitude (row)": {"method": "magnitude", "group": "row"},
+    "wanda": {"method": "wanda"},
+    "sparsegpt": {"method": "sparsegpt"},
+}
+"""The criteria :func:`sweep` compares, by name: magnitude ranked across the whole layer
+(the baseline of both papers, locuslab/wanda's ``prune_magnitude``) and within each output
+row (Wanda's comparison group with the activations left out), Wanda and SparseGPT."""
+
 DAMPING = 0.01
 """SparseGPT's dampening: ``H + DAMPING * mean(diag(H)) * I`` (1% in the paper)."""
 
 BLOCK_SIZE = 128
 """SparseGPT's column block: lazy updates and mask selection (128 in the paper)."""
-
-
-# --- the dense language model: training and perplexity --------------------------------
-
-def language_model_loss(model: nn.Module, windows: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of predicting ``windows[:, 1:]`` from ``windows[:, :-1]``."""
-    logits = model(windows[:, :-1])
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), windows[:, 1:].reshape(-1))
-
-
-@torch.no_grad()
-def perplexity(model: nn.Module, windows: torch.Tensor, batch_size: int = 64) -> float:
-    """``exp`` of the mean next-token cross-entropy over every token of ``windows``.
-
-    ``windows``: ``(count, length + 1)`` token ids, e.g. ``corpus.windows("val", context)``.
-    A model that guesses uniformly among ``V`` tokens scores ``V``; lower is better.
-    """
-    check_count(batch_size, "batch_size")
-    if windows.dim() != 2 or windows.shape[0] == 0 or windows.shape[1] < 2:
-        raise ValueError("windows must hold at least one window of two or more tokens, got "
-                         f"shape {tuple(windows.shape)}")
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    for batch in windows.split(batch_size):
-        tokens = batch[:, 1:].numel()
-        total += language_model_loss(model, batch).item() * tokens
-        count += tokens
-    model.train(was_training)
-    return math.exp(total / count)
-
-
-def train_language_model(
-    model: nn.Module,
-    corpus: Corpus,
-    *,
-    epochs: int = 3,
-    batch_size: int = 32,
-    lr: float = 5e-3,
-    weight_decay: float = 0.01,
-    seed: int = 0,
-    threads: int | None = TRAIN_THREADS,
-    progress: bool = True,
-) -> list[float]:
-    """Train ``model`` in place on random training windows of ``corpus``; returns the
-    loss of every step.
-
-    An epoch is as many steps of ``batch_size`` windows of ``model.context + 1`` tokens as
-    the training split has tokens to fill; batch ``s`` is drawn with seed ``seed + s``.
-    AdamW (Loshchilov and Hutter 2019) with a linear warm-up over the first 5% of the
-    steps and a cosine decay to zero, as nanoGPT trains, on ``threads`` torch threads.
-    """
-    check_count(epochs, "epochs")
-    check_count(batch_size, "batch_size")
-    check_real(lr, "lr", 0.0, low_open=True)
-    steps = max(1, epochs * corpus.train.numel() // (batch_size * model.context))
-    with torch_threads(threads):
-        seed_everything(seed)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99),
-                                      weight_decay=weight_decay)
-        warmup = max(1, steps // 20)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
-            (s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * s / steps))))
-        model.train()
-        losses = []
-        for step in tqdm(range(steps), desc="train", unit="step", disable=not progress,
-                         leave=False):
-            windows = corpus.windows("train", model.context, count=batch_size, seed=seed + step)
-            loss = language_model_loss(model, windows)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            losses.append(loss.item())
-    model.eval()
-    return losses
 
 
 # --- the layers and their calibration inputs ------------------------------------------
@@ -189,40 +128,56 @@ class _StopForward(Exception):
     """Raised by the recording hook: nothing after the layer is needed."""
 
 
-@torch.no_grad()
 def input_statistics(model: nn.Module, layer: str, calibration: torch.Tensor,
                      batch_size: int = 64) -> InputStatistics:
     """:class:`InputStatistics` of the inputs to ``model``'s layer named ``layer`` on the
     first ``model.context`` tokens of each calibration sample (each batch's ``X X^T`` in
     float32, summed in float64)."""
+    return layer_inputs(model, [layer], calibration, batch_size)[layer]
+
+
+@torch.no_grad()
+def layer_inputs(model: nn.Module, layers: Sequence[str], calibration: torch.Tensor,
+                 batch_size: int = 64) -> dict[str, InputStatistics]:
+    """:func:`input_statistics` of several layers from one pass of each batch, stopped
+    once every named layer has received its input (layers run as they are now: a layer
+    that runs after another one of ``layers`` sees that one's present weights)."""
     check_calibration(model, calibration)
-    module = dict(model.named_modules()).get(layer)
-    if not isinstance(module, nn.Linear):
-        raise ValueError(f"layer must name an nn.Linear of the model, got {layer!r}")
-    gram = torch.zeros(module.in_features, module.in_features, dtype=torch.float64)
-    count = 0
+    modules = dict(model.named_modules())
+    for name in layers:
+        if not isinstance(modules.get(name), nn.Linear):
+            raise ValueError(f"layer must name an nn.Linear of the model, got {name!r}")
+    size = {name: modules[name].in_features for name in layers}
+    grams = {name: torch.zeros(size[name], size[name], dtype=torch.float64) for name in layers}
+    counts = dict.fromkeys(layers, 0)
+    pending: set[str] = set()
 
-    def record(_module, inputs):
-        nonlocal gram, count
-        x = inputs[0].detach().reshape(-1, module.in_features).float().cpu()
-        gram += (x.T @ x).double()
-        count += x.shape[0]
-        raise _StopForward
+    def recorder(name):
+        def record(_module, inputs):
+            x = inputs[0].detach().reshape(-1, size[name]).float().cpu()
+            grams[name] += (x.T @ x).double()
+            counts[name] += x.shape[0]
+            pending.discard(name)
+            if not pending:
+                raise _StopForward
+        return record
 
-    handle = module.register_forward_pre_hook(record)
+    handles = [modules[name].register_forward_pre_hook(recorder(name)) for name in layers]
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     try:
         for batch in calibration[:, :model.context].split(batch_size):
+            pending.update(layers)
             try:
                 model(batch.to(device))
             except _StopForward:
                 pass
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
         model.train(was_training)
-    return InputStatistics(gram, count)
+    return {name: InputStatistics(grams[name], counts[name]) for name in layers}
 
 
 # --- scores and masks: pure functions of tensors --------------------------------------
@@ -518,6 +473,28 @@ def prune_layer(weight: torch.Tensor, statistics: InputStatistics, method: str, 
     return weight.detach() * keep, keep
 
 
+def block_of(layer: str) -> str:
+    """The transformer block a layer belongs to: its name up to the first index of a
+    module list (``"blocks.1.mlp.fc"`` -> ``"blocks.1"``); a layer outside any list is a
+    block of its own."""
+    parts = layer.split(".")
+    index = next((i for i, part in enumerate(parts) if part.isdigit()), len(parts) - 1)
+    return ".".join(parts[:index + 1])
+
+
+def calibration_groups(layers: Sequence[str], sequential: str) -> list[list[str]]:
+    """The layers whose inputs are recorded in one pass: each layer alone
+    (``"layer"``), or every layer of one :func:`block_of` (``"block"``), in order."""
+    if sequential not in SEQUENTIAL:
+        raise ValueError(f"sequential must be one of {SEQUENTIAL}, got {sequential!r}")
+    if sequential == "layer":
+        return [[name] for name in layers]
+    groups: dict[str, list[str]] = {}
+    for name in layers:
+        groups.setdefault(block_of(name), []).append(name)
+    return list(groups.values())
+
+
 @torch.no_grad()
 def prune(
     model: nn.Module,
@@ -528,15 +505,18 @@ def prune(
     nm: tuple[int, int] | None = None,
     group: str = "row",
     skip: Sequence[str] = ("head",),
+    sequential: str = "layer",
     block_size: int = BLOCK_SIZE,
     damping: float = DAMPING,
 ) -> PrunedModel:
     """Prune every linear layer of a copy of ``model`` (``model`` is not changed).
 
-    Layers are pruned in order; each one's :func:`input_statistics` are taken on
+    Layers are pruned in order. Their :func:`input_statistics` are taken on
     ``calibration`` (``(samples, length)`` training token ids, ``length >= context``)
-    through the copy whose earlier layers are already pruned. Layers named in ``skip``
-    (the tied output head) and the embeddings stay dense.
+    through the copy as pruned so far: anew before every layer (``sequential="layer"``),
+    or once per transformer block for all of its layers (``"block"``, as the papers'
+    code; see the module's docstring). Layers named in ``skip`` (the tied output head)
+    and the embeddings stay dense.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -544,19 +524,180 @@ def prune(
     check_calibration(model, calibration)
     _check_damping(damping)
     layers = linear_layers(model, skip)
+    groups = calibration_groups(list(layers), sequential)
     if nm is not None:
         for name, layer in layers.items():
             _check_nm(nm, layer.in_features, f" of layer {name}")
     start = time.perf_counter()
     pruned = copy.deepcopy(model).eval()
     result = PrunedModel(pruned)
-    for name, layer in linear_layers(pruned, skip).items():
-        statistics = input_statistics(pruned, name, calibration)
-        dense = layer.weight.detach().clone()
-        weight, keep = prune_layer(dense, statistics, method, sparsity=sparsity, nm=nm,
-                                   group=group, block_size=block_size, damping=damping)
-        layer.weight.copy_(weight)
-        result.masks[name] = keep
-        result.errors[name] = reconstruction_error(dense, weight, statistics.hessian)
+    for names in groups:
+        statistics = layer_inputs(pruned, names, calibration)
+        for name in names:
+            layer = pruned.get_submodule(name)
+            dense = layer.weight.detach().clone()
+            weight, keep = prune_layer(dense, statistics[name], method, sparsity=sparsity,
+                                       nm=nm, group=group, block_size=block_size,
+                                       damping=damping)
+            layer.weight.copy_(weight)
+            result.masks[name] = keep
+            result.errors[name] = reconstruction_error(dense, weight, statistics[name].hessian)
     result.seconds = time.perf_counter() - start
     return result
+
+
+# --- experiments: a sweep, and outlier features ---------------------------------------
+
+def target_label(target: float | tuple[int, int]) -> str:
+    """``0.5`` -> ``"50%"``, ``(2, 4)`` -> ``"2:4"``."""
+    _target_options(target)
+    return f"{target[0]}:{target[1]}" if isinstance(target, tuple) else f"{target:.0%}"
+
+
+def _target_options(target: float | tuple[int, int]) -> dict:
+    options = {"nm": target} if isinstance(target, tuple) else {"sparsity": target}
+    check_target(options.get("sparsity"), options.get("nm"))
+    return options
+
+
+def sweep(
+    model: nn.Module,
+    calibrations: Mapping[int, torch.Tensor],
+    evaluation: Mapping[str, torch.Tensor],
+    *,
+    criteria: Sequence[str] = tuple(CRITERIA),
+    targets: Sequence[float | tuple[int, int]] = (0.5, (2, 4)),
+    sequential: str = "layer",
+) -> pd.DataFrame:
+    """Prune ``model`` by every criterion (names of :data:`CRITERIA`) at every target
+    (a sparsity or an N:M pair) with every calibration set, and measure each copy.
+
+    ``calibrations``: calibration token ids by the seed that drew them;
+    ``evaluation``: windows (``(count, length + 1)`` token ids) by split name. One row per
+    criterion, target and seed: ``criterion``, ``target`` (``"50%"``, ``"2:4"``),
+    ``seed``, ``sequential``, ``seconds`` of pruning, the perplexity on each split
+    (``"<split> perplexity"``) and each layer's calibration reconstruction error (a column
+    per layer). Magnitude's masks do not depend on the calibration, so its copies are
+    evaluated once per target and their perplexities repeated for every seed.
+    """
+    if not calibrations or not evaluation:
+        raise ValueError("calibrations and evaluation must each hold at least one entry, got "
+                         f"{len(calibrations)} and {len(evaluation)}")
+    for name in criteria:
+        if name not in CRITERIA:
+            raise ValueError(f"criteria must be names of {tuple(CRITERIA)}, got {name!r}")
+    options = {target_label(target): _target_options(target) for target in targets}
+    rows, measured = [], {}
+    for criterion in criteria:
+        for label, target in options.items():
+            for seed, calibration in calibrations.items():
+                result = prune(model, calibration, **CRITERIA[criterion], **target,
+                               sequential=sequential)
+                key = (criterion, label, seed if CRITERIA[criterion]["method"] != "magnitude"
+                       else None)
+                if key not in measured:
+                    measured[key] = {f"{split} perplexity": perplexity(result.model, windows)
+                                     for split, windows in evaluation.items()}
+                rows.append({"criterion": criterion, "target": label,
+                             "seed": check_seed(seed), "sequential": sequential,
+                             "seconds": result.seconds, **measured[key], **result.errors})
+    return pd.DataFrame(rows)
+
+
+def ranges(results: pd.DataFrame, by: Sequence[str] = ("target", "criterion")) -> pd.DataFrame:
+    """The lowest and highest perplexity over the seeds of a :func:`sweep`, per split
+    (columns ``"<split> min"``, ``"<split> max"``), and the mean pruning ``seconds``, for
+    every combination of the ``by`` columns (in the order of the sweep)."""
+    splits = _perplexity_columns(results)
+    bounds = {f"{split.removesuffix(' perplexity')} {bound}": (split, bound)
+              for split in splits for bound in ("min", "max")}
+    return results.groupby(list(by), sort=False).agg(**bounds, seconds=("seconds", "mean"))
+
+
+def compare(results: pd.DataFrame, first: str, second: str, *, by: str = "criterion",
+            within: Sequence[str] = ("target",)) -> pd.DataFrame:
+    """Which of two configurations of a :func:`sweep` has the lower perplexity, counted
+    only where the seeds cannot explain the difference.
+
+    ``first`` and ``second`` are values of column ``by``; rows are compared within each
+    combination of the ``within`` columns that holds both. For every split (each
+    ``"<split> perplexity"`` column), the gap is ``min(second) - max(first)`` over the
+    seeds when that is positive (every seed of ``first`` below every seed of ``second``),
+    ``max(second) - min(first)`` when that is negative, else 0: the ranges overlap. The
+    verdict names the lower one when its gap has one sign on every split, else says
+    ``"within the seed spread"``.
+    """
+    splits = _perplexity_columns(results)
+    missing = sorted({by, *within} - set(results.columns))
+    if missing:
+        raise ValueError(f"by and within must name columns of results, got {missing}; its "
+                         f"columns are {list(results.columns)}")
+    for value in (first, second):
+        if not (results[by] == value).any():
+            raise ValueError(f"{by} has no rows of {value!r}; it holds "
+                             f"{sorted(results[by].unique())}")
+    rows = []
+    for key, group in results.groupby(list(within), sort=False):
+        a, b = group[group[by] == first], group[group[by] == second]
+        if a.empty or b.empty:
+            continue
+        gaps = {f"{split} gap": _range_gap(a[split], b[split]) for split in splits}
+        signs = {(gap > 0) - (gap < 0) for gap in gaps.values()}
+        verdict = ("within the seed spread" if len(signs) != 1 or 0 in signs else
+                   f"{first if signs == {1} else second} lower")
+        rows.append({**dict(zip(within, key, strict=True)), "first": first,
+                     "second": second, **gaps, "verdict": verdict})
+    return pd.DataFrame(rows)
+
+
+def _perplexity_columns(results: pd.DataFrame) -> list[str]:
+    """The ``"<split> perplexity"`` columns of a :func:`sweep` table (at least one)."""
+    if not isinstance(results, pd.DataFrame):
+        raise TypeError(f"results must be a DataFrame from sweep, got {type(results).__name__}")
+    columns = [column for column in results.columns if str(column).endswith(" perplexity")]
+    if not columns:
+        raise ValueError("results must hold a '<split> perplexity' column (a sweep's table), "
+                         f"got columns {list(results.columns)}")
+    return columns
+
+
+def _range_gap(first: pd.Series, second: pd.Series) -> float:
+    """Positive when all of ``first`` lies below all of ``second``, negative when above,
+    0 when the two ranges overlap."""
+    if first.max() < second.min():
+        return float(second.min() - first.max())
+    if second.max() < first.min():
+        return float(second.max() - first.min())
+    return 0.0
+
+
+@torch.no_grad()
+def outlier_features(model: nn.Module, count: int = 4, scale: float = 20.0,
+                     seed: int = 0) -> nn.Module:
+    """A copy of a :class:`~labkit.models.GPT` that computes the same function with
+    ``count`` outlier input features in every ``attn.qkv`` and ``mlp.fc`` layer.
+
+    The features (drawn with ``seed``, the same in every block) leave each block's
+    LayerNorms ``ln1`` and ``ln2`` multiplied by ``scale`` (their weight and bias), and
+    the columns of the linear layer reading them are divided by ``scale``:
+    ``(W / s)(s x) = W x``. What Wanda's score sees, ``|W_ij| * ||X_j||``, is unchanged;
+    magnitude sees weights ``scale`` times smaller (the outliers of Dettmers et al. 2022
+    that Sun et al. 2023 designed Wanda for).
+    """
+    blocks = getattr(model, "blocks", None)
+    if not isinstance(blocks, nn.ModuleList) or not all(
+            hasattr(block, name) for block in blocks for name in ("ln1", "ln2", "attn", "mlp")):
+        raise TypeError("model must be a labkit.models.GPT (blocks of ln1, attn, ln2, mlp), "
+                        f"got {type(model).__name__}")
+    width = model.blocks[0].ln1.normalized_shape[0]
+    check_count(count, "count", maximum=width)
+    check_real(scale, "scale", 0.0, low_open=True)
+    generator = torch.Generator().manual_seed(check_seed(seed))
+    features = torch.randperm(width, generator=generator)[:count]
+    scaled = copy.deepcopy(model).eval()
+    for block in scaled.blocks:
+        for norm, reader in ((block.ln1, block.attn.qkv), (block.ln2, block.mlp.fc)):
+            norm.weight[features] *= scale
+            norm.bias[features] *= scale
+            reader.weight[:, features] /= scale
+    return scaled
