@@ -323,10 +323,17 @@ def reap() -> None:
 
 
 def _resident_bytes(processes: Sequence[psutil.Process]) -> int:
+    """The memory ``processes`` hold together: their proportional set sizes (a page
+    shared by n processes counts 1/n in each, so a thousand forks of one kernel count
+    once), or resident set sizes where the kernel does not say."""
     total = 0
     for member in processes:
         with contextlib.suppress(psutil.Error):
-            total += member.memory_info().rss
+            try:
+                info = member.memory_full_info()
+            except psutil.AccessDenied:
+                info = member.memory_info()
+            total += getattr(info, "pss", info.rss)
     return total
 
 
