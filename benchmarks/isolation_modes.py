@@ -50,7 +50,7 @@ def stages(mode: str) -> tuple[float, float, float]:
         grade.run_nbval(private, merged, config, mode, 7, sources, replaced)
         notebook_s = time.perf_counter() - start
         start = time.perf_counter()
-        results = grade.run_checks(private, merged, replaced, config, mode, 7)
+        results, _ = grade.run_checks(private, merged, replaced, config, mode, 7)
         checks_s = time.perf_counter() - start
         start = time.perf_counter()
         referee.judge_apart(["check_get_model_size", "check_get_sparsity"], results, 7)

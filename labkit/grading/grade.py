@@ -170,10 +170,12 @@ def portable_cases(declared, seed: int) -> dict:
 
 
 def run_checks(private: Path, notebook: NotebookNode, replaced: dict,
-               config: GradingConfig, mode: str, seed: int) -> Path:
+               config: GradingConfig, mode: str, seed: int
+               ) -> tuple[Path, isolation.Finished]:
     """Run the check process (:mod:`labkit.grading.checkrun`) of ``notebook`` in
     ``mode`` over a fresh scratch folder in ``private``, with labkit's ``replaced``
-    functions stubbed and the cases built here; returns its results folder. Every
+    functions stubbed and the cases built here; returns its results folder and how it
+    ended (a check process stopped by a limit counts as the notebook stopped). Every
     process of the run has ended when this returns."""
     import labkit
 
@@ -195,8 +197,9 @@ def run_checks(private: Path, notebook: NotebookNode, replaced: dict,
         env["PYTHONPATH"] = str(stub.parent)
     argv = [sys.executable, "-m", "labkit.grading.checkrun",
             str(runner.inside / checkrun.SPEC)]
-    isolation.run(runner, argv, env, config.threads, private / "checks.log", root / "work")
-    return root / "results"
+    finished = isolation.run(runner, argv, env, config.threads, private / "checks.log",
+                             root / "work")
+    return root / "results", finished
 
 
 def isolation_problem(run: NbvalRun) -> str:
@@ -242,8 +245,10 @@ def grade_submission(submission: Submission, instructor: NotebookNode,
         recorded = root / "results"
         if not run.stopped and run.junit is not None:
             try:
-                recorded = run_checks(Path(name), merged, replaced_functions(instructor),
-                                     config, mode, seed)
+                recorded, finished = run_checks(Path(name), merged,
+                                                replaced_functions(instructor), config, mode,
+                                                seed)
+                run = replace(run, stopped=finished.stopped)
             except (OSError, subprocess.SubprocessError) as error:
                 reason = (f"the {mode} isolation could not start the check process: "
                           f"{type(error).__name__}: {error}")

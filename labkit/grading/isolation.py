@@ -48,7 +48,7 @@ class IsolationUnavailable(RuntimeError):
 @dataclass(frozen=True)
 class Finished:
     """How a run ended: the exit code, and why it was stopped (``"time"``, ``"disk"``,
-    ``"memory"`` or ``""``)."""
+    ``"memory"``, ``"cores"`` or ``""``)."""
 
     returncode: int
     stopped: str = ""
@@ -337,13 +337,20 @@ def _resident_bytes(processes: Sequence[psutil.Process]) -> int:
     return total
 
 
-def keep_on_cores(processes: Sequence[psutil.Process], allowed: list[int]) -> None:
+def keep_on_cores(processes: Sequence[psutil.Process], allowed: list[int]) -> bool:
     """Put back on the ``allowed`` cores each process that widened its CPU affinity
-    (where no cpuset holds the submission, a process may call ``sched_setaffinity``)."""
+    (where no cpuset holds the submission, a process may call ``sched_setaffinity``);
+    False when one cannot be put back (setting another user's affinity needs
+    ``CAP_SYS_NICE``, which Docker's containers lack)."""
+    kept = True
     for member in processes:
-        with contextlib.suppress(psutil.Error, OSError):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess):
             if not set(member.cpu_affinity()) <= set(allowed):
-                member.cpu_affinity(allowed)
+                try:
+                    member.cpu_affinity(allowed)
+                except (psutil.AccessDenied, OSError):
+                    kept = False
+    return kept
 
 
 def over_quota(runner: Runner, limits: Limits) -> bool:
@@ -357,7 +364,8 @@ def watch(process: subprocess.Popen, runner: Runner, limits: Limits, groups: Gro
     disk quota in blocks or inodes (``"disk"``, checked once more after it ended, so
     that filling a shared folder just before the end does not pass), or, without a
     memory cgroup, its processes' summed resident memory (``"memory"``). Without a
-    cpuset, keep its processes on the grading job's cores."""
+    cpuset, keep its processes on the grading job's cores, and stop it where one cannot
+    be put back (``"cores"``), so that it cannot starve another job."""
     deadline = time.monotonic() + limits.notebook_timeout_s
     allowed = cores()
     pinned = groups.cpus is None and len(allowed) < (os.cpu_count() or 1)
@@ -372,9 +380,8 @@ def watch(process: subprocess.Popen, runner: Runner, limits: Limits, groups: Gro
         except subprocess.TimeoutExpired:
             pass
         members = runner.members(leader) if leader is not None else []
-        if pinned:
-            keep_on_cores(members, allowed)
         reason = ("time" if time.monotonic() > deadline else
+                  "cores" if pinned and not keep_on_cores(members, allowed) else
                   "disk" if over_quota(runner, limits) else
                   "memory" if groups.memory is None
                   and _resident_bytes(members) > limits.memory_gib * 2**30 else "")

@@ -28,7 +28,7 @@ from labkit.grading.untrusted import clean_text
 @dataclass(frozen=True)
 class NbvalRun:
     """What one pytest run left behind: the junit XML (None if none), the log tail, and
-    why it was stopped (``"time"``, ``"disk"``, ``"memory"`` or ``""``)."""
+    why it was stopped (``"time"``, ``"disk"``, ``"memory"``, ``"cores"`` or ``""``)."""
 
     junit: str | None
     returncode: int
@@ -121,7 +121,9 @@ def score(notebook: NotebookNode, checks: list[CheckCell], run: NbvalRun,
                   "disk": f"not run: the submission stored more than its disk quota of "
                           f"{limits.disk_mib:g} MiB or {limits.files:,} files",
                   "memory": f"not run: the submission's processes used more than "
-                            f"{limits.memory_gib:g} GiB of memory together"}.get(
+                            f"{limits.memory_gib:g} GiB of memory together",
+                  "cores": "not run: the submission's processes left the CPU cores of "
+                           "their grading job"}.get(
             run.stopped, f"not run: pytest exited with code {run.returncode}: "
                          f"{run.log_tail.strip()[-300:]}")
         return [CheckResult(check.name, False, check.points, clean_text(reason))
