@@ -10,15 +10,15 @@ from torch.utils.data import DataLoader, TensorDataset
 from labkit.measure import count_macs
 from labkit.models import MLP, VGG
 from labkit.pruning.channels import channel_prune, get_num_channels_to_keep
-from labkit.search import amc, torch_threads
-from labkit.training import evaluate
+from labkit.search import amc
+from labkit.training import evaluate, torch_threads
 
 WIDTHS = (6, "M", 8, 5)
 
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """Tiny networks run fastest on one thread (see labkit.search.torch_threads)."""
+    """Tiny networks run fastest on one thread (see labkit.training.torch_threads)."""
     with torch_threads(1):
         yield
 
@@ -310,18 +310,6 @@ def test_search_rejects_bad_episode_counts():
         amc.amc_search(PeakedReward(), agent, episodes=0)
     with pytest.raises(ValueError, match="warmup"):
         amc.amc_search(PeakedReward(), agent, episodes=5, warmup=6)
-
-
-def test_torch_threads_sets_and_restores_the_thread_count():
-    before = torch.get_num_threads()
-    with torch_threads(None):
-        assert torch.get_num_threads() == before
-    with torch_threads(2):
-        assert torch.get_num_threads() == 2
-    assert torch.get_num_threads() == before
-    with pytest.raises(ValueError, match="threads"):
-        with torch_threads(0):
-            pass
 
 
 def test_search_runs_with_its_thread_count_and_restores_it():

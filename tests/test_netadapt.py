@@ -6,14 +6,15 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from labkit.models import VGG
-from labkit.search import netadapt, torch_threads
+from labkit.search import netadapt
+from labkit.training import torch_threads
 
 WIDTHS = (8, "M", 16, 16)
 
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """Tiny networks run fastest on one thread (see labkit.search.torch_threads)."""
+    """Tiny networks run fastest on one thread (see labkit.training.torch_threads)."""
     with torch_threads(1):
         yield
 

@@ -73,8 +73,7 @@ from labkit.pruning.channels import (
     conv_blocks,
     get_num_channels_to_keep,
 )
-from labkit.search import torch_threads
-from labkit.training import evaluate
+from labkit.training import evaluate, torch_threads
 from labkit.validation import batches, check_count, check_loader, check_real, check_seed
 
 
@@ -480,7 +479,7 @@ def amc_search(env: Environment, agent: DDPGAgent, *, episodes: int = 100, warmu
 
     After each learning episode the agent takes one update per transition. The best
     policy is the one with the highest reward over all episodes (ties: the earliest).
-    The search runs with ``threads`` torch threads (:func:`labkit.search.torch_threads`).
+    The search runs with ``threads`` torch threads (:func:`labkit.training.torch_threads`).
     """
     check_count(episodes, "episodes")
     check_count(warmup, "warmup", 0)

@@ -45,12 +45,12 @@ from torch.utils import benchmark
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from labkit.files import write_atomically
 from labkit.models import VGG
 from labkit.pruning.channels import apply_channel_sorting, channel_prune, conv_blocks
-from labkit.search import torch_threads
-from labkit.training import FINETUNE_LR, evaluate, finetune
+from labkit.training import FINETUNE_LR, evaluate, finetune, torch_threads
 from labkit.validation import check_count, check_loader, check_real, check_seed
-from labkit.zoo import cache_file, write_atomically
+from labkit.zoo import cache_file
 
 
 def candidate_widths(channels: int, step: int) -> tuple[int, ...]:
@@ -248,7 +248,7 @@ def latency_table(model: VGG, inputs: torch.Tensor, *, step: int = 8, threads: i
     table = LatencyTable(tuple(b.name for b in blocks), blocks[0].in_channels, widths,
                          tuple(latency_ms), key)
     if cache:
-        write_atomically(path, lambda f: f.write(table.to_json().encode()))
+        write_atomically(path, table.to_json())
     return table
 
 
@@ -306,7 +306,7 @@ def netadapt(model: VGG, table: LatencyTable, train_loader: Iterable, val_loader
     The step ``dR = (R_0 - B) / iterations``; each candidate is finetuned (with ``lr``) on
     the first ``finetune_batches`` batches of ``train_loader``, the same for all, and
     judged on ``val_loader``, with ``threads`` torch threads
-    (:func:`labkit.search.torch_threads`). Returns the family: the starting network
+    (:func:`labkit.training.torch_threads`). Returns the family: the starting network
     first, then one network per iteration. ``model`` is not changed. Raises
     ``ValueError`` when even the table's narrowest network misses the budget; warns and
     stops early when no single layer can meet a step's constraint.
