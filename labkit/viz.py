@@ -26,9 +26,8 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from labkit.measure import count_macs
+from labkit.measure import count_macs, fastest_run_ms
 from labkit.pruning.schedule import agp_sparsity
-from labkit.search.netadapt import fastest_run_ms
 from labkit.training import evaluate
 
 STYLE = {

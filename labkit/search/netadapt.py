@@ -41,11 +41,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils import benchmark
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from labkit.files import write_atomically
+from labkit.measure import fastest_run_ms
 from labkit.models import VGG
 from labkit.pruning.channels import apply_channel_sorting, channel_prune, conv_blocks
 from labkit.training import FINETUNE_LR, evaluate, finetune, torch_threads
@@ -59,24 +59,6 @@ def candidate_widths(channels: int, step: int) -> tuple[int, ...]:
     check_count(channels, "channels")
     check_count(step, "step")
     return (*range(step, channels, step), channels)
-
-
-@torch.no_grad()
-def fastest_run_ms(module: nn.Module, inputs: torch.Tensor, *, threads: int = 1,
-                   runs: int = 10) -> float:
-    """Latency of ``module(inputs)`` in ms: the fastest of ``runs`` single timed runs.
-
-    Timed with ``torch.utils.benchmark.Timer`` at a fixed thread count after two
-    warm-up runs. On a shared machine other processes can only *add* time to a run, so
-    the fastest run is the least disturbed estimate of what the layer itself costs (the
-    median of :func:`labkit.measure.measure_latency` mixes the interference in).
-    """
-    check_count(threads, "threads")
-    check_count(runs, "runs")
-    timer = benchmark.Timer(stmt="module(inputs)", globals={"module": module, "inputs": inputs},
-                            num_threads=threads)
-    timer.timeit(2)
-    return min(timer.timeit(1).median for _ in range(runs)) * 1e3
 
 
 @dataclass(frozen=True)
