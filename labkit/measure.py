@@ -14,6 +14,8 @@
   many runs) and reported as the median and inter-quartile range; :func:`time_call`
   times any call so, and every latency in labkit and the labs goes through it (or
   through :func:`fastest_run_ms`, the fastest of single runs, on the same timer).
+* :func:`costs` puts parameters, MACs and latencies of a set of models side by side, as
+  a pandas DataFrame that :func:`labkit.viz.cost_table` draws.
 
 Prunable layers are ``Conv1d``, ``Conv2d``, ``Conv3d`` and ``Linear``; embeddings are
 left dense on purpose. A model with any other layer that owns a weight
@@ -24,8 +26,9 @@ share (tie) a weight.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -38,8 +41,12 @@ from labkit.validation import (
     check_layer_types,
     check_module,
     check_real,
+    check_seed,
     check_tensor,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 DENSE_TYPES = (nn.Embedding, nn.EmbeddingBag)
@@ -277,3 +284,58 @@ def measure_latency(
         return time_call(lambda: model(inputs), threads=threads, min_run_time=min_run_time)
     finally:
         model.train(was_training)
+
+
+def cost_frame(rows: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """Parameters, MACs and latencies of models, each against the first (dense) row.
+
+    ``rows`` maps a model's name to ``{"params": int, "MACs": int, <label>: Latency, ...}``
+    (one :class:`Latency` per input the model was timed on). The frame adds the MAC
+    reduction (dense MACs / MACs) and, per latency, the median, the inter-quartile range
+    and the speed-up (dense median / median); its index is named ``model``.
+    """
+    import pandas as pd  # here, not above: the check process imports this module fast
+
+    if not rows:
+        raise ValueError("cost_frame needs at least one row, got none")
+    dense = next(iter(rows.values()))
+    timed = [key for key, value in dense.items() if isinstance(value, Latency)]
+    frame = {}
+    for name, row in rows.items():
+        line = {"params": row["params"], "MACs": row["MACs"],
+                "MAC reduction": dense["MACs"] / row["MACs"]}
+        for key in timed:
+            line[f"{key}: ms"] = row[key].median_ms
+            line[f"{key}: IQR ms"] = row[key].iqr_ms
+            line[f"{key}: speed-up"] = dense[key].median_ms / row[key].median_ms
+        frame[name] = line
+    return pd.DataFrame.from_dict(frame, orient="index").rename_axis("model")
+
+
+def costs(models: Mapping[str, nn.Module], input_shape: Sequence[int], *,
+          batch_sizes: Sequence[int] = (1, 256), rounds: int = 1, min_run_time: float = 0.5,
+          seed: int = 0) -> pd.DataFrame:
+    """What each of ``models`` costs, the first one the reference: parameters, MACs of
+    one input of ``input_shape``, and the latency at each batch size (:func:`cost_frame`).
+
+    Latencies are measured in ``rounds`` interleaved rounds (every model and batch size
+    once per round) and each keeps its fastest round's median: load from other processes
+    drifts over seconds and can only add time, so interleaving spreads it over all models
+    and the fastest round is the least disturbed. Inputs are random, drawn with ``seed``.
+    """
+    check_count(rounds, "rounds")
+    generator = torch.Generator().manual_seed(check_seed(seed))
+    example = torch.randn(1, *input_shape, generator=generator)
+    batches = {size: torch.randn(check_count(size, "batch_sizes"), *input_shape,
+                                 generator=generator) for size in batch_sizes}
+    rows: dict[str, dict[str, Any]] = {
+        name: {"params": num_parameters(model), "MACs": count_macs(model, example)}
+        for name, model in models.items()}
+    for _ in range(rounds):
+        for name, model in models.items():
+            for size, inputs in batches.items():
+                latency = measure_latency(model, inputs, min_run_time=min_run_time)
+                best = rows[name].get(f"batch {size}")
+                if best is None or latency.median_ms < best.median_ms:
+                    rows[name][f"batch {size}"] = latency
+    return cost_frame(rows)

@@ -324,3 +324,20 @@ def test_search_runs_with_its_thread_count_and_restores_it():
     amc.amc_search(Recording(), amc.DDPGAgent(2), episodes=3, warmup=1, threads=2,
                    progress=False)
     assert seen == [2, 2, 2] and torch.get_num_threads() == before
+
+
+def test_compare_seeds_runs_amc_its_actor_and_random_search_once_per_seed():
+    env = amc.ChannelPruningEnv(small_vgg(), random_loader(), mac_budget=0.6)
+    comparison = amc.compare_seeds(env, (0, 1), episodes=4, warmup=2, progress=False)
+    assert comparison.seeds == (0, 1) and len(comparison.searches) == 2
+    assert list(comparison.policies) == ["AMC best", "AMC actor", "random search best"]
+    for policies in comparison.policies.values():
+        assert len(policies) == 2
+        for policy in policies:
+            assert len(policy) == len(env.layers) and policy == [round(r, 3) for r in policy]
+            assert env.policy_macs(policy) <= env.budget_macs * 1.001
+    again = amc.amc_search(env, amc.DDPGAgent(env.state_dim, discount=0.0, seed=1),
+                           episodes=4, warmup=2, progress=False)
+    assert comparison.policies["AMC best"][1] == [round(r, 3) for r in again.best_policy]
+    with pytest.raises(ValueError, match="at least one seed"):
+        amc.compare_seeds(env, (), episodes=4, warmup=2)

@@ -135,3 +135,13 @@ def test_every_layer_is_named_in_the_package_docstring():
         for name in names:
             if name != "__main__":
                 assert f"``{name}``" in labkit.__doc__, name
+
+
+def test_viz_trains_evaluates_and_times_nothing():
+    views = [module for module in MODULES if module.startswith("labkit.viz")]
+    assert len(views) >= 3
+    for module in views:
+        assert not GRAPH[module] & {"labkit.training", "labkit.zoo", "labkit.search"}, module
+        source = MODULES[module].read_text()
+        for name in ("evaluate(", "finetune(", "fastest_run_ms(", "time_call(", "train("):
+            assert name not in source, f"{module} calls {name}"

@@ -142,3 +142,22 @@ def test_macs_per_layer_sum_to_the_total():
     assert per_layer == {"backbone.conv0": 64 * 9 * 4, "backbone.conv1": 16 * 9 * 4 * 8,
                          "classifier": 80}
     assert sum(per_layer.values()) == measure.count_macs(model, inputs)
+
+
+def test_costs_measure_every_model_against_the_first():
+    dense = VGG((8, "M", 16))
+    small = VGG((4, "M", 8))
+    frame = measure.costs({"dense": dense, "small": small}, (1, 8, 8), batch_sizes=(1, 4),
+                          rounds=2, min_run_time=0.01)
+    assert list(frame.index) == ["dense", "small"] and frame.index.name == "model"
+    assert frame.loc["small", "params"] == measure.num_parameters(small)
+    macs = [measure.count_macs(m, torch.zeros(1, 1, 8, 8)) for m in (dense, small)]
+    assert frame.loc["small", "MAC reduction"] == pytest.approx(macs[0] / macs[1])
+    assert frame.loc["dense", "batch 4: speed-up"] == 1.0
+    assert frame.loc["small", "batch 1: speed-up"] == pytest.approx(
+        frame.loc["dense", "batch 1: ms"] / frame.loc["small", "batch 1: ms"])
+    assert (frame["batch 4: IQR ms"] >= 0).all()
+    with pytest.raises(ValueError, match="rounds"):
+        measure.costs({"dense": dense}, (1, 8, 8), rounds=0)
+    with pytest.raises(ValueError, match="batch_sizes"):
+        measure.costs({"dense": dense}, (1, 8, 8), batch_sizes=(0,))

@@ -534,3 +534,47 @@ def actor_policy(env: Environment, agent: DDPGAgent) -> tuple[tuple[float, ...],
     """
     transitions = _episode(env, lambda state: agent.act(state, explore=False))
     return tuple(applied for _, applied, _, _ in transitions), env.reward()
+
+
+@dataclass(frozen=True)
+class SeedComparison:
+    """AMC against random search over seeds (:func:`compare_seeds`).
+
+    ``policies[label][i]`` is the policy (ratios rounded to 3 decimals) found with
+    ``seeds[i]``, for the labels ``"AMC best"`` (the best episode of the search),
+    ``"AMC actor"`` (what the trained actor does without noise) and ``"random search
+    best"`` (the best of as many random episodes); ``searches[i]`` is AMC's search.
+    """
+
+    seeds: tuple[int, ...]
+    policies: dict[str, list[list[float]]]
+    searches: tuple[SearchResult, ...]
+
+
+def compare_seeds(env: Environment, seeds: Sequence[int], *, episodes: int = 100,
+                  warmup: int = 20, discount: float = 0.0,
+                  progress: bool = True) -> SeedComparison:
+    """Run AMC and a random search of the same length once per seed on ``env``.
+
+    Per seed: a :class:`DDPGAgent` with ``discount`` searches for ``episodes`` episodes
+    after ``warmup`` random ones; then its actor plays one noiseless episode; then a
+    fresh agent with the same seed plays ``episodes`` random episodes (random search, the
+    baseline AMC must beat). A difference between methods means something only where it
+    is larger than the spread over seeds.
+    """
+    if not seeds:
+        raise ValueError("seeds must hold at least one seed, got none")
+    policies: dict[str, list[list[float]]] = {"AMC best": [], "AMC actor": [],
+                                              "random search best": []}
+    searches = []
+    for seed in seeds:
+        agent = DDPGAgent(env.state_dim, discount=discount, seed=seed)
+        result = amc_search(env, agent, episodes=episodes, warmup=warmup, progress=progress)
+        random_search = amc_search(env, DDPGAgent(env.state_dim, seed=seed),
+                                   episodes=episodes, warmup=episodes, progress=progress)
+        found = {"AMC best": result.best_policy, "AMC actor": actor_policy(env, agent)[0],
+                 "random search best": random_search.best_policy}
+        for label, ratios in found.items():
+            policies[label].append([round(r, 3) for r in ratios])
+        searches.append(result)
+    return SeedComparison(tuple(seeds), policies, tuple(searches))

@@ -38,6 +38,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import astuple, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -45,12 +46,15 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from labkit.files import write_atomically
-from labkit.measure import fastest_run_ms
+from labkit.measure import count_macs, fastest_run_ms
 from labkit.models import VGG
 from labkit.pruning.channels import apply_channel_sorting, channel_prune, conv_blocks
 from labkit.training import FINETUNE_LR, evaluate, finetune, torch_threads
 from labkit.validation import check_count, check_loader, check_real, check_seed
 from labkit.zoo import cache_file
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def candidate_widths(channels: int, step: int) -> tuple[int, ...]:
@@ -350,3 +354,24 @@ def _iterate(family: list[NetAdaptStep], table: LatencyTable, batches: list,
                 accuracy, name, tuple((n, w, a) for a, n, w, _ in proposals)))
             bar.update()
     return family
+
+
+def family_frame(family: Sequence[NetAdaptStep], example: torch.Tensor) -> pd.DataFrame:
+    """NetAdapt's family (:func:`netadapt`), a row per step (index ``step``): conv
+    ``widths``, the estimated latency ``ms`` and the step's ``constraint ms``, ``MACs``
+    per ``example`` against the first network's, ``val (%)`` and every candidate the
+    step tried (``conv->width: val %``)."""
+    import pandas as pd
+
+    if not family:
+        raise ValueError("family_frame needs at least one step, got none")
+    dense_macs = count_macs(family[0].model, example)
+    rows = {i: {"widths": str(step.widths), "ms": step.latency_ms,
+                "constraint ms": step.constraint_ms,
+                "MACs": count_macs(step.model, example) / dense_macs,
+                "val (%)": step.val_accuracy,
+                "candidates tried (val %)": ", ".join(
+                    f"{name.removeprefix('backbone.')}->{width}: {accuracy:.1f}"
+                    for name, width, accuracy in step.candidates)}
+            for i, step in enumerate(family)}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("step")
