@@ -4,6 +4,7 @@ import itertools
 import re
 
 import matplotlib.pyplot as plt
+import pandas as pd
 import pytest
 import torch
 from ipywidgets import Dropdown, FloatSlider
@@ -119,6 +120,9 @@ def test_search_schedule_and_hardware_figures_are_not_kept_by_pyplot():
         viz.learning_curves({"80%": {"ticket": [50.0, 90.0], "re-init": [10.0, 80.0]}},
                             "epoch", "accuracy", baseline=99.0, baseline_label="dense"),
         viz.pe_interleave(torch.eye(8) * 3, 4),
+        viz.pe_load_balance(pd.DataFrame(
+            {"cycles": [10, 6], "perfect balance": [8.0, 4.0],
+             "work per PE": [[8], [5, 3]]}, index=pd.Index([1, 2], name="PEs N")), 2),
         viz.layout_24(small, compressed.values, nm.unpack_positions(compressed.metadata, 4),
                       compressed.metadata),
         viz.point_cloud_voxels(torch.rand(20, 3), torch.rand(3, 3, 2) > 0.5, "points",

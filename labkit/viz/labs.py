@@ -17,7 +17,7 @@ import torch
 from matplotlib.figure import Figure
 
 from labkit.pruning.schedule import agp_sparsity
-from labkit.viz.generic import _panels, curves, table
+from labkit.viz.generic import _panels, bars, curves, table
 
 # --- lab 01: granularity --------------------------------------------------------------
 
@@ -213,6 +213,26 @@ def pe_interleave(matrix: torch.Tensor, num_pes: int) -> Figure:
     ax.grid(which="minor", color="lightgray")
     ax.tick_params(which="minor", length=0)
     ax.set_title(f"W: rows interleaved over {num_pes} PEs")
+    return fig
+
+
+def pe_load_balance(balance: pd.DataFrame, num_pes: int = 8) -> Figure:
+    """EIE's load balance (:func:`labkit.hardware.eie.load_balance`): left, the work of
+    each of ``num_pes`` PEs with their mean dashed; right, the lock-step cycles per PE
+    count (log scale) against perfect balance (outlined)."""
+    work = torch.tensor(balance.loc[num_pes, "work per PE"], dtype=torch.float64)
+    counts = [str(n) for n in balance.index]
+    fig = bars({f"work per PE, {num_pes} PEs (mean/max {(work.mean() / work.max()).item():.0%})":
+                {f"PE{k}": w for k, w in enumerate(work.tolist())},
+                "cycles over all activation vectors": dict(zip(counts, balance["cycles"],
+                                                               strict=True))},
+               ylabel="entries processed / cycles")
+    fig.axes[0].axhline(work.mean(), color="tab:red", linestyle="--", label="mean")
+    fig.axes[1].bar(counts, balance["perfect balance"].tolist(), color="none",
+                    edgecolor="black", label="perfect balance")
+    fig.axes[1].set(yscale="log", xlabel="number of PEs N")
+    for ax in fig.axes:
+        ax.legend()
     return fig
 
 
