@@ -341,3 +341,16 @@ def test_compare_seeds_runs_amc_its_actor_and_random_search_once_per_seed():
     assert comparison.policies["AMC best"][1] == [round(r, 3) for r in again.best_policy]
     with pytest.raises(ValueError, match="at least one seed"):
         amc.compare_seeds(env, (), episodes=4, warmup=2)
+
+
+def test_channel_macs_are_what_one_channel_less_saves():
+    env = amc.ChannelPruningEnv(small_vgg(), random_loader(), mac_budget=0.6)
+    example = torch.zeros(1, 1, 8, 8)
+    for index, (layer, cost) in enumerate(zip(env.layers, env.channel_macs(), strict=True)):
+        ratios = [1 / layer.out_channels if i == index else 0.0 for i in range(len(env.layers))]
+        assert cost == env.dense_macs - env.policy_macs(ratios) > 0
+        widths = [get_num_channels_to_keep(other.out_channels, ratio)
+                  for other, ratio in zip(env.layers, ratios, strict=True)]
+        assert widths[index] == layer.out_channels - 1
+        assert cost == count_macs(small_vgg(), example) - count_macs(
+            channel_prune(small_vgg(), ratios), example)

@@ -232,6 +232,17 @@ class ChannelPruningEnv:
                 for layer, ratio in zip(self.layers, ratios, strict=True))
         return self.macs_of_widths((self._dense_widths[0], *kept, self._dense_widths[-1]))
 
+    def channel_macs(self) -> list[int]:
+        """The MACs one output channel of each conv costs: the dense MACs less those of
+        the model with that conv alone one channel narrower (its own products and those
+        of the layer that reads it)."""
+        costs = []
+        for position in range(1, len(self._dense_widths) - 1):
+            narrower = list(self._dense_widths)
+            narrower[position] -= 1
+            costs.append(self.dense_macs - self.macs_of_widths(narrower))
+        return costs
+
     def uniform_ratio(self, budget_macs: float, *, step: float = 0.01) -> float:
         """The smallest ratio on a grid of ``step`` (below ``max_ratio``) that, applied to
         every conv, brings :meth:`policy_macs` within ``budget_macs``: the uniform
