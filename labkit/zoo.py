@@ -203,7 +203,7 @@ def ship(name: str, *, progress: bool = True) -> Path:
 
 
 def copy_atomically(source: Path, target: Path) -> None:
-    """Copy ``source`` to ``target`` with :func:`write_atomically`."""
+    """Copy ``source`` to ``target`` with :func:`labkit.files.write_atomically`."""
     write_atomically(target, source.read_bytes())
 
 

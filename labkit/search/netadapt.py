@@ -200,7 +200,7 @@ def latency_table(model: VGG, inputs: torch.Tensor, *, step: int = 8, threads: i
     ``inputs``: a batch of the shape to time (its batch size matters: the larger, the
     more the channel count shows). Each conv's candidate widths are
     :func:`candidate_widths` with ``step``; every (input, output) pair is timed with
-    :func:`fastest_run_ms`. The table is cached as JSON in labkit's cache folder
+    :func:`labkit.measure.fastest_run_ms`. The table is cached as JSON in labkit's cache folder
     (:func:`latency_table_path`), keyed by the blocks' geometry, batch size, step,
     thread count, runs, torch version and processor; a corrupt file is measured again.
     """
