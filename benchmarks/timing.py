@@ -1,9 +1,9 @@
 """Timing and the machine it runs on.
 
 Timings use :class:`torch.utils.benchmark.Timer` at a fixed thread count: a model by
-:func:`labkit.measure.measure_latency`, any other call by ``blocked_autorange`` the same
-way. The candidates of one comparison are timed in **alternating rounds** (A, B, A, B,
-...), each round ``min_run_time / rounds`` seconds long (and at least one call), so that
+:func:`labkit.measure.measure_latency`, any other call by :func:`labkit.measure.time_call`.
+The candidates of one comparison are timed in **alternating rounds** (A, B, A, B, ...),
+each round ``min_run_time / rounds`` seconds long (and at least one call), so that
 load from other processes, which drifts over seconds, falls on all of them alike. The
 result is the median of the round medians, with the inter-quartile range over rounds,
 as a :class:`labkit.measure.Latency`.
@@ -24,10 +24,9 @@ from dataclasses import asdict
 
 import torch
 from torch import nn
-from torch.utils import benchmark
 
 from labkit import __version__ as labkit_version
-from labkit.measure import Latency, measure_latency
+from labkit.measure import Latency, measure_latency, time_call
 
 from .config import Config
 
@@ -53,17 +52,11 @@ def alternate(measure: Mapping[str, Callable[[float], Latency]],
     return {name: _pooled(latencies) for name, latencies in rounds.items()}
 
 
-def _call_latency(fn: Callable[[], object], threads: int, seconds: float) -> Latency:
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
-    measurement = timer.blocked_autorange(min_run_time=seconds)
-    return Latency(median_ms=measurement.median * 1e3, iqr_ms=measurement.iqr * 1e3,
-                   runs=len(measurement.times), threads=threads)
-
-
 def time_calls(calls: Mapping[str, Callable[[], object]], config: Config) -> dict[str, Latency]:
     """Latency of each ``calls[name]()``, timed in alternating rounds."""
-    return alternate({name: lambda seconds, fn=fn: _call_latency(fn, config.threads, seconds)
-                      for name, fn in calls.items()}, config)
+    return alternate({
+        name: lambda seconds, fn=fn: time_call(fn, threads=config.threads, min_run_time=seconds)
+        for name, fn in calls.items()}, config)
 
 
 def time_models(models: Mapping[str, nn.Module], inputs: torch.Tensor,

@@ -11,7 +11,11 @@
   ``addmm``, ``bmm``, ``convolution`` and their kin) and **nothing** for BatchNorm,
   ReLU, pooling or additions; MACs = FLOPs / 2.
 * Latency is timed with :mod:`torch.utils.benchmark` (warm-up, a fixed thread count,
-  many runs) and reported as the median and inter-quartile range.
+  many runs) and reported as the median and inter-quartile range; :func:`time_call`
+  times any call so, and every latency in labkit and the labs goes through it (or
+  through :func:`fastest_run_ms`, the fastest of single runs, on the same timer).
+* :func:`costs` puts parameters, MACs and latencies of a set of models side by side, as
+  a pandas DataFrame that :func:`labkit.viz.cost_table` draws.
 
 Prunable layers are ``Conv1d``, ``Conv2d``, ``Conv3d`` and ``Linear``; embeddings are
 left dense on purpose. A model with any other layer that owns a weight
@@ -22,7 +26,9 @@ share (tie) a weight.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -35,8 +41,12 @@ from labkit.validation import (
     check_layer_types,
     check_module,
     check_real,
+    check_seed,
     check_tensor,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 DENSE_TYPES = (nn.Embedding, nn.EmbeddingBag)
@@ -200,12 +210,12 @@ def macs_per_layer(model: nn.Module, inputs: torch.Tensor) -> dict[str, int]:
 
 
 MAX_RUN_TIME_S = 3600.0
-"""The longest measurement :func:`measure_latency` accepts, in seconds."""
+"""The longest measurement :func:`time_call` accepts, in seconds."""
 
 
 @dataclass(frozen=True)
 class Latency:
-    """Latency of one forward pass in milliseconds."""
+    """Time of one call in milliseconds: median and inter-quartile range over ``runs``."""
 
     median_ms: float
     iqr_ms: float
@@ -216,6 +226,47 @@ class Latency:
         return f"{self.median_ms:.3f} ms (IQR {self.iqr_ms:.3f} ms, {self.runs} runs)"
 
 
+def _timer(call: Callable[[], object], threads: int) -> benchmark.Timer:
+    """The :class:`torch.utils.benchmark.Timer` of ``call()`` at ``threads`` threads (it
+    waits for CUDA to finish before reading the clock)."""
+    check_count(threads, "threads")
+    if not callable(call):
+        raise TypeError(f"call must be a function of no arguments, got {type(call).__name__}")
+    return benchmark.Timer(stmt="call()", globals={"call": call}, num_threads=threads)
+
+
+def time_call(call: Callable[[], object], *, threads: int = 1,
+              min_run_time: float = 0.5) -> Latency:
+    """Time ``call()``: the one timing helper every latency in labkit and the labs uses.
+
+    :meth:`torch.utils.benchmark.Timer.blocked_autorange` warms up, picks a block of
+    runs long enough to read the clock precisely and repeats blocks for at least
+    ``min_run_time`` seconds in (0, 3600], at a fixed thread count so runs compare.
+    Reports the median and the inter-quartile range of the per-run time, and the number
+    of runs.
+    """
+    check_real(min_run_time, "min_run_time", 0.0, MAX_RUN_TIME_S, low_open=True)
+    result = _timer(call, threads).blocked_autorange(min_run_time=min_run_time)
+    return Latency(median_ms=result.median * 1e3, iqr_ms=result.iqr * 1e3,
+                   runs=len(result.times) * result.number_per_run, threads=threads)
+
+
+def fastest_run_ms(module: nn.Module, inputs: torch.Tensor, *, threads: int = 1,
+                   runs: int = 10) -> float:
+    """Latency of ``module(inputs)`` in ms: the fastest of ``runs`` single timed runs.
+
+    Two warm-up runs first, then each run timed alone, at a fixed thread count. On a
+    shared machine other processes can only *add* time to a run, so the fastest run is
+    the least disturbed estimate of what the module itself costs (the median of
+    :func:`time_call` mixes the interference in). NetAdapt times its lookup table so.
+    """
+    check_count(runs, "runs")
+    timer = _timer(lambda: module(inputs), threads)
+    with torch.no_grad():
+        timer.timeit(2)
+        return min(timer.timeit(1).median for _ in range(runs)) * 1e3
+
+
 @torch.no_grad()
 def measure_latency(
     model: nn.Module,
@@ -224,24 +275,67 @@ def measure_latency(
     threads: int = 1,
     min_run_time: float = 0.5,
 ) -> Latency:
-    """Time ``model(inputs)`` with :class:`torch.utils.benchmark.Timer`.
-
-    ``threads`` is fixed so runs compare; ``min_run_time`` seconds of measurement
-    follow a warm-up. Reports the median and the inter-quartile range.
-    """
+    """Latency of ``model(inputs)`` in eval mode and without gradients, by
+    :func:`time_call` (median and inter-quartile range)."""
     check_module(model)
-    check_count(threads, "threads")
-    check_real(min_run_time, "min_run_time", 0.0, MAX_RUN_TIME_S, low_open=True)
     was_training = model.training
     model.eval()
-    timer = benchmark.Timer(
-        stmt="model(inputs)", globals={"model": model, "inputs": inputs}, num_threads=threads
-    )
-    result = timer.blocked_autorange(min_run_time=min_run_time)
-    model.train(was_training)
-    return Latency(
-        median_ms=result.median * 1e3,
-        iqr_ms=result.iqr * 1e3,
-        runs=len(result.times),
-        threads=threads,
-    )
+    try:
+        return time_call(lambda: model(inputs), threads=threads, min_run_time=min_run_time)
+    finally:
+        model.train(was_training)
+
+
+def cost_frame(rows: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """Parameters, MACs and latencies of models, each against the first (dense) row.
+
+    ``rows`` maps a model's name to ``{"params": int, "MACs": int, <label>: Latency, ...}``
+    (one :class:`Latency` per input the model was timed on). The frame adds the MAC
+    reduction (dense MACs / MACs) and, per latency, the median, the inter-quartile range
+    and the speed-up (dense median / median); its index is named ``model``.
+    """
+    import pandas as pd  # here, not above: the check process imports this module fast
+
+    if not rows:
+        raise ValueError("cost_frame needs at least one row, got none")
+    dense = next(iter(rows.values()))
+    timed = [key for key, value in dense.items() if isinstance(value, Latency)]
+    frame = {}
+    for name, row in rows.items():
+        line = {"params": row["params"], "MACs": row["MACs"],
+                "MAC reduction": dense["MACs"] / row["MACs"]}
+        for key in timed:
+            line[f"{key}: ms"] = row[key].median_ms
+            line[f"{key}: IQR ms"] = row[key].iqr_ms
+            line[f"{key}: speed-up"] = dense[key].median_ms / row[key].median_ms
+        frame[name] = line
+    return pd.DataFrame.from_dict(frame, orient="index").rename_axis("model")
+
+
+def costs(models: Mapping[str, nn.Module], input_shape: Sequence[int], *,
+          batch_sizes: Sequence[int] = (1, 256), rounds: int = 1, min_run_time: float = 0.5,
+          seed: int = 0) -> pd.DataFrame:
+    """What each of ``models`` costs, the first one the reference: parameters, MACs of
+    one input of ``input_shape``, and the latency at each batch size (:func:`cost_frame`).
+
+    Latencies are measured in ``rounds`` interleaved rounds (every model and batch size
+    once per round) and each keeps its fastest round's median: load from other processes
+    drifts over seconds and can only add time, so interleaving spreads it over all models
+    and the fastest round is the least disturbed. Inputs are random, drawn with ``seed``.
+    """
+    check_count(rounds, "rounds")
+    generator = torch.Generator().manual_seed(check_seed(seed))
+    example = torch.randn(1, *input_shape, generator=generator)
+    batches = {size: torch.randn(check_count(size, "batch_sizes"), *input_shape,
+                                 generator=generator) for size in batch_sizes}
+    rows: dict[str, dict[str, Any]] = {
+        name: {"params": num_parameters(model), "MACs": count_macs(model, example)}
+        for name, model in models.items()}
+    for _ in range(rounds):
+        for name, model in models.items():
+            for size, inputs in batches.items():
+                latency = measure_latency(model, inputs, min_run_time=min_run_time)
+                best = rows[name].get(f"batch {size}")
+                if best is None or latency.median_ms < best.median_ms:
+                    rows[name][f"batch {size}"] = latency
+    return cost_frame(rows)

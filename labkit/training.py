@@ -44,7 +44,6 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from labkit.data import Corpus
-from labkit.search import torch_threads
 from labkit.validation import (
     batches,
     check_count,
@@ -58,6 +57,26 @@ TRAIN_LR = 0.05
 FINETUNE_LR = TRAIN_LR / 10
 TRAIN_THREADS = 1
 """The torch thread count every training and finetuning run uses unless told otherwise."""
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` torch threads and restore the count after.
+
+    Tiny networks run thousands of forward and backward passes, for which a thread
+    pool's synchronisation costs more than it saves: on a 2-core machine shared with
+    other work, one thread runs them several times faster than two. ``None`` leaves the
+    count to torch.
+    """
+    if threads is not None:
+        check_count(threads, "threads")
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def seed_everything(seed: int) -> None:

@@ -30,19 +30,18 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 import torch
 from torch import nn
 
 from labkit import __version__
 from labkit.data import Corpus, load
+from labkit.files import write_atomically
 from labkit.models import DIGITS_WIDTHS, GPT, MLP, RESNET_DIGITS_WIDTHS, VGG, ResNet
 from labkit.training import TRAIN_LR, TRAIN_THREADS, train, train_language_model
 
@@ -202,29 +201,14 @@ def ship(name: str, *, progress: bool = True) -> Path:
     return target
 
 
-def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Call ``write`` on a temporary file in ``path``'s folder, then rename it over
-    ``path``: readers see the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def copy_atomically(source: Path, target: Path) -> None:
-    """Copy ``source`` to ``target`` with :func:`write_atomically`."""
-    data = source.read_bytes()
-    write_atomically(target, lambda f: f.write(data))
+    """Copy ``source`` to ``target`` with :func:`labkit.files.write_atomically`."""
+    write_atomically(target, source.read_bytes())
 
 
 def _written_by_labkit(path: Path) -> bool:
     """Whether ``path`` is named as labkit names its cache files (or their temporary
-    files, :func:`write_atomically`'s ``<name><8 characters>.tmp``)."""
+    files, :func:`labkit.files.write_atomically`'s ``<name><8 characters>.tmp``)."""
     kinds = "|".join(re.escape(kind) for kind in (*sorted(RECIPES), *CACHE_KINDS_EXTRA))
     suffixes = "|".join(re.escape(suffix) for suffix in CACHE_SUFFIXES)
     pattern = rf"(?:{kinds})-[0-9a-f]{{16}}(?:{suffixes})(?:[a-z0-9_]{{8}}\.tmp)?"

@@ -10,15 +10,15 @@ from torch.utils.data import DataLoader, TensorDataset
 from labkit.measure import count_macs
 from labkit.models import MLP, VGG
 from labkit.pruning.channels import channel_prune, get_num_channels_to_keep
-from labkit.search import amc, torch_threads
-from labkit.training import evaluate
+from labkit.search import amc
+from labkit.training import evaluate, torch_threads
 
 WIDTHS = (6, "M", 8, 5)
 
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """Tiny networks run fastest on one thread (see labkit.search.torch_threads)."""
+    """Tiny networks run fastest on one thread (see labkit.training.torch_threads)."""
     with torch_threads(1):
         yield
 
@@ -312,18 +312,6 @@ def test_search_rejects_bad_episode_counts():
         amc.amc_search(PeakedReward(), agent, episodes=5, warmup=6)
 
 
-def test_torch_threads_sets_and_restores_the_thread_count():
-    before = torch.get_num_threads()
-    with torch_threads(None):
-        assert torch.get_num_threads() == before
-    with torch_threads(2):
-        assert torch.get_num_threads() == 2
-    assert torch.get_num_threads() == before
-    with pytest.raises(ValueError, match="threads"):
-        with torch_threads(0):
-            pass
-
-
 def test_search_runs_with_its_thread_count_and_restores_it():
     seen = []
 
@@ -336,3 +324,33 @@ def test_search_runs_with_its_thread_count_and_restores_it():
     amc.amc_search(Recording(), amc.DDPGAgent(2), episodes=3, warmup=1, threads=2,
                    progress=False)
     assert seen == [2, 2, 2] and torch.get_num_threads() == before
+
+
+def test_compare_seeds_runs_amc_its_actor_and_random_search_once_per_seed():
+    env = amc.ChannelPruningEnv(small_vgg(), random_loader(), mac_budget=0.6)
+    comparison = amc.compare_seeds(env, (0, 1), episodes=4, warmup=2, progress=False)
+    assert comparison.seeds == (0, 1) and len(comparison.searches) == 2
+    assert list(comparison.policies) == ["AMC best", "AMC actor", "random search best"]
+    for policies in comparison.policies.values():
+        assert len(policies) == 2
+        for policy in policies:
+            assert len(policy) == len(env.layers) and policy == [round(r, 3) for r in policy]
+            assert env.policy_macs(policy) <= env.budget_macs * 1.001
+    again = amc.amc_search(env, amc.DDPGAgent(env.state_dim, discount=0.0, seed=1),
+                           episodes=4, warmup=2, progress=False)
+    assert comparison.policies["AMC best"][1] == [round(r, 3) for r in again.best_policy]
+    with pytest.raises(ValueError, match="at least one seed"):
+        amc.compare_seeds(env, (), episodes=4, warmup=2)
+
+
+def test_channel_macs_are_what_one_channel_less_saves():
+    env = amc.ChannelPruningEnv(small_vgg(), random_loader(), mac_budget=0.6)
+    example = torch.zeros(1, 1, 8, 8)
+    for index, (layer, cost) in enumerate(zip(env.layers, env.channel_macs(), strict=True)):
+        ratios = [1 / layer.out_channels if i == index else 0.0 for i in range(len(env.layers))]
+        assert cost == env.dense_macs - env.policy_macs(ratios) > 0
+        widths = [get_num_channels_to_keep(other.out_channels, ratio)
+                  for other, ratio in zip(env.layers, ratios, strict=True)]
+        assert widths[index] == layer.out_channels - 1
+        assert cost == count_macs(small_vgg(), example) - count_macs(
+            channel_prune(small_vgg(), ratios), example)

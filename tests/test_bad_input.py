@@ -287,8 +287,7 @@ def test_bool_weights_are_refused(call):
     lambda: eie.share_weights(torch.ones(2, 2), seed=None),
     lambda: neurons.sample_next_conv(tiny_vgg(), 0, loader(), seed=None),
     lambda: schedule.random_reinit(tiny_vgg(), {}, seed=None),
-    lambda: schedule.iterative(tiny_vgg(), [0.5], loader(), loader(), seed=None,
-                               progress=False),
+    lambda: schedule.Recipe(loader(), loader(), seed=None, progress=False),
 ])
 def test_seed_none_is_refused(call):
     with pytest.raises(TypeError, match="seed must be an int in .* got None"):

@@ -10,10 +10,12 @@ from labkit.hardware.eie import (
     MAX_ZERO_RUN,
     decode_eie,
     encode_eie,
+    load_balance,
     relative_index_encode,
     share_weights,
     simulate_spmv,
     storage_bits,
+    storage_table,
 )
 
 HAND_WEIGHT = torch.tensor(
@@ -236,3 +238,29 @@ def test_bad_column_codes_are_rejected(column, error, match):
 def test_bad_activations_are_rejected(activations, error, match):
     with pytest.raises(error, match=match):
         simulate_spmv(encode_eie(HAND_WEIGHT, num_pes=2), activations)
+
+
+def test_storage_table_lists_dense_csr_and_eie_per_pe_count():
+    encodings = {n: encode_eie(HAND_WEIGHT, num_pes=n) for n in (1, 2)}
+    table = storage_table(encodings)
+    assert list(table.index) == ["dense, 32-bit", "CSR, 32-bit", "EIE, 1 PE", "EIE, 2 PE"]
+    assert table.index.name == "format"
+    assert table.loc["EIE, 2 PE", "bits"] == 6 * 8 + 2 * 4 * 16 + 7 * 32
+    assert table.loc["CSR, 32-bit", "vs dense"] == pytest.approx(384 / 544)
+    assert table.loc["EIE, 2 PE", "pointer share"] == pytest.approx(2 * 4 * 16 / 400)
+    assert table["entries"].isna().tolist() == [True, True, False, False]
+    with pytest.raises(ValueError, match="at least one EIE matrix"):
+        storage_table({})
+
+
+def test_load_balance_sums_work_and_cycles_over_the_vectors():
+    encoded = encode_eie(HAND_WEIGHT, num_pes=2)
+    activations = torch.tensor([[1.0, 1.0, 1.0], [0.0, 1.0, 0.0]])
+    table = load_balance({2: encoded}, activations)
+    reports = [simulate_spmv(encoded, x) for x in activations]
+    work = sum(report.work_per_pe for report in reports)
+    assert table.loc[2, "work per PE"] == work.tolist()
+    assert table.loc[2, "cycles"] == sum(report.cycles for report in reports)
+    assert table.loc[2, "perfect balance"] == work.sum().item() / 2
+    assert 0 < table.loc[2, "lock-step efficiency"] <= 1
+    assert table.loc[2, "mean/max work"] == pytest.approx(work.double().mean() / work.max())

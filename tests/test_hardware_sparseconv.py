@@ -387,3 +387,18 @@ def test_bad_strided_arguments_are_rejected():
         sparse_conv_transpose3d(torch.ones(1, 3), torch.ones(3, 4, 3, 3, 3), strided)
     with pytest.raises(TypeError, match="kernel_map must be a KernelMap"):
         sparse_conv_transpose3d(torch.ones(1, 3), torch.ones(3, 4, 2, 2, 2), strided.pairs)
+
+
+def test_benchmark_scenes_times_sparse_against_dense_on_rising_occupancy():
+    bench = sparseconv.benchmark_scenes({"sparse": (200, 0.0), "denser": (2000, 0.1)},
+                                        channels=4, voxel_size=0.2, min_run_time=0.01)
+    table = bench.table
+    assert list(table.index) == ["sparse", "denser"] and table.index.name == "scene"
+    assert bench.grid_shape == (10, 10, 10)
+    assert table.loc["sparse", "occupancy"] < table.loc["denser", "occupancy"] <= 1
+    assert (table["fewer MACs"] > 1).all() and (table["sparse runs"] >= 1).all()
+    assert table["speed-up"].tolist() == pytest.approx(
+        (bench.dense.median_ms / table["sparse ms"]).tolist())
+    assert (table["speed-up with map"] < table["speed-up"]).all()
+    with pytest.raises(ValueError, match="at least one scene"):
+        sparseconv.benchmark_scenes({})

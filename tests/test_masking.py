@@ -5,8 +5,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from labkit import training
 from labkit.models import MLP, VGG
+from labkit.pruning.channels import conv_blocks
 from labkit.pruning.granularity import channel_mask, fine_grained_mask
-from labkit.pruning.masking import Pruner, apply_masks, slimming_masks
+from labkit.pruning.masking import Pruner, apply_masks, batchnorm_pairs, slimming_masks
 
 
 def tiny_vgg(seed=0):
@@ -150,3 +151,11 @@ def test_slimming_masks_need_batchnorm_after_a_matching_layer():
         slimming_masks(MLP(16, (8,), 3), 0.5)
     with pytest.raises(ValueError, match="not of a conv or linear layer: it cannot be paired"):
         slimming_masks(nn.Sequential(nn.BatchNorm1d(4), nn.Linear(4, 2)), 0.5)
+
+
+def test_channel_removal_pairs_convs_and_batchnorms_as_slimming_does():
+    model = tiny_vgg()
+    pairs = batchnorm_pairs(model)
+    assert pairs == {"backbone.bn0": "backbone.conv0", "backbone.bn1": "backbone.conv1"}
+    assert {f"backbone.{bn}": f"backbone.{conv}"
+            for conv, bn in conv_blocks(model)} == pairs

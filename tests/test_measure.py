@@ -102,6 +102,39 @@ def test_bad_latency_arguments(kwargs, match):
         measure.measure_latency(nn.Linear(2, 2), torch.randn(1, 2), **kwargs)
 
 
+def test_fastest_run_rejects_bad_settings():
+    with pytest.raises(ValueError, match="runs"):
+        measure.fastest_run_ms(torch.nn.ReLU(), torch.zeros(1), runs=0)
+    with pytest.raises(ValueError, match="threads"):
+        measure.fastest_run_ms(torch.nn.ReLU(), torch.zeros(1), threads=0)
+
+
+def test_time_call_times_any_call_and_counts_every_run():
+    calls = []
+    latency = measure.time_call(lambda: calls.append(1), min_run_time=0.01)
+    assert 1 <= latency.runs <= len(calls)
+    assert latency.median_ms > 0 and latency.iqr_ms >= 0 and latency.threads == 1
+
+
+def test_fastest_run_times_each_run_without_gradients():
+    model = nn.Linear(16, 16)
+    inputs = torch.randn(4, 16)
+    seen = []
+    model.register_forward_hook(lambda *_: seen.append(torch.is_grad_enabled()))
+    fastest = measure.fastest_run_ms(model, inputs, runs=5)
+    assert len(seen) >= 2 + 5 and not any(seen)
+    assert 0 < fastest <= 1e3
+
+
+def test_time_call_rejects_what_it_cannot_time():
+    with pytest.raises(TypeError, match="call must be a function"):
+        measure.time_call(3)
+    with pytest.raises(ValueError, match="threads"):
+        measure.time_call(lambda: None, threads=0)
+    with pytest.raises(ValueError, match="min_run_time"):
+        measure.time_call(lambda: None, min_run_time=float("inf"))
+
+
 def test_macs_per_layer_sum_to_the_total():
     model = VGG((4, "M", 8))
     inputs = torch.randn(1, 1, 8, 8)
@@ -109,3 +142,22 @@ def test_macs_per_layer_sum_to_the_total():
     assert per_layer == {"backbone.conv0": 64 * 9 * 4, "backbone.conv1": 16 * 9 * 4 * 8,
                          "classifier": 80}
     assert sum(per_layer.values()) == measure.count_macs(model, inputs)
+
+
+def test_costs_measure_every_model_against_the_first():
+    dense = VGG((8, "M", 16))
+    small = VGG((4, "M", 8))
+    frame = measure.costs({"dense": dense, "small": small}, (1, 8, 8), batch_sizes=(1, 4),
+                          rounds=2, min_run_time=0.01)
+    assert list(frame.index) == ["dense", "small"] and frame.index.name == "model"
+    assert frame.loc["small", "params"] == measure.num_parameters(small)
+    macs = [measure.count_macs(m, torch.zeros(1, 1, 8, 8)) for m in (dense, small)]
+    assert frame.loc["small", "MAC reduction"] == pytest.approx(macs[0] / macs[1])
+    assert frame.loc["dense", "batch 4: speed-up"] == 1.0
+    assert frame.loc["small", "batch 1: speed-up"] == pytest.approx(
+        frame.loc["dense", "batch 1: ms"] / frame.loc["small", "batch 1: ms"])
+    assert (frame["batch 4: IQR ms"] >= 0).all()
+    with pytest.raises(ValueError, match="rounds"):
+        measure.costs({"dense": dense}, (1, 8, 8), rounds=0)
+    with pytest.raises(ValueError, match="batch_sizes"):
+        measure.costs({"dense": dense}, (1, 8, 8), batch_sizes=(0,))

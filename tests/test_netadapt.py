@@ -6,14 +6,15 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from labkit.models import VGG
-from labkit.search import netadapt, torch_threads
+from labkit.search import netadapt
+from labkit.training import torch_threads
 
 WIDTHS = (8, "M", 16, 16)
 
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """Tiny networks run fastest on one thread (see labkit.search.torch_threads)."""
+    """Tiny networks run fastest on one thread (see labkit.training.torch_threads)."""
     with torch_threads(1):
         yield
 
@@ -110,13 +111,6 @@ def test_table_estimate_sums_the_blocks():
 def test_latency_table_rejects_bad_settings(setting):
     with pytest.raises(ValueError, match=setting):
         netadapt.latency_table(small_vgg(), torch.zeros(1, 1, 8, 8), **{setting: 0})
-
-
-def test_fastest_run_rejects_bad_settings():
-    with pytest.raises(ValueError, match="runs"):
-        netadapt.fastest_run_ms(torch.nn.ReLU(), torch.zeros(1), runs=0)
-    with pytest.raises(ValueError, match="threads"):
-        netadapt.fastest_run_ms(torch.nn.ReLU(), torch.zeros(1), threads=0)
 
 
 def test_each_returned_model_meets_its_steps_budget():

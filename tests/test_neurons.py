@@ -165,6 +165,22 @@ def test_regression_channel_prune_builds_a_new_refit_model():
         assert torch.equal(tensor, before[name]), name
 
 
+def test_regression_channel_prune_baselines_keep_the_largest_channels():
+    model = small_vgg((8, 8))
+    loader = images_loader(count=48)
+    weight = model.backbone.conv1.weight
+    kept = neurons.magnitude_channel_selection(weight, 4)
+    plain = neurons.regression_channel_prune(model, 0, 4, loader, selection="magnitude",
+                                             refit=False)
+    assert torch.equal(plain.backbone.conv1.weight, weight[:, kept])
+    refit = neurons.regression_channel_prune(model, 0, 4, loader, selection="magnitude")
+    sample = neurons.sample_next_conv(model, 0, loader, seed=0)
+    assert torch.allclose(refit.backbone.conv1.weight,
+                          neurons.least_squares_weight(sample, kept, (3, 3)))
+    with pytest.raises(ValueError, match="selection"):
+        neurons.regression_channel_prune(model, 0, 4, loader, selection="random")
+
+
 def test_regression_rejects_bad_arguments():
     model = small_vgg()
     with pytest.raises(ValueError, match=r"conv_index must be an int in \[0, 1\]"):

@@ -11,6 +11,7 @@ from labkit.grading import checks
 from labkit.models import VGG
 from labkit.pruning import schedule
 from labkit.pruning.masking import Pruner
+from labkit.pruning.schedule import Recipe
 from labkit.training import FINETUNE_LR, finetune
 
 
@@ -47,7 +48,7 @@ def test_sgd_momentum_and_weight_decay_revive_pruned_weights_without_the_pruner(
 def test_masks_survive_finetuning_with_momentum_and_weight_decay(loaders):
     train_loader, val_loader, _ = loaders
     model = tiny_model()
-    step = schedule.prune_and_finetune(model, 0.7, train_loader, val_loader, epochs=3)
+    step = schedule.prune_and_finetune(model, 0.7, Recipe(train_loader, val_loader), epochs=3)
     pruner = Pruner.from_sparsity(tiny_model(), 0.7)
     for name, parameter in model.named_parameters():
         if name in pruner.masks:
@@ -63,7 +64,8 @@ def test_finetuning_uses_a_tenth_of_the_training_rate_by_default(loaders, monkey
     monkeypatch.setattr(schedule, "finetune",
                         lambda *args, **kwargs: seen.append(kwargs["lr"]))
     train_loader, val_loader, _ = loaders
-    schedule.prune_and_finetune(tiny_model(), 0.5, train_loader, val_loader, epochs=1)
+    schedule.prune_and_finetune(tiny_model(), 0.5, Recipe(train_loader, val_loader),
+                                epochs=1)
     assert seen == [FINETUNE_LR]
 
 
@@ -73,13 +75,13 @@ def test_one_shot_returns_a_new_pruned_model_and_leaves_the_input_alone(loaders)
     train_loader, val_loader, test_loader = loaders
     model = tiny_model()
     untouched = copy.deepcopy(model)
-    result = schedule.one_shot(model, 0.6, train_loader, val_loader, finetune_epochs=0)
+    result = schedule.one_shot(model, 0.6, Recipe(train_loader, val_loader), finetune_epochs=0)
     assert same_state(model, untouched)
     assert result.model is not model
     assert measure.model_sparsity(result.model) == pytest.approx(0.6, abs=1e-3)
     assert result.steps[0].pruned_val_accuracy == result.val_accuracy
     assert result.test_accuracy is None
-    with_test = schedule.one_shot(model, 0.6, train_loader, val_loader, test_loader)
+    with_test = schedule.one_shot(model, 0.6, Recipe(train_loader, val_loader, test_loader))
     assert 0 <= with_test.test_accuracy <= 100
 
 
@@ -87,25 +89,26 @@ def test_iterative_records_every_step_and_its_masks_nest(loaders):
     train_loader, val_loader, test_loader = loaders
     model = tiny_model()
     untouched = copy.deepcopy(model)
-    result = schedule.iterative(model, [0.3, 0.6, 0.8], train_loader, val_loader, test_loader,
-                                finetune_epochs_per_step=1, progress=False)
+    result = schedule.iterative(model, [0.3, 0.6, 0.8],
+                                Recipe(train_loader, val_loader, test_loader, progress=False),
+                                finetune_epochs_per_step=1)
     assert same_state(model, untouched)
     assert [step.sparsity for step in result.steps] == [0.3, 0.6, 0.8]
     assert measure.model_sparsity(result.model) == pytest.approx(0.8, abs=1e-3)
     assert result.test_accuracy is not None
 
     nested = copy.deepcopy(model)
-    schedule.prune_and_finetune(nested, 0.4, train_loader, val_loader, epochs=1)
+    schedule.prune_and_finetune(nested, 0.4, Recipe(train_loader, val_loader), epochs=1)
     earlier = zeros_of(nested)
-    schedule.prune_and_finetune(nested, 0.7, train_loader, val_loader, epochs=1)
+    schedule.prune_and_finetune(nested, 0.7, Recipe(train_loader, val_loader), epochs=1)
     for name, zeros in zeros_of(nested).items():
         assert torch.all(zeros[earlier[name]]), name
 
 
 def test_dense_layers_stay_dense_and_the_model_reaches_the_overall_sparsity(loaders):
     train_loader, val_loader, _ = loaders
-    result = schedule.one_shot(tiny_model(), 0.8, train_loader, val_loader,
-                               dense_layers=["backbone.conv0"])
+    result = schedule.one_shot(tiny_model(), 0.8,
+                               Recipe(train_loader, val_loader, dense_layers=["backbone.conv0"]))
     assert result.model.backbone.conv0.weight.count_nonzero() == 72
     assert measure.model_sparsity(result.model) == pytest.approx(0.8, abs=1e-3)
 
@@ -125,27 +128,28 @@ def test_layer_sparsities_spread_the_target_over_the_pruned_layers():
 def test_iterative_rejects_a_list_that_is_not_strictly_increasing_in_0_1(sparsities, loaders):
     train_loader, val_loader, _ = loaders
     with pytest.raises(ValueError, match="sparsities"):
-        schedule.iterative(tiny_model(), sparsities, train_loader, val_loader)
+        schedule.iterative(tiny_model(), sparsities, Recipe(train_loader, val_loader))
 
 
 @pytest.mark.parametrize("sparsity", [1.0, 1.5, -0.2])
 def test_one_shot_rejects_a_sparsity_outside_0_1(sparsity, loaders):
     train_loader, val_loader, _ = loaders
     with pytest.raises(ValueError, match=r"sparsity must be in \[0, 1\)"):
-        schedule.one_shot(tiny_model(), sparsity, train_loader, val_loader)
+        schedule.one_shot(tiny_model(), sparsity, Recipe(train_loader, val_loader))
 
 
 def test_bad_arguments_name_themselves(loaders):
     train_loader, val_loader, _ = loaders
     with pytest.raises(ValueError, match="finetune_epochs_per_step"):
-        schedule.iterative(tiny_model(), [0.5], train_loader, val_loader,
+        schedule.iterative(tiny_model(), [0.5], Recipe(train_loader, val_loader),
                            finetune_epochs_per_step=0)
     with pytest.raises(ValueError, match="finetune_epochs must be an int >= 0, got -1"):
-        schedule.one_shot(tiny_model(), 0.5, train_loader, val_loader, finetune_epochs=-1)
+        schedule.one_shot(tiny_model(), 0.5, Recipe(train_loader, val_loader),
+                          finetune_epochs=-1)
     with pytest.raises(ValueError, match="step_every must be an int >= 1"):
-        schedule.agp(tiny_model(), 0.5, train_loader, val_loader, step_every=0)
+        schedule.agp(tiny_model(), 0.5, Recipe(train_loader, val_loader), step_every=0)
     with pytest.raises(TypeError, match="sparsity must be a real number"):
-        schedule.one_shot(tiny_model(), "0.5", train_loader, val_loader)
+        schedule.one_shot(tiny_model(), "0.5", Recipe(train_loader, val_loader))
     with pytest.raises(ValueError, match="dense_layers"):
         schedule.layer_sparsities(tiny_model(), 0.5, ["backbone.conv9"])
     with pytest.raises(ValueError, match="out of reach"):
@@ -208,8 +212,9 @@ def test_agp_pruner_raises_the_sparsity_every_k_steps():
 def test_agp_reaches_s_final_and_keeps_its_masks(loaders):
     train_loader, val_loader, test_loader = loaders
     model = tiny_model()
-    result = schedule.agp(model, 0.75, train_loader, val_loader, test_loader, n=3, epochs=4,
-                          progress=False)
+    result = schedule.agp(model, 0.75,
+                          Recipe(train_loader, val_loader, test_loader, progress=False),
+                          n=3, epochs=4)
     assert measure.model_sparsity(result.model) == pytest.approx(0.75, abs=1e-3)
     assert measure.model_sparsity(model) == 0.0
     assert len(result.steps) == 4
@@ -220,7 +225,7 @@ def test_agp_reaches_s_final_and_keeps_its_masks(loaders):
 def test_agp_rejects_a_schedule_longer_than_the_run(loaders):
     train_loader, val_loader, _ = loaders
     with pytest.raises(ValueError, match="n \\* step_every"):
-        schedule.agp(tiny_model(), 0.9, train_loader, val_loader, n=10, epochs=2)
+        schedule.agp(tiny_model(), 0.9, Recipe(train_loader, val_loader), n=10, epochs=2)
 
 
 # Lottery tickets.
@@ -260,8 +265,9 @@ def test_lottery_ticket_retrains_both_networks_with_the_mask(loaders):
     initial = tiny_model()
     trained = copy.deepcopy(initial)
     finetune(trained, train_loader, epochs=1, progress=False)
-    result = schedule.lottery_ticket(initial, trained, 0.8, train_loader, val_loader, test_loader,
-                                     epochs=2, progress=False)
+    result = schedule.lottery_ticket(
+        initial, trained, 0.8, Recipe(train_loader, val_loader, test_loader, progress=False),
+        epochs=2)
     assert len(result.ticket_history) == len(result.reinit_history) == 2
     assert result.ticket_val_accuracy == max(result.ticket_history)
     masks = Pruner.from_sparsity(trained, 0.8).masks
@@ -283,8 +289,9 @@ def test_check_agp_sparsity_accepts_the_schedule_and_rejects_a_quadratic(capsys)
 
 
 def labkit_iterative_prune(model, sparsities, train_loader, val_loader, epochs_per_step=1):
-    result = schedule.iterative(model, sparsities, train_loader, val_loader,
-                                finetune_epochs_per_step=epochs_per_step, progress=False)
+    result = schedule.iterative(model, sparsities,
+                                Recipe(train_loader, val_loader, progress=False),
+                                finetune_epochs_per_step=epochs_per_step)
     return result.model, [step.val_accuracy for step in result.steps]
 
 
@@ -301,3 +308,32 @@ def test_check_iterative_prune_accepts_labkit_and_catches_a_lost_mask(capsys):
     assert capsys.readouterr().out == "iterative_prune: 2/2 cases passed\n"
     with pytest.raises(checks.CheckFailed, match="layer sparsities: item 0: expected 0.5, got 0.0"):
         checks.check_iterative_prune(forgets_the_pruner)
+
+
+def test_a_recipe_is_checked_once_and_required(loaders):
+    train_loader, val_loader, _ = loaders
+    recipe = Recipe(train_loader, val_loader)
+    assert recipe.learning_rate(FINETUNE_LR) == FINETUNE_LR
+    assert Recipe(train_loader, val_loader, lr=0.01).learning_rate(FINETUNE_LR) == 0.01
+    with pytest.raises(TypeError, match="recipe must be a schedule.Recipe"):
+        schedule.one_shot(tiny_model(), 0.5, train_loader)
+    with pytest.raises(ValueError, match="lr must be"):
+        Recipe(train_loader, val_loader, lr=0.0)
+    with pytest.raises(TypeError, match="val_loader must be a DataLoader"):
+        Recipe(train_loader, 3)
+    with pytest.raises(ValueError, match="test_loader is empty"):
+        Recipe(train_loader, val_loader, test_loader=[])
+
+
+def test_layer_sparsity_table_shows_each_layers_share_and_sparsity():
+    model = tiny_model()
+    table = schedule.layer_sparsity_table(model, 0.8, ["backbone.conv0"])
+    per_layer = schedule.layer_sparsities(model, 0.8, ["backbone.conv0"])
+    assert table.index.name == "layer" and list(table.index) == list(
+        measure.prunable_layers(model))
+    assert table["share"].sum() == pytest.approx(1.0)
+    assert table.loc["backbone.conv0", "sparsity for 80% overall"] == 0.0
+    for name, sparsity in per_layer.items():
+        assert table.loc[name, "sparsity for 80% overall"] == sparsity
+    overall = (table["share"] * table["sparsity for 80% overall"]).sum()
+    assert overall == pytest.approx(0.8)

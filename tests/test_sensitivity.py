@@ -10,6 +10,7 @@ from labkit import zoo
 from labkit.measure import model_size_bits
 from labkit.models import MLP, VGG
 from labkit.pruning import sensitivity
+from labkit.pruning.channels import channel_prune
 from labkit.pruning.granularity import fine_grained_mask
 from labkit.training import evaluate
 
@@ -161,3 +162,17 @@ def test_allocator_beats_uniform_on_a_trained_model_before_finetuning(digits):
     assert sensitivity.size_fraction(model, same_everywhere) <= 0.25
     assert evaluate(sensitivity.pruned_model(model, allocated), val_loader) > evaluate(
         sensitivity.pruned_model(model, same_everywhere), val_loader)
+
+
+def test_channel_ratio_scan_prunes_one_conv_at_a_time():
+    model, loader = small_vgg(), random_loader()
+    before = copy.deepcopy(model.state_dict())
+    scan = sensitivity.channel_ratio_scan(model, loader, [0.0, 0.5])
+    assert list(scan) == [0, 1] and all(len(curve) == 2 for curve in scan.values())
+    dense = evaluate(model, loader)
+    assert scan[0][0] == scan[1][0] == dense
+    pruned = channel_prune(model, [0.0, 0.5])
+    assert scan[1][1] == evaluate(pruned, loader)
+    assert all(torch.equal(value, before[key]) for key, value in model.state_dict().items())
+    with pytest.raises(ValueError, match="ratios"):
+        sensitivity.channel_ratio_scan(model, loader, [1.0])

@@ -18,6 +18,18 @@ def tiny_model():
     return VGG((8, "M", 16))
 
 
+def test_torch_threads_sets_and_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with training.torch_threads(None):
+        assert torch.get_num_threads() == before
+    with training.torch_threads(2):
+        assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads"):
+        with training.torch_threads(0):
+            pass
+
+
 def test_training_learns_and_keeps_best_validation_epoch(digits):
     train_loader, val_loader, test_loader = digits.loaders(64)
     model = tiny_model()

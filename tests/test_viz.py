@@ -1,15 +1,19 @@
 """labkit.viz: tables with a format per column, figures shown once, controls that redraw."""
 
 import itertools
+import re
 
 import matplotlib.pyplot as plt
+import pandas as pd
 import pytest
 import torch
 from ipywidgets import Dropdown, FloatSlider
 from matplotlib.figure import Figure
 
 from labkit import viz
-from labkit.measure import Latency, count_macs
+from labkit.measure import Latency, cost_frame, count_macs
+from labkit.search.comparison import compare_networks
+from labkit.search.netadapt import family_frame
 
 
 def test_table_formats_each_column_and_float_labels():
@@ -61,13 +65,13 @@ def test_cost_table_compares_every_row_with_the_first():
     def latency(ms):
         return Latency(median_ms=ms, iqr_ms=0.1, runs=10, threads=1)
 
-    html = viz.cost_table({"dense": {"params": 100, "MACs": 4000, "batch 1": latency(2.0)},
-                           "pruned": {"params": 25, "MACs": 1000, "batch 1": latency(1.0)}}
-                          ).to_html()
+    html = viz.cost_table(cost_frame({
+        "dense": {"params": 100, "MACs": 4000, "batch 1": latency(2.0)},
+        "pruned": {"params": 25, "MACs": 1000, "batch 1": latency(1.0)}})).to_html()
     for text in ("4.00x", "2.00x", "batch 1: speed-up", "MAC reduction", "4,000"):
         assert text in html
     with pytest.raises(ValueError, match="at least one row"):
-        viz.cost_table({})
+        cost_frame({})
 
 
 def test_interactive_draws_at_the_defaults_and_redraws_on_change(monkeypatch):
@@ -116,6 +120,9 @@ def test_search_schedule_and_hardware_figures_are_not_kept_by_pyplot():
         viz.learning_curves({"80%": {"ticket": [50.0, 90.0], "re-init": [10.0, 80.0]}},
                             "epoch", "accuracy", baseline=99.0, baseline_label="dense"),
         viz.pe_interleave(torch.eye(8) * 3, 4),
+        viz.pe_load_balance(pd.DataFrame(
+            {"cycles": [10, 6], "perfect balance": [8.0, 4.0],
+             "work per PE": [[8], [5, 3]]}, index=pd.Index([1, 2], name="PEs N")), 2),
         viz.layout_24(small, compressed.values, nm.unpack_positions(compressed.metadata, 4),
                       compressed.metadata),
         viz.point_cloud_voxels(torch.rand(20, 3), torch.rand(3, 3, 2) > 0.5, "points",
@@ -140,7 +147,7 @@ def test_search_and_grouped_figures_check_their_arguments():
     with pytest.raises(ValueError, match="matrix must be 2-d"):
         viz.pe_interleave(torch.ones(2, 2, 2), 2)
     with pytest.raises(ValueError, match="at least one network"):
-        viz.network_table({}, torch.zeros(1), torch.zeros(1), None, None)
+        compare_networks({}, torch.zeros(1), torch.zeros(1), None, None)
 
 
 def test_seed_table_shows_mean_range_and_each_seed():
@@ -173,9 +180,9 @@ def test_netadapt_family_and_network_table_compare_with_the_first_network():
     dense = VGG([4, "M", 8, "M"], in_channels=1, num_classes=3)
     small = channel_prune(dense, 0.5)
     example = torch.zeros(1, 1, 8, 8)
-    html = viz.netadapt_family([_Family(dense, (4, 8), 2.0, 90.0),
-                                _Family(small, (2, 4), 1.0, 80.0, (("backbone.conv1", 4, 80.0),))],
-                               example).to_html()
+    html = viz.netadapt_family(family_frame(
+        [_Family(dense, (4, 8), 2.0, 90.0),
+         _Family(small, (2, 4), 1.0, 80.0, (("backbone.conv1", 4, 80.0),))], example)).to_html()
     fraction = count_macs(small, example) / count_macs(dense, example)
     assert fraction < 0.5
     assert "1.000" in html and f"{fraction:.3f}" in html and "conv1->4: 80.0" in html
@@ -189,15 +196,15 @@ def test_netadapt_family_and_network_table_compare_with_the_first_network():
                 parameter.add_(1.0)
 
     before = [p.clone() for p in small.parameters()]
-    frame = viz.network_table({"dense": dense, "small": small}, example, example, loader, loader,
-                              finetune=ruin).data
+    frame = viz.network_table(compare_networks({"dense": dense, "small": small}, example,
+                                               example, loader, loader, finetune=ruin)).data
     assert len(tuned) == 1 and tuned[0] is not small
     assert all(torch.equal(a, b) for a, b in zip(before, small.parameters(), strict=True))
     assert all(torch.equal(a + 1.0, b) for a, b in zip(before, tuned[0].parameters(),
                                                        strict=True))
     assert frame["val, finetuned (%)"].isna().tolist() == [True, False]
     with pytest.raises(ValueError, match="at least one step"):
-        viz.netadapt_family([], example)
+        family_frame([], example)
 
 
 def test_steps_table_staircase_and_lottery_table():
@@ -216,3 +223,14 @@ def test_steps_table_staircase_and_lottery_table():
     frame = viz.lottery_table({0.8: result}, 0.01).data
     assert frame.loc[("80%", "ticket")].tolist() == [10.0, 20.0, 30.0, 30.0, 41.0]
     assert frame.loc[("80%", "re-init")].tolist() == [5.0, 6.0, 7.0, 8.0, 42.0]
+
+
+def test_tables_pad_cells_right_align_numbers_and_keep_headers_on_one_line():
+    styled = viz.table({"a": {"accuracy, finetuned (%)": 91.5, "count": 3, "name": "x"}},
+                       {"accuracy, finetuned (%)": "{:.1f}"})
+    css = styled.to_html().split("</style>")[0]
+    assert re.search(r" th, td|th \{\s*padding: 0.3em 0.75em", css)
+    assert re.search(r"th \{\s*white-space: nowrap;", css)
+    cells, rule = css.rsplit("{", 1)
+    assert "text-align: right;" in rule
+    assert sorted(re.findall(r"_row0_col(\d)", cells)) == ["0", "1"]

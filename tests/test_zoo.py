@@ -165,20 +165,6 @@ def test_cache_file_names_and_digests():
         zoo.cache_file("latency", "xyz", ".json")
 
 
-def test_write_atomically_leaves_the_old_file_when_writing_fails(tmp_path):
-    path = tmp_path / "f.bin"
-    path.write_bytes(b"old")
-
-    def fail(f):
-        f.write(b"half")
-        raise OSError("disk full")
-
-    with pytest.raises(OSError, match="disk full"):
-        zoo.write_atomically(path, fail)
-    assert path.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
-
-
 def test_cli_cache_ship_ships_every_recipe(tiny_zoo, capsys):
     assert cli.main(["cache", "ship"]) == 0
     assert capsys.readouterr().out.endswith(f"tiny: shipped {zoo.shipped_path('tiny')}\n")

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle  # noqa: E402
 
-from labkit import data, measure, zoo  # noqa: E402
+from labkit import data, measure, viz, zoo  # noqa: E402
 from labkit.hardware import eie, nm, sparseconv  # noqa: E402
 from labkit.pruning import channels, criteria, schedule, sensitivity  # noqa: E402
 from labkit.pruning.granularity import GRANULARITIES, granularity_mask, mask_from_scores  # noqa: E402
@@ -38,7 +38,8 @@ ACCENT = "#c2410c"
 plt.rcParams.update({
     "font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 9,
     "axes.spines.top": False, "axes.spines.right": False, "svg.hashsalt": "labkit",
-    "svg.fonttype": "path",
+    "svg.fonttype": "path", "xtick.labelsize": "medium", "ytick.labelsize": "medium",
+    "savefig.dpi": "figure",
 })
 
 FIGURES: dict[str, Callable[[], plt.Figure]] = {}
@@ -341,24 +342,7 @@ def finetune_loop():
 @figure
 def agp_schedule():
     """The AGP sparsity curve and the share of surviving weights each step removes."""
-    n, s_i, s_f = 10, 0.0, 0.9
-    steps = np.arange(n + 1)
-    cubic = [schedule.agp_sparsity(int(t), n, s_i, s_f) for t in steps]
-    linear = s_i + (s_f - s_i) * steps / n
-    fig, (left, right) = plt.subplots(1, 2, figsize=(8.5, 3.4))
-    left.plot(steps, cubic, "o-", color=KEPT, label="AGP (cubic)")
-    left.plot(steps, linear, "s--", color=ACCENT, label="linear")
-    left.set_xlabel("pruning step $t$ (every $\\Delta t$ optimizer steps)")
-    left.set_ylabel("sparsity $s_t$")
-    left.legend(frameon=False)
-    for values, style, color in [(cubic, "o-", KEPT), (linear, "s--", ACCENT)]:
-        values = np.asarray(values)
-        share = (values[1:] - values[:-1]) / (1 - values[:-1])
-        right.plot(steps[1:], share, style, color=color)
-    right.set_xlabel("pruning step $t$")
-    right.set_ylabel("share of surviving weights removed")
-    fig.tight_layout()
-    return fig
+    return viz.agp_schedule(10, 0.9)
 
 
 # Hardware ------------------------------------------------------------------------------

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import ast
 import copy
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import nbformat
 from nbformat import NotebookNode
+
+from labkit.files import write_atomically
 
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
 END_SOLUTION = "### END SOLUTION"
@@ -161,26 +161,6 @@ def _clear_solution_outputs(notebook: NotebookNode) -> None:
             tainted |= defined
             cell.outputs = []
             cell.execution_count = None
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``.
-
-    The file gets the permissions a plain ``open`` would give (``0o666`` less the umask),
-    so the instructor's group can read it, not the private ``0o600`` of a temporary file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 def release_folder(labs: Path, out: Path, force: bool = False) -> list[Path]:

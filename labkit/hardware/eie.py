@@ -21,7 +21,9 @@ from its compressed form:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,6 +31,9 @@ from threadpoolctl import threadpool_limits
 
 from labkit.hardware import check_codes
 from labkit.validation import check_count, check_seed, check_tensor
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 INDEX_BITS = 4
 CODEBOOK_SIZE = 2**INDEX_BITS
@@ -263,6 +268,55 @@ def storage_bits(encoded: EIEMatrix) -> StorageBits:
         + encoded.num_pes * (columns + 1) * POINTER_BITS
         + len(encoded.codebook) * VALUE_BITS,
     )
+
+
+def storage_table(encodings: Mapping[int, EIEMatrix]) -> pd.DataFrame:
+    """One layer's storage (:func:`storage_bits`) for EIE on several PE counts,
+    ``{num_pes: encode_eie(weight, num_pes)}``, after dense and CSR storage of 32-bit
+    values: a row per format (index ``format``) with its ``bits`` and how many times
+    smaller than dense it is (``vs dense``); the EIE rows add their ``entries``,
+    ``padding`` entries, the column ``pointer bits`` (``N * (C + 1) * 16``) and the
+    ``pointer share`` of the bits (missing in the dense and CSR rows)."""
+    import pandas as pd
+
+    if not encodings:
+        raise ValueError("encodings must hold at least one EIE matrix, got none")
+    first = storage_bits(next(iter(encodings.values())))
+    rows = {name: {"bits": bits, "vs dense": first.dense / bits}
+            for name, bits in (("dense, 32-bit", first.dense), ("CSR, 32-bit", first.csr))}
+    for num_pes, encoded in encodings.items():
+        bits = storage_bits(encoded)
+        pointer_bits = num_pes * (encoded.shape[1] + 1) * POINTER_BITS
+        rows[f"EIE, {num_pes} PE"] = {"bits": bits.eie, "vs dense": bits.eie_vs_dense,
+                                      "entries": encoded.num_entries,
+                                      "padding": encoded.num_padding,
+                                      "pointer bits": pointer_bits,
+                                      "pointer share": pointer_bits / bits.eie}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("format")
+
+
+def load_balance(encodings: Mapping[int, EIEMatrix], activations: torch.Tensor
+                 ) -> pd.DataFrame:
+    """How evenly the PEs share the work of many products ``W x``, one per row of
+    ``activations``, for each ``{num_pes: encoded}`` (:func:`simulate_spmv`).
+
+    A row per PE count (index ``PEs N``): the lock-step ``cycles`` summed over the
+    vectors; ``perfect balance``, the cycles if every PE did the same share of the
+    entries; ``lock-step efficiency``, their ratio; ``mean/max work``, the mean PE's work
+    over the busiest PE's; and ``work per PE``, the entries each PE processed (a list).
+    """
+    import pandas as pd
+
+    rows = {}
+    for num_pes, encoded in encodings.items():
+        reports = [simulate_spmv(encoded, x) for x in activations]
+        work = sum(report.work_per_pe for report in reports)
+        cycles = sum(report.cycles for report in reports)
+        rows[num_pes] = {"cycles": cycles, "perfect balance": work.sum().item() / num_pes,
+                         "lock-step efficiency": work.sum().item() / num_pes / cycles,
+                         "mean/max work": (work.double().mean() / work.max()).item(),
+                         "work per PE": work.tolist()}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("PEs N")
 
 
 def _encode_pe_slice(local_codes: torch.Tensor) -> PESlice:

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch.utils import benchmark
 
 from labkit.hardware import check_codes
-from labkit.measure import MAX_RUN_TIME_S
+from labkit.measure import MAX_RUN_TIME_S, time_call
 from labkit.validation import check_count, check_real, check_seed, check_tensor
 
 GROUP_SIZE = 4
@@ -213,9 +212,8 @@ def semi_structured_linear_benchmark(
 
 
 def _median_linear_seconds(x: torch.Tensor, weight: torch.Tensor, min_run_time: float) -> float:
-    """Median time of ``F.linear(x, weight)`` by :mod:`torch.utils.benchmark`."""
-    timer = benchmark.Timer(stmt="F.linear(x, weight)", globals={"F": F, "x": x, "weight": weight})
-    return timer.blocked_autorange(min_run_time=min_run_time).median
+    """Median time of ``F.linear(x, weight)`` in seconds, by :func:`labkit.measure.time_call`."""
+    return time_call(lambda: F.linear(x, weight), min_run_time=min_run_time).median_ms / 1e3
 
 
 def _kept_positions(weight: torch.Tensor) -> torch.Tensor:

@@ -27,11 +27,18 @@ given, not at every voxel the dense convolution would make non-zero.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 
+from labkit.measure import Latency, time_call
 from labkit.validation import check_count, check_tensor
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SHAPES = ("sphere", "torus", "box")
 TORUS_MAJOR_RADIUS = 1.0
@@ -339,6 +346,62 @@ def conv_macs(coords: torch.Tensor, kernel_map: KernelMap, weight: torch.Tensor)
         sparse=kernel_map.num_pairs * per_product,
         dense=math.prod(extent.tolist()) * kernel_size**3 * per_product,
     )
+
+
+@dataclass(frozen=True)
+class SceneBenchmark:
+    """Sparse against dense convolution on scenes of rising occupancy
+    (:func:`benchmark_scenes`): a row per scene in ``table``, the dense ``conv3d`` on the
+    densest scene's grid of ``grid_shape`` in ``dense``."""
+
+    table: pd.DataFrame
+    dense: Latency
+    grid_shape: tuple[int, ...]
+
+
+def benchmark_scenes(scenes: Mapping[str, tuple[int, float]], *, channels: int = 16,
+                     voxel_size: float = 1 / 30, kernel_size: int = 3,
+                     min_run_time: float = 1.0, seed: int = 0) -> SceneBenchmark:
+    """Time one ``channels -> channels`` convolution, sparse and dense, on point clouds.
+
+    ``scenes`` maps a label to ``(points, noise)``: that many points on the unit sphere
+    (:func:`synthetic_point_cloud`, ``seed``) with Gaussian noise, those inside
+    ``[-1, 1]^3`` voxelised at ``voxel_size``; the more points and noise, the more voxels
+    are occupied. Per scene, :func:`labkit.measure.time_call` (one thread) times the
+    kernel map for ``min_run_time / 5`` s and :func:`sparse_conv3d` for ``min_run_time``
+    s; ``conv3d`` on the dense grid of the last scene runs for ``3 * min_run_time`` s.
+    The table (index ``scene``) has the ``occupancy``, the ``voxels``, how many times
+    ``fewer MACs`` the sparse convolution does, the ``sparse ms`` median, its ``sparse
+    IQR`` and ``sparse runs``, the ``kernel map ms``, and the ``speed-up`` over dense
+    without and ``with map`` (building the map counted in).
+    """
+    import pandas as pd
+
+    if not scenes:
+        raise ValueError("scenes must name at least one scene, got none")
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.randn(channels, channels, *[kernel_size] * 3, generator=generator)
+    rows = {}
+    for label, (n_points, noise) in scenes.items():
+        points = synthetic_point_cloud("sphere", n_points, noise=noise, seed=seed)
+        coords, _ = voxelize(points[(points.abs() <= 1).all(dim=1)], voxel_size)
+        feats = torch.randn(len(coords), channels, generator=generator)
+        grid = to_dense_grid(coords, feats)
+        map_time = time_call(lambda c=coords: build_kernel_map(c, kernel_size),
+                             min_run_time=min_run_time / 5)
+        kernel_map = build_kernel_map(coords, kernel_size)
+        sparse = time_call(lambda c=coords, x=feats, m=kernel_map: sparse_conv3d(c, x, weight, m),
+                           min_run_time=min_run_time)
+        rows[label] = {"occupancy": len(coords) / grid[0, 0].numel(), "voxels": len(coords),
+                       "fewer MACs": conv_macs(coords, kernel_map, weight).reduction,
+                       "sparse ms": sparse.median_ms, "sparse IQR": sparse.iqr_ms,
+                       "sparse runs": sparse.runs, "kernel map ms": map_time.median_ms}
+    dense = time_call(lambda: F.conv3d(grid, weight, padding=kernel_size // 2),
+                      min_run_time=3 * min_run_time)
+    table = pd.DataFrame.from_dict(rows, orient="index").rename_axis("scene")
+    table["speed-up"] = dense.median_ms / table["sparse ms"]
+    table["speed-up with map"] = dense.median_ms / (table["sparse ms"] + table["kernel map ms"])
+    return SceneBenchmark(table, dense, tuple(grid.shape[2:]))
 
 
 def _sphere(n_points: int, generator: torch.Generator) -> torch.Tensor:

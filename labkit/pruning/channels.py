@@ -45,6 +45,7 @@ from torch import fx, nn
 
 from labkit.models import VGG
 from labkit.pruning.criteria import row_norm
+from labkit.pruning.masking import batchnorm_pairs
 from labkit.validation import check_count, check_sparsity
 
 SUPPORTED_BACKBONE_TYPES = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d)
@@ -518,7 +519,8 @@ def conv_blocks(model: nn.Module) -> list[tuple[str, str]]:
 
     Channel removal supports :class:`labkit.models.VGG`: a backbone of ``Conv2d``
     (``groups=1``) each followed by its ``BatchNorm2d``, ``ReLU`` and ``MaxPool2d``,
-    and a ``Linear`` head. Anything else raises ``TypeError``.
+    and a ``Linear`` head. Anything else raises ``TypeError``. Each conv's BatchNorm is
+    the one :func:`labkit.pruning.masking.batchnorm_pairs` pairs it with.
     """
     if not isinstance(model, VGG):
         raise TypeError(
@@ -534,16 +536,16 @@ def conv_blocks(model: nn.Module) -> list[tuple[str, str]]:
             )
     if not isinstance(model.classifier, nn.Linear):
         raise TypeError(f"classifier must be nn.Linear, got {type(model.classifier).__name__}")
+    batchnorm_of = {conv: bn for bn, conv in batchnorm_pairs(model).items()}
     blocks = []
-    for position, (name, module) in enumerate(modules):
+    for name, module in modules:
         if not isinstance(module, nn.Conv2d):
             continue
         if module.groups != 1:
             raise TypeError(f"conv {name!r} has groups={module.groups}; only groups=1 is supported")
-        following = modules[position + 1] if position + 1 < len(modules) else None
-        if following is None or not isinstance(following[1], nn.BatchNorm2d):
+        if f"backbone.{name}" not in batchnorm_of:
             raise TypeError(f"conv {name!r} must be followed by its BatchNorm2d")
-        blocks.append((name, following[0]))
+        blocks.append((name, batchnorm_of[f"backbone.{name}"].removeprefix("backbone.")))
     return blocks
 
 

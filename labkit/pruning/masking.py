@@ -118,9 +118,12 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Modul
     return pruner.model
 
 
-def _conv_of_each_batchnorm(model: nn.Module) -> dict[str, str]:
+def batchnorm_pairs(model: nn.Module) -> dict[str, str]:
     """Pair every BatchNorm with the layer whose output it normalises, read off the graph
-    that ``torch.fx`` traces (not the order in which the modules were registered).
+    that ``torch.fx`` traces (not the order in which the modules were registered):
+    ``{batchnorm name: layer name}``. The one pairing labkit has: network slimming masks
+    a conv with its BatchNorm, channel removal cuts them together
+    (:func:`labkit.pruning.channels.conv_blocks`).
 
     A BatchNorm pairs with a conv or linear layer when that layer's output is the
     BatchNorm's input, the layer has as many outputs as the BatchNorm has features and
@@ -130,8 +133,8 @@ def _conv_of_each_batchnorm(model: nn.Module) -> dict[str, str]:
         graph = fx.symbolic_trace(model).graph
     except Exception as error:  # any tracing failure: say what could not be paired
         raise ValueError(
-            f"slimming_masks pairs each BatchNorm with its conv by tracing the model with "
-            f"torch.fx, which failed for {type(model).__name__}: {error}") from error
+            f"BatchNorms are paired with their convs by tracing the model with torch.fx, "
+            f"which failed for {type(model).__name__}: {error}") from error
     modules = dict(model.named_modules())
     pairs: dict[str, str] = {}
     for node in graph.nodes:
@@ -170,7 +173,7 @@ def slimming_masks(model: nn.Module, sparsity: float) -> dict[str, torch.Tensor]
     """
     check_module(model)
     check_sparsity(sparsity)
-    conv_of = _conv_of_each_batchnorm(model)
+    conv_of = batchnorm_pairs(model)
     gammas = scaling_factors(model)
     keep = mask_from_scores(torch.cat(list(gammas.values())), sparsity)
     masks, start = {}, 0

@@ -50,12 +50,16 @@ from labkit.pruning.channels import (
 )
 from labkit.validation import (
     batches,
+    check_choice,
     check_count,
     check_indices,
     check_seed,
     check_tensor,
     parameter_device,
 )
+
+SELECTIONS = ("lasso", "magnitude")
+"""How :func:`regression_channel_prune` chooses the channels to keep."""
 
 
 def apoz(activations: torch.Tensor) -> torch.Tensor:
@@ -322,6 +326,8 @@ def regression_channel_prune(
     num_keep: int,
     loader: DataLoader,
     *,
+    selection: str = "lasso",
+    refit: bool = True,
     positions_per_image: int = 10,
     seed: int = 0,
 ) -> VGG:
@@ -329,17 +335,23 @@ def regression_channel_prune(
     LASSO and with ``conv_{conv_index + 1}`` refit by least squares (He et al. 2017).
 
     The regression uses the sample of :func:`sample_next_conv` on ``loader`` (training
-    data: the refit is a fit). ``model`` is not changed.
+    data: the refit is a fit). ``selection="magnitude"`` keeps the channels of largest
+    norm instead (:func:`magnitude_channel_selection`) and ``refit=False`` leaves the
+    next conv's remaining weights as they were: the baselines He et al. compare with.
+    ``model`` is not changed.
     """
+    check_choice(selection, "selection", SELECTIONS)
     name, conv = _next_conv(model, conv_index)
     check_count(num_keep, "num_keep", 1, conv.in_channels)
     sample = sample_next_conv(model, conv_index, loader,
                               positions_per_image=positions_per_image, seed=seed)
-    chosen = lasso_channel_selection(sample, conv.weight, num_keep)
+    chosen = (lasso_channel_selection(sample, conv.weight, num_keep) if selection == "lasso"
+              else magnitude_channel_selection(conv.weight, num_keep))
     keep = [torch.arange(getattr(model.backbone, c).out_channels) for c, _ in conv_blocks(model)]
     keep[conv_index] = chosen
     pruned = remove_channels(model, keep)
-    refit = least_squares_weight(sample, chosen, conv.kernel_size)
-    with torch.no_grad():
-        getattr(pruned.backbone, name).weight.copy_(refit)
+    if refit:
+        with torch.no_grad():
+            getattr(pruned.backbone, name).weight.copy_(
+                least_squares_weight(sample, chosen, conv.kernel_size))
     return pruned

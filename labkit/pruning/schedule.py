@@ -23,7 +23,8 @@ unpruned and the others share the sparsity uniformly (:func:`layer_sparsities`).
 function returns a **new** model; its input is never modified (``prune_and_finetune``,
 ``magnitude_pruner`` and :class:`AGPPruner` act in place and say so). Choices use the
 validation split; the test split is only evaluated on the final model, when a
-``test_loader`` is given.
+``test_loader`` is given. The data and the settings every schedule shares (loaders,
+learning rate, granularity, dense layers, seed) travel together as one :class:`Recipe`.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from __future__ import annotations
 import copy
 import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -47,9 +49,13 @@ from labkit.validation import (
     check_loader,
     check_module,
     check_names,
+    check_real,
     check_seed,
     check_sparsity,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 LECTURE_SPARSITIES = (0.2, 0.4, 0.6, 0.7, 0.9)
 """The lecture's iterative schedule: 20 -> 40 -> 60 -> 70 -> 90% sparsity."""
@@ -83,6 +89,47 @@ class PruningResult:
     @property
     def val_accuracy(self) -> float:
         return self.steps[-1].val_accuracy
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What the schedules share: the data they finetune on and choose with, and how.
+
+    ``train_loader`` finetunes; ``val_loader`` measures each step; ``test_loader``, when
+    given, only the final model. ``lr`` is the learning rate (``None``: finetuning's
+    :data:`~labkit.training.FINETUNE_LR`, or training's :data:`~labkit.training.TRAIN_LR`
+    for a lottery ticket, trained from its initial weights); ``granularity`` that of the
+    magnitude masks; ``dense_layers`` are left unpruned (:func:`layer_sparsities`);
+    ``seed`` draws the shuffle order; ``progress`` shows bars.
+    """
+
+    train_loader: DataLoader
+    val_loader: DataLoader
+    test_loader: DataLoader | None = None
+    lr: float | None = None
+    granularity: str = "fine-grained"
+    dense_layers: Sequence[str] = ()
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_loader(self.train_loader, "train_loader")
+        check_loader(self.val_loader, "val_loader")
+        if self.test_loader is not None:
+            check_loader(self.test_loader, "test_loader")
+        if self.lr is not None:
+            check_real(self.lr, "lr", 0.0, low_open=True)
+        check_seed(self.seed)
+
+    def learning_rate(self, default: float) -> float:
+        """``lr``, or ``default`` when it is ``None``."""
+        return default if self.lr is None else self.lr
+
+
+def _check_recipe(recipe: Recipe) -> None:
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"recipe must be a schedule.Recipe (loaders, lr, granularity, "
+                        f"dense_layers, seed), got {type(recipe).__name__}")
 
 
 def _check_increasing(sparsities: Sequence[float]) -> None:
@@ -127,6 +174,22 @@ def layer_sparsities(
     return dict.fromkeys(pruned, per_layer)
 
 
+def layer_sparsity_table(model: nn.Module, sparsity: float,
+                         dense_layers: Sequence[str] = ()) -> pd.DataFrame:
+    """:func:`layer_sparsities` as a table, a row per prunable layer (index ``layer``):
+    its ``weights``, their ``share`` of all prunable weights and its sparsity for the
+    overall ``sparsity`` (0 for a layer left dense)."""
+    import pandas as pd
+
+    layers = prunable_layers(model)
+    per_layer = layer_sparsities(model, sparsity, dense_layers)
+    total = sum(layer.weight.numel() for layer in layers.values())
+    return pd.DataFrame.from_dict(
+        {name: {"weights": layer.weight.numel(), "share": layer.weight.numel() / total,
+                f"sparsity for {sparsity:.0%} overall": per_layer.get(name, 0.0)}
+         for name, layer in layers.items()}, orient="index").rename_axis("layer")
+
+
 def magnitude_pruner(
     model: nn.Module,
     sparsity: float,
@@ -143,90 +206,57 @@ def _test_accuracy(model: nn.Module, test_loader: DataLoader | None) -> float | 
     return None if test_loader is None else evaluate(model, test_loader)
 
 
-def prune_and_finetune(
-    model: nn.Module,
-    sparsity: float,
-    train_loader: DataLoader,
-    val_loader: DataLoader,
-    *,
-    epochs: int,
-    lr: float = FINETUNE_LR,
-    granularity: str = "fine-grained",
-    dense_layers: Sequence[str] = (),
-    seed: int = 0,
-) -> Step:
+def prune_and_finetune(model: nn.Module, sparsity: float, recipe: Recipe, *,
+                       epochs: int) -> Step:
     """One turn of the loop, **in place**: new magnitude masks at ``sparsity``, then
-    ``epochs`` of finetuning with the masks kept (none when ``epochs`` is 0)."""
+    ``epochs`` of finetuning with the masks kept (none when ``epochs`` is 0), as
+    ``recipe`` says (its test loader and progress are not used)."""
+    _check_recipe(recipe)
     check_count(epochs, "epochs", 0)
-    check_seed(seed)
-    pruner = magnitude_pruner(model, sparsity, granularity, dense_layers)
+    pruner = magnitude_pruner(model, sparsity, recipe.granularity, recipe.dense_layers)
     pruner.apply()
-    pruned_accuracy = evaluate(model, val_loader)
+    pruned_accuracy = evaluate(model, recipe.val_loader)
     if epochs == 0:
         return Step(sparsity, pruned_accuracy, pruned_accuracy)
-    finetune(model, train_loader, val_loader, epochs=epochs, lr=lr, after_step=[pruner],
-             seed=seed, progress=False)
-    return Step(sparsity, pruned_accuracy, evaluate(model, val_loader))
+    finetune(model, recipe.train_loader, recipe.val_loader, epochs=epochs,
+             lr=recipe.learning_rate(FINETUNE_LR), after_step=[pruner], seed=recipe.seed,
+             progress=False)
+    return Step(sparsity, pruned_accuracy, evaluate(model, recipe.val_loader))
 
 
-def one_shot(
-    model: nn.Module,
-    sparsity: float,
-    train_loader: DataLoader,
-    val_loader: DataLoader,
-    test_loader: DataLoader | None = None,
-    *,
-    finetune_epochs: int = 0,
-    lr: float = FINETUNE_LR,
-    granularity: str = "fine-grained",
-    dense_layers: Sequence[str] = (),
-    seed: int = 0,
-) -> PruningResult:
+def one_shot(model: nn.Module, sparsity: float, recipe: Recipe, *,
+             finetune_epochs: int = 0) -> PruningResult:
     """Prune a copy of ``model`` to ``sparsity`` at once, then finetune it
-    ``finetune_epochs`` epochs (0: no finetuning, ``train_loader`` unused)."""
+    ``finetune_epochs`` epochs (0: no finetuning, the train loader unused)."""
     check_count(finetune_epochs, "finetune_epochs", 0)
     pruned = copy.deepcopy(model)
-    step = prune_and_finetune(pruned, sparsity, train_loader, val_loader, epochs=finetune_epochs,
-                              lr=lr, granularity=granularity, dense_layers=dense_layers,
-                              seed=seed)
-    return PruningResult(pruned, [step], _test_accuracy(pruned, test_loader))
+    step = prune_and_finetune(pruned, sparsity, recipe, epochs=finetune_epochs)
+    return PruningResult(pruned, [step], _test_accuracy(pruned, recipe.test_loader))
 
 
-def iterative(
-    model: nn.Module,
-    sparsities: Sequence[float],
-    train_loader: DataLoader,
-    val_loader: DataLoader,
-    test_loader: DataLoader | None = None,
-    *,
-    finetune_epochs_per_step: int = 2,
-    lr: float = FINETUNE_LR,
-    granularity: str = "fine-grained",
-    dense_layers: Sequence[str] = (),
-    seed: int = 0,
-    progress: bool = True,
-) -> PruningResult:
+def iterative(model: nn.Module, sparsities: Sequence[float], recipe: Recipe, *,
+              finetune_epochs_per_step: int = 2) -> PruningResult:
     """Iterative pruning (Han et al. 2015): for each sparsity of the strictly increasing
     list ``sparsities`` (e.g. :data:`LECTURE_SPARSITIES`), new magnitude masks on the
-    current weights, then ``finetune_epochs_per_step`` epochs of finetuning.
+    current weights, then ``finetune_epochs_per_step`` epochs of finetuning (step ``i``
+    shuffles with ``recipe.seed + i``).
 
     Each step sees the weights the previous finetuning adjusted to the previous pruning,
     so it removes only the *next* smallest weights of a network that has already
     adapted. Pruned weights are exactly zero, hence the smallest, so masks nest.
     """
+    _check_recipe(recipe)
     _check_increasing(sparsities)
     check_count(finetune_epochs_per_step, "finetune_epochs_per_step", 1)
-    check_seed(seed)
-    check_seed(seed + len(sparsities) - 1, "seed + len(sparsities) - 1")
+    check_seed(recipe.seed + len(sparsities) - 1, "seed + len(sparsities) - 1")
     pruned = copy.deepcopy(model)
     steps = [
-        prune_and_finetune(pruned, sparsity, train_loader, val_loader,
-                           epochs=finetune_epochs_per_step, lr=lr, granularity=granularity,
-                           dense_layers=dense_layers, seed=seed + index)
+        prune_and_finetune(pruned, sparsity, replace(recipe, seed=recipe.seed + index),
+                           epochs=finetune_epochs_per_step)
         for index, sparsity in enumerate(tqdm(sparsities, desc="iterative", unit="step",
-                                              disable=not progress, leave=False))
+                                              disable=not recipe.progress, leave=False))
     ]
-    return PruningResult(pruned, steps, _test_accuracy(pruned, test_loader))
+    return PruningResult(pruned, steps, _test_accuracy(pruned, recipe.test_loader))
 
 
 def agp_sparsity(t: int, n: int, s_initial: float, s_final: float) -> float:
@@ -315,33 +345,20 @@ class AGPPruner:
                                                             strict=True))]
 
 
-def agp(
-    model: nn.Module,
-    s_final: float,
-    train_loader: DataLoader,
-    val_loader: DataLoader,
-    test_loader: DataLoader | None = None,
-    *,
-    n: int = 10,
-    step_every: int | None = None,
-    epochs: int = 12,
-    s_initial: float = 0.0,
-    lr: float = FINETUNE_LR,
-    granularity: str = "fine-grained",
-    dense_layers: Sequence[str] = (),
-    seed: int = 0,
-    progress: bool = True,
-) -> PruningResult:
+def agp(model: nn.Module, s_final: float, recipe: Recipe, *, n: int = 10,
+        step_every: int | None = None, epochs: int = 12,
+        s_initial: float = 0.0) -> PruningResult:
     """Automated gradual pruning (Zhu and Gupta 2017) of a copy of ``model``.
 
     One finetuning run of ``epochs`` epochs; the sparsity rises from ``s_initial`` to
     ``s_final`` in ``n`` steps of :func:`agp_sparsity`, one every ``step_every``
-    optimizer steps (default: one epoch, ``len(train_loader)``); the remaining epochs
-    finetune at ``s_final``. The schedule must end before the run does, so that some
-    training happens at ``s_final``. The model is the one at the end (no best-epoch
+    optimizer steps (default: one epoch, ``len(recipe.train_loader)``); the remaining
+    epochs finetune at ``s_final``. The schedule must end before the run does, so that
+    some training happens at ``s_final``. The model is the one at the end (no best-epoch
     choice: an earlier epoch is a denser model).
     """
-    check_loader(train_loader, "train_loader")
+    _check_recipe(recipe)
+    train_loader = recipe.train_loader
     step_every = len(train_loader) if step_every is None else step_every
     check_count(n, "n", 1)
     check_count(step_every, "step_every", 1)
@@ -352,11 +369,11 @@ def agp(
                          f"{epochs * len(train_loader)}: raise epochs or lower n or step_every")
     pruned = copy.deepcopy(model)
     pruner = AGPPruner(pruned, s_final, n, step_every, s_initial=s_initial,
-                       granularity=granularity, dense_layers=dense_layers,
-                       val_loader=val_loader)
-    finetune(pruned, train_loader, epochs=epochs, lr=lr, after_step=[pruner], seed=seed,
-             progress=progress)
-    return PruningResult(pruned, pruner.steps(), _test_accuracy(pruned, test_loader))
+                       granularity=recipe.granularity, dense_layers=recipe.dense_layers,
+                       val_loader=recipe.val_loader)
+    finetune(pruned, train_loader, epochs=epochs, lr=recipe.learning_rate(FINETUNE_LR),
+             after_step=[pruner], seed=recipe.seed, progress=recipe.progress)
+    return PruningResult(pruned, pruner.steps(), _test_accuracy(pruned, recipe.test_loader))
 
 
 def rewind(initial: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
@@ -407,40 +424,30 @@ class LotteryResult:
         return max(self.reinit_history)
 
 
-def lottery_ticket(
-    initial: nn.Module,
-    trained: nn.Module,
-    sparsity: float,
-    train_loader: DataLoader,
-    val_loader: DataLoader,
-    test_loader: DataLoader | None = None,
-    *,
-    epochs: int = 15,
-    lr: float = TRAIN_LR,
-    granularity: str = "fine-grained",
-    dense_layers: Sequence[str] = (),
-    seed: int = 0,
-    progress: bool = True,
-) -> LotteryResult:
+def lottery_ticket(initial: nn.Module, trained: nn.Module, sparsity: float, recipe: Recipe,
+                   *, epochs: int = 15) -> LotteryResult:
     """The lottery-ticket experiment (Frankle and Carbin 2019), one-shot.
 
     ``trained`` is ``initial`` after training. Its magnitude masks at ``sparsity`` are
     applied to (1) the initial weights, rewound (:func:`rewind`), and (2) a random
-    re-initialisation (:func:`random_reinit` with ``seed + 1``). Both sparse networks
-    are trained from scratch with the masks kept, with the same recipe (``epochs``,
-    training's learning rate ``lr``, ``seed``). A winning ticket trains as well as the
-    dense network; the random re-initialisation of the same mask does not.
+    re-initialisation (:func:`random_reinit` with ``recipe.seed + 1``). Both sparse
+    networks are trained from scratch with the masks kept, with the same recipe
+    (``epochs``, the learning rate, by default training's, and the seed). A winning
+    ticket trains as well as the dense network; the random re-initialisation of the same
+    mask does not.
     """
-    check_seed(seed)
-    masks = magnitude_pruner(trained, sparsity, granularity, dense_layers).masks
+    _check_recipe(recipe)
+    masks = magnitude_pruner(trained, sparsity, recipe.granularity, recipe.dense_layers).masks
     candidates = {"ticket": rewind(initial, masks),
-                  "reinit": random_reinit(initial, masks, seed + 1)}
+                  "reinit": random_reinit(initial, masks, recipe.seed + 1)}
     histories = {}
     for name, network in tqdm(candidates.items(), desc="lottery", unit="network",
-                              disable=not progress, leave=False):
-        histories[name] = train(network, train_loader, val_loader, epochs=epochs, lr=lr,
-                                seed=seed, after_step=[Pruner(network, masks)],
+                              disable=not recipe.progress, leave=False):
+        histories[name] = train(network, recipe.train_loader, recipe.val_loader,
+                                epochs=epochs, lr=recipe.learning_rate(TRAIN_LR),
+                                seed=recipe.seed, after_step=[Pruner(network, masks)],
                                 progress=False).val_accuracy
+    test_loader = recipe.test_loader
     return LotteryResult(sparsity, candidates["ticket"], candidates["reinit"],
                          histories["ticket"], histories["reinit"],
                          _test_accuracy(candidates["ticket"], test_loader),

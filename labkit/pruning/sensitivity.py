@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from labkit.measure import model_size_bits, prunable_layers, tensor_size_bits
+from labkit.pruning.channels import channel_groups, channel_prune
 from labkit.pruning.granularity import GRANULARITIES, granularity_mask
 from labkit.pruning.masking import Pruner, apply_masks
 from labkit.training import evaluate, finetune
@@ -126,6 +127,29 @@ def sensitivity_scan(
         accuracies[name] = tuple(curve)
     steps.close()
     return SensitivityScan(grid, dense_accuracy, accuracies, granularity)
+
+
+def channel_ratio_scan(model: nn.Module, val_loader: DataLoader,
+                       ratios: Sequence[float]) -> dict[int, list[float]]:
+    """The sensitivity scan of channel pruning: ``{group: [validation accuracy at each
+    ratio]}``, each channel group (:func:`labkit.pruning.channels.channel_groups`, one per
+    conv of a VGG) pruned alone to each of ``ratios`` by
+    :func:`~labkit.pruning.channels.channel_prune`, the others left whole.
+
+    Pass the **validation** loader and a model whose channels are sorted by importance
+    (:func:`~labkit.pruning.channels.apply_channel_sorting`): channel removal keeps the
+    first channels. The result is the ``accuracy`` argument of :func:`greedy_allocation`.
+    """
+    check_loader(val_loader, "val_loader")
+    for ratio in ratios:
+        check_real(ratio, "ratios", 0.0, 1.0, high_open=True)
+    groups = len(channel_groups(model))
+
+    def alone(group: int, ratio: float) -> list[float]:
+        return [ratio if other == group else 0.0 for other in range(groups)]
+
+    return {group: [evaluate(channel_prune(model, alone(group, ratio)), val_loader)
+                    for ratio in ratios] for group in range(groups)}
 
 
 def _check_budget(budget: float) -> None:

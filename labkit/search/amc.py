@@ -73,8 +73,7 @@ from labkit.pruning.channels import (
     conv_blocks,
     get_num_channels_to_keep,
 )
-from labkit.search import torch_threads
-from labkit.training import evaluate
+from labkit.training import evaluate, torch_threads
 from labkit.validation import batches, check_count, check_loader, check_real, check_seed
 
 
@@ -232,6 +231,17 @@ class ChannelPruningEnv:
         kept = (get_num_channels_to_keep(layer.out_channels, ratio)
                 for layer, ratio in zip(self.layers, ratios, strict=True))
         return self.macs_of_widths((self._dense_widths[0], *kept, self._dense_widths[-1]))
+
+    def channel_macs(self) -> list[int]:
+        """The MACs one output channel of each conv costs: the dense MACs less those of
+        the model with that conv alone one channel narrower (its own products and those
+        of the layer that reads it)."""
+        costs = []
+        for position in range(1, len(self._dense_widths) - 1):
+            narrower = list(self._dense_widths)
+            narrower[position] -= 1
+            costs.append(self.dense_macs - self.macs_of_widths(narrower))
+        return costs
 
     def uniform_ratio(self, budget_macs: float, *, step: float = 0.01) -> float:
         """The smallest ratio on a grid of ``step`` (below ``max_ratio``) that, applied to
@@ -480,7 +490,7 @@ def amc_search(env: Environment, agent: DDPGAgent, *, episodes: int = 100, warmu
 
     After each learning episode the agent takes one update per transition. The best
     policy is the one with the highest reward over all episodes (ties: the earliest).
-    The search runs with ``threads`` torch threads (:func:`labkit.search.torch_threads`).
+    The search runs with ``threads`` torch threads (:func:`labkit.training.torch_threads`).
     """
     check_count(episodes, "episodes")
     check_count(warmup, "warmup", 0)
@@ -535,3 +545,47 @@ def actor_policy(env: Environment, agent: DDPGAgent) -> tuple[tuple[float, ...],
     """
     transitions = _episode(env, lambda state: agent.act(state, explore=False))
     return tuple(applied for _, applied, _, _ in transitions), env.reward()
+
+
+@dataclass(frozen=True)
+class SeedComparison:
+    """AMC against random search over seeds (:func:`compare_seeds`).
+
+    ``policies[label][i]`` is the policy (ratios rounded to 3 decimals) found with
+    ``seeds[i]``, for the labels ``"AMC best"`` (the best episode of the search),
+    ``"AMC actor"`` (what the trained actor does without noise) and ``"random search
+    best"`` (the best of as many random episodes); ``searches[i]`` is AMC's search.
+    """
+
+    seeds: tuple[int, ...]
+    policies: dict[str, list[list[float]]]
+    searches: tuple[SearchResult, ...]
+
+
+def compare_seeds(env: Environment, seeds: Sequence[int], *, episodes: int = 100,
+                  warmup: int = 20, discount: float = 0.0,
+                  progress: bool = True) -> SeedComparison:
+    """Run AMC and a random search of the same length once per seed on ``env``.
+
+    Per seed: a :class:`DDPGAgent` with ``discount`` searches for ``episodes`` episodes
+    after ``warmup`` random ones; then its actor plays one noiseless episode; then a
+    fresh agent with the same seed plays ``episodes`` random episodes (random search, the
+    baseline AMC must beat). A difference between methods means something only where it
+    is larger than the spread over seeds.
+    """
+    if not seeds:
+        raise ValueError("seeds must hold at least one seed, got none")
+    policies: dict[str, list[list[float]]] = {"AMC best": [], "AMC actor": [],
+                                              "random search best": []}
+    searches = []
+    for seed in seeds:
+        agent = DDPGAgent(env.state_dim, discount=discount, seed=seed)
+        result = amc_search(env, agent, episodes=episodes, warmup=warmup, progress=progress)
+        random_search = amc_search(env, DDPGAgent(env.state_dim, seed=seed),
+                                   episodes=episodes, warmup=episodes, progress=progress)
+        found = {"AMC best": result.best_policy, "AMC actor": actor_policy(env, agent)[0],
+                 "random search best": random_search.best_policy}
+        for label, ratios in found.items():
+            policies[label].append([round(r, 3) for r in ratios])
+        searches.append(result)
+    return SeedComparison(tuple(seeds), policies, tuple(searches))

@@ -38,19 +38,23 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import astuple, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from torch.utils import benchmark
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from labkit.files import write_atomically
+from labkit.measure import count_macs, fastest_run_ms
 from labkit.models import VGG
 from labkit.pruning.channels import apply_channel_sorting, channel_prune, conv_blocks
-from labkit.search import torch_threads
-from labkit.training import FINETUNE_LR, evaluate, finetune
+from labkit.training import FINETUNE_LR, evaluate, finetune, torch_threads
 from labkit.validation import check_count, check_loader, check_real, check_seed
-from labkit.zoo import cache_file, write_atomically
+from labkit.zoo import cache_file
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def candidate_widths(channels: int, step: int) -> tuple[int, ...]:
@@ -59,24 +63,6 @@ def candidate_widths(channels: int, step: int) -> tuple[int, ...]:
     check_count(channels, "channels")
     check_count(step, "step")
     return (*range(step, channels, step), channels)
-
-
-@torch.no_grad()
-def fastest_run_ms(module: nn.Module, inputs: torch.Tensor, *, threads: int = 1,
-                   runs: int = 10) -> float:
-    """Latency of ``module(inputs)`` in ms: the fastest of ``runs`` single timed runs.
-
-    Timed with ``torch.utils.benchmark.Timer`` at a fixed thread count after two
-    warm-up runs. On a shared machine other processes can only *add* time to a run, so
-    the fastest run is the least disturbed estimate of what the layer itself costs (the
-    median of :func:`labkit.measure.measure_latency` mixes the interference in).
-    """
-    check_count(threads, "threads")
-    check_count(runs, "runs")
-    timer = benchmark.Timer(stmt="module(inputs)", globals={"module": module, "inputs": inputs},
-                            num_threads=threads)
-    timer.timeit(2)
-    return min(timer.timeit(1).median for _ in range(runs)) * 1e3
 
 
 @dataclass(frozen=True)
@@ -214,7 +200,7 @@ def latency_table(model: VGG, inputs: torch.Tensor, *, step: int = 8, threads: i
     ``inputs``: a batch of the shape to time (its batch size matters: the larger, the
     more the channel count shows). Each conv's candidate widths are
     :func:`candidate_widths` with ``step``; every (input, output) pair is timed with
-    :func:`fastest_run_ms`. The table is cached as JSON in labkit's cache folder
+    :func:`labkit.measure.fastest_run_ms`. The table is cached as JSON in labkit's cache folder
     (:func:`latency_table_path`), keyed by the blocks' geometry, batch size, step,
     thread count, runs, torch version and processor; a corrupt file is measured again.
     """
@@ -248,7 +234,7 @@ def latency_table(model: VGG, inputs: torch.Tensor, *, step: int = 8, threads: i
     table = LatencyTable(tuple(b.name for b in blocks), blocks[0].in_channels, widths,
                          tuple(latency_ms), key)
     if cache:
-        write_atomically(path, lambda f: f.write(table.to_json().encode()))
+        write_atomically(path, table.to_json())
     return table
 
 
@@ -306,7 +292,7 @@ def netadapt(model: VGG, table: LatencyTable, train_loader: Iterable, val_loader
     The step ``dR = (R_0 - B) / iterations``; each candidate is finetuned (with ``lr``) on
     the first ``finetune_batches`` batches of ``train_loader``, the same for all, and
     judged on ``val_loader``, with ``threads`` torch threads
-    (:func:`labkit.search.torch_threads`). Returns the family: the starting network
+    (:func:`labkit.training.torch_threads`). Returns the family: the starting network
     first, then one network per iteration. ``model`` is not changed. Raises
     ``ValueError`` when even the table's narrowest network misses the budget; warns and
     stops early when no single layer can meet a step's constraint.
@@ -368,3 +354,24 @@ def _iterate(family: list[NetAdaptStep], table: LatencyTable, batches: list,
                 accuracy, name, tuple((n, w, a) for a, n, w, _ in proposals)))
             bar.update()
     return family
+
+
+def family_frame(family: Sequence[NetAdaptStep], example: torch.Tensor) -> pd.DataFrame:
+    """NetAdapt's family (:func:`netadapt`), a row per step (index ``step``): conv
+    ``widths``, the estimated latency ``ms`` and the step's ``constraint ms``, ``MACs``
+    per ``example`` against the first network's, ``val (%)`` and every candidate the
+    step tried (``conv->width: val %``)."""
+    import pandas as pd
+
+    if not family:
+        raise ValueError("family_frame needs at least one step, got none")
+    dense_macs = count_macs(family[0].model, example)
+    rows = {i: {"widths": str(step.widths), "ms": step.latency_ms,
+                "constraint ms": step.constraint_ms,
+                "MACs": count_macs(step.model, example) / dense_macs,
+                "val (%)": step.val_accuracy,
+                "candidates tried (val %)": ", ".join(
+                    f"{name.removeprefix('backbone.')}->{width}: {accuracy:.1f}"
+                    for name, width, accuracy in step.candidates)}
+            for i, step in enumerate(family)}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("step")

@@ -1,0 +1,302 @@
+"""Views of single labs, in lab order: each draws what the lab's labkit module computed.
+
+Nothing here trains, evaluates or times a network: an experiment returns a pandas
+DataFrame from the module of its concept (:func:`labkit.measure.costs`,
+:func:`labkit.search.comparison.compare_networks`,
+:func:`labkit.search.netadapt.family_frame`), and the view formats it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+
+from labkit.pruning.schedule import agp_sparsity
+from labkit.viz.generic import _panels, bars, curves, table
+
+# --- lab 01: granularity --------------------------------------------------------------
+
+
+def kernel_grid(ax: Any, weight: torch.Tensor, mask: torch.Tensor, rows: int = 8,
+                cols: int = 16) -> None:
+    """Draw the kernels ``weight[:rows, :cols]`` of a 4-d conv weight on ``ax``, one blank
+    pixel between kernels: kept weights coloured by ``|w|``, pruned ones grey."""
+    if weight.dim() != 4 or mask.shape != weight.shape:
+        raise ValueError(f"weight must be a 4-d conv weight and mask of its shape, got "
+                         f"{tuple(weight.shape)} and {tuple(mask.shape)}")
+    weight, mask = weight.detach()[:rows, :cols], mask[:rows, :cols]
+    rows, cols, k = weight.shape[0], weight.shape[1], weight.shape[-1]
+    size = (rows * (k + 1) - 1, cols * (k + 1) - 1)
+    background = torch.ones(size)
+    kept = torch.full(size, float("nan"))
+    for o in range(rows):
+        for i in range(cols):
+            block = (slice(o * (k + 1), o * (k + 1) + k), slice(i * (k + 1), i * (k + 1) + k))
+            background[block] = 0.8
+            kept[block] = torch.where(mask[o, i], weight[o, i].abs(), float("nan"))
+    ax.imshow(background.numpy(), cmap="gray", vmin=0, vmax=1)
+    ax.imshow(kept.numpy(), cmap="viridis", vmin=0, vmax=float(weight.abs().max()))
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def kernel_masks(weight: torch.Tensor, masks: Mapping[str, torch.Tensor], rows: int = 8,
+                 cols: int = 16) -> Figure:
+    """One :func:`kernel_grid` panel per mask, stacked: ``{panel title: mask}``."""
+    fig = Figure(figsize=(8, 2.3 * len(masks)), layout="constrained")
+    axes = fig.subplots(len(masks), 1, squeeze=False)
+    for ax, (name, mask) in zip(axes.flat, masks.items(), strict=True):
+        kernel_grid(ax, weight, mask, rows, cols)
+        ax.set_title(name)
+    return fig
+
+
+# --- labs 03 and 03b: neurons and residual networks -----------------------------------
+
+
+def cost_table(costs: pd.DataFrame) -> Any:
+    """Parameters, MACs and latencies of models against the first (dense) one, as
+    :func:`labkit.measure.costs` (or :func:`labkit.measure.cost_frame`) computed them."""
+    formats = {"params": "{:,}", "MACs": "{:,}", "MAC reduction": "{:.2f}x"}
+    for column in costs.columns:
+        if column.endswith((": ms", ": IQR ms")):
+            formats[column] = "{:.3f}"
+        elif column.endswith(": speed-up"):
+            formats[column] = "{:.2f}x"
+    return table(costs, formats)
+
+
+# --- lab 05: AMC and NetAdapt ---------------------------------------------------------
+
+
+def search_history(accuracy: Sequence[float], warmup: int, baseline: float,
+                   baseline_label: str, window: int = 10) -> Figure:
+    """A search's accuracy per episode: the points, their running mean over ``window``
+    episodes, the best so far, the first ``warmup`` (random) episodes shaded and a
+    ``baseline`` policy's accuracy as a dashed line."""
+    if not 1 <= window <= len(accuracy):
+        raise ValueError(f"window must be in [1, {len(accuracy)}] (the episodes), got {window}")
+    fig = Figure(figsize=(6.4, 3.6), layout="constrained")
+    ax = fig.subplots()
+    values = torch.tensor(list(accuracy), dtype=torch.float64)
+    ax.axvspan(0, warmup, color="0.9", label="warm-up (random actions)")
+    ax.plot(values.tolist(), ".", color="tab:blue", alpha=0.5, label="episode")
+    running = values.unfold(0, window, 1).mean(dim=1)
+    ax.plot(range(window - 1, len(values)), running.tolist(), color="tab:blue",
+            label=f"mean of {window} episodes")
+    ax.plot(values.cummax(dim=0).values.tolist(), color="tab:green", label="best so far")
+    ax.axhline(baseline, color="tab:red", linestyle="--", label=baseline_label)
+    ax.set_xlabel("episode")
+    ax.set_ylabel("accuracy (%)")
+    ax.legend(loc="lower right")
+    return fig
+
+
+def latency_curves(table: Any) -> Figure:
+    """NetAdapt's lookup table (:class:`labkit.search.netadapt.LatencyTable`): each conv's
+    latency against its output width, at full input width."""
+    lines = {}
+    for layer, name in enumerate(table.layers):
+        full_input = table.input_widths(layer)[-1]
+        lines[name.removeprefix("backbone.")] = (
+            list(table.widths[layer]),
+            [table.block_ms(layer, full_input, width) for width in table.widths[layer]])
+    return curves(lines, "output channels", "ms per batch of 64 (fastest run)",
+                  "Latency lookup table, this machine, 1 thread")
+
+
+def netadapt_family(family: pd.DataFrame) -> Any:
+    """NetAdapt's family, a row per step, as :func:`labkit.search.netadapt.family_frame`
+    computed it: conv widths, estimated latency and the step's constraint, MACs against
+    the first network's, validation accuracy and every candidate the step tried."""
+    return table(family, {"ms": "{:.3f}", "constraint ms": "{:.3f}", "MACs": "{:.3f}",
+                          "val (%)": "{:.1f}"})
+
+
+def network_table(networks: pd.DataFrame) -> Any:
+    """Pruned networks side by side, as :func:`labkit.search.comparison.compare_networks`
+    measured them: conv widths, MACs against the dense network's, the fastest run in ms,
+    validation and test accuracy, before and (blank where not done) after finetuning."""
+    accuracy = ["val (%)", "test (%)", "val, finetuned (%)", "test, finetuned (%)"]
+    return table(networks, {"MACs": "{:.3f}", "ms": "{:.3f}", **dict.fromkeys(accuracy, "{:.2f}")},
+                 missing="")
+
+
+# --- lab 06: the finetuning loop ------------------------------------------------------
+
+
+def agp_schedule(n: int = 10, s_final: float = 0.9) -> Figure:
+    """AGP's cubic schedule from 0 to ``s_final`` in ``n`` steps against a linear one
+    (left), and the share of the surviving weights each step removes (right)."""
+    fig, (ax_s, ax_r) = _panels(2, 3.6, 3.0)
+    steps = range(n + 1)
+    for label, values in (("cubic (AGP)", [agp_sparsity(t, n, 0.0, s_final) for t in steps]),
+                          ("linear", [s_final * t / n for t in steps])):
+        ax_s.plot(list(steps), values, "-o", markersize=3, label=label)
+        removed = [(b - a) / (1 - a) for a, b in zip(values, values[1:], strict=False)]
+        ax_r.plot(range(1, n + 1), removed, "-o", markersize=3, label=label)
+    ax_s.set(xlabel="pruning step t", ylabel="sparsity", title="sparsity schedule")
+    ax_r.set(xlabel="pruning step t", ylabel="share of survivors removed",
+             title="what each step removes")
+    ax_s.legend()
+    return fig
+
+
+def steps_table(steps: Sequence[Any], tuned: str, pruned: str | None = None, *,
+                index: str = "sparsity") -> Any:
+    """Pruning steps (:class:`labkit.pruning.schedule.Step`), a row per step at its
+    sparsity: the validation accuracy after finetuning (column ``tuned``) and, when
+    ``pruned`` names a column, just after pruning before it (blank where a step has none)."""
+    rows = {round(step.sparsity, 3): {**({pruned: step.pruned_val_accuracy} if pruned else {}),
+                                      tuned: step.val_accuracy} for step in steps}
+    return table(rows, dict.fromkeys([pruned, tuned] if pruned else [tuned], "{:.1f}"),
+                 index=index, missing="")
+
+
+def prune_finetune_staircase(steps: Sequence[Any], dense_accuracy: float) -> Figure:
+    """Iterative pruning as a staircase: from the dense point, each step
+    (:class:`labkit.pruning.schedule.Step`) falls to its accuracy just after pruning and
+    climbs to its accuracy after finetuning, at its sparsity."""
+    xs, ys = [0.0], [dense_accuracy]
+    for step in steps:
+        xs += [step.sparsity, step.sparsity]
+        ys += [step.pruned_val_accuracy, step.val_accuracy]
+    return curves({"iterative": (xs, ys)}, "sparsity", "validation accuracy (%)",
+                  "iterative pruning: prune (down), finetune (up)")
+
+
+def lottery_table(results: Mapping[float, Any], lr: float, epochs: Sequence[int] = (1, 2, 3)
+                  ) -> Any:
+    """Winning tickets against random re-initialisation
+    (:class:`labkit.pruning.schedule.LotteryResult` per sparsity): validation accuracy
+    after the first ``epochs`` of retraining, the best epoch's, and the kept model's test
+    accuracy."""
+    columns = [*(f"epoch {e}" for e in epochs), "best", "test, kept model"]
+    rows = {(f"{sparsity:.0%}", name): dict(zip(columns, [*(history[e - 1] for e in epochs),
+                                                          max(history), test], strict=True))
+            for sparsity, result in results.items()
+            for name, history, test in (("ticket", result.ticket_history,
+                                         result.ticket_test_accuracy),
+                                        ("re-init", result.reinit_history,
+                                         result.reinit_test_accuracy))}
+    return table(rows, dict.fromkeys(columns, "{:.1f}"),
+                 caption=f"validation accuracy (%), learning rate {lr}")
+
+
+# --- lab 07: EIE ----------------------------------------------------------------------
+
+
+def pe_interleave(matrix: torch.Tensor, num_pes: int) -> Figure:
+    """A small sparse matrix with each non-zero coloured by the processing element that
+    stores it (row ``i`` on PE ``i mod num_pes``), its value written in the cell."""
+    if matrix.dim() != 2:
+        raise ValueError(f"matrix must be 2-d, got shape {tuple(matrix.shape)}")
+    rows, columns = matrix.shape
+    palette = matplotlib.colormaps["tab10"]
+    image = torch.ones(rows, columns, 3)
+    fig = Figure(figsize=(5.5, 4.5), layout="constrained")
+    ax = fig.subplots()
+    for row, column in torch.nonzero(matrix).tolist():
+        image[row, column] = torch.tensor(palette(row % num_pes)[:3])
+        ax.text(column, row, f"{matrix[row, column]:g}", ha="center", va="center",
+                color="white")
+    ax.imshow(image)
+    ax.set_xticks(range(columns), [f"$x_{j}$" for j in range(columns)])
+    ax.set_yticks(range(rows), [f"row {row}: PE{row % num_pes}" for row in range(rows)])
+    ax.set_xticks([i - 0.5 for i in range(columns + 1)], minor=True)
+    ax.set_yticks([i - 0.5 for i in range(rows + 1)], minor=True)
+    ax.grid(which="minor", color="lightgray")
+    ax.tick_params(which="minor", length=0)
+    ax.set_title(f"W: rows interleaved over {num_pes} PEs")
+    return fig
+
+
+def pe_load_balance(balance: pd.DataFrame, num_pes: int = 8) -> Figure:
+    """EIE's load balance (:func:`labkit.hardware.eie.load_balance`): left, the work of
+    each of ``num_pes`` PEs with their mean dashed; right, the lock-step cycles per PE
+    count (log scale) against perfect balance (outlined)."""
+    work = torch.tensor(balance.loc[num_pes, "work per PE"], dtype=torch.float64)
+    counts = [str(n) for n in balance.index]
+    fig = bars({f"work per PE, {num_pes} PEs (mean/max {(work.mean() / work.max()).item():.0%})":
+                {f"PE{k}": w for k, w in enumerate(work.tolist())},
+                "cycles over all activation vectors": dict(zip(counts, balance["cycles"],
+                                                               strict=True))},
+               ylabel="entries processed / cycles")
+    fig.axes[0].axhline(work.mean(), color="tab:red", linestyle="--", label="mean")
+    fig.axes[1].bar(counts, balance["perfect balance"].tolist(), color="none",
+                    edgecolor="black", label="perfect balance")
+    fig.axes[1].set(yscale="log", xlabel="number of PEs N")
+    for ax in fig.axes:
+        ax.legend()
+    return fig
+
+
+# --- lab 07b: 2:4 sparsity and sparse convolution -------------------------------------
+
+
+def layout_24(matrix: torch.Tensor, values: torch.Tensor, positions: torch.Tensor,
+              packed: torch.Tensor) -> Figure:
+    """The compressed 2:4 layout of a small matrix: the 2:4 matrix, its kept values and
+    their 2-bit positions, each row's first metadata byte (``packed[:, 0]``) at the right."""
+    rows, columns = matrix.shape
+    fig = Figure(figsize=(12, 2.8), layout="constrained")
+    axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [columns, columns // 2,
+                                                             columns // 2]})
+    panels = [(matrix, matrix != 0, f"2:4 sparse W ({rows} x {columns})"),
+              (values, torch.ones(values.shape), f"values ({rows} x {columns // 2})"),
+              (positions, torch.ones(positions.shape), "positions p (2 bits each)")]
+    for ax, (shown, shade, title) in zip(axes, panels, strict=True):
+        ax.imshow(shade, cmap="Blues", vmin=0, vmax=1.6)
+        for row in range(shown.shape[0]):
+            for column in range(shown.shape[1]):
+                ax.text(column, row, f"{shown[row, column]:.0f}", ha="center", va="center")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(title)
+    for group in range(4, columns, 4):
+        axes[0].axvline(group - 0.5, color="black")
+    for ax in axes[1:]:
+        for group in range(2, columns // 2, 2):
+            ax.axvline(group - 0.5, color="black")
+    axes[2].set_yticks(range(rows), [f"byte {b:3d} = {b:08b}" for b in packed[:, 0].tolist()])
+    axes[2].yaxis.tick_right()
+    return fig
+
+
+def point_cloud_voxels(points: torch.Tensor, occupied: torch.Tensor, title: str,
+                       voxel_title: str) -> Figure:
+    """A 3-d point cloud (left, coloured by height) and its occupied voxels (right,
+    ``occupied`` a 3-d bool grid)."""
+    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    ax_points = fig.add_subplot(1, 2, 1, projection="3d")
+    ax_points.scatter(*points.T.tolist(), s=1, c=points[:, 2].tolist(), cmap="viridis")
+    ax_points.set_title(title)
+    ax_voxels = fig.add_subplot(1, 2, 2, projection="3d")
+    ax_voxels.voxels(occupied.numpy(), facecolors="tab:orange", edgecolor="k", linewidth=0.2)
+    ax_voxels.set_title(voxel_title)
+    for ax in (ax_points, ax_voxels):
+        ax.set_box_aspect((1, 1, 0.4))
+    return fig
+
+
+# --- lab 08: pruning a language model -------------------------------------------------
+
+
+def input_norms(norms: Mapping[str, torch.Tensor], tokens: int) -> Figure:
+    """One panel per layer: the L2 norm of each input feature over ``tokens`` calibration
+    tokens, sorted, on a log scale. A few outlier features dominate a transformer's
+    inputs, the reason Wanda weighs :math:`|W_{ij}|` by :math:`\\|X_j\\|_2`."""
+    fig, axes = _panels(len(norms), 4.0, 3.2)
+    for ax, (name, values) in zip(axes, norms.items(), strict=True):
+        ordered = values.sort(descending=True).values
+        ax.bar(range(len(ordered)), ordered, width=1.0, color="#1f5f99")
+        ax.set_yscale("log")
+        ax.set_title(f"{name}: inputs of {len(ordered)} features")
+        ax.set_xlabel("input feature (sorted)")
+    axes[0].set_ylabel(rf"$\|X_j\|_2$ over {tokens:,} tokens")
+    return fig
