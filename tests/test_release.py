@@ -14,6 +14,7 @@ from labkit.grading.release import (
     BEGIN_SOLUTION,
     END_SOLUTION,
     ReleaseError,
+    live_only,
     release_folder,
     release_notebook,
     strip_solutions,
@@ -235,8 +236,89 @@ def test_release_clears_widget_views_progress_bars_and_solution_outputs():
 
 @pytest.mark.parametrize("lab", SHIPPED, ids=[path.stem for path in SHIPPED])
 def test_shipped_labs_release_no_output_a_student_should_not_see(lab):
-    from labkit.grading.release import live_only
-
     released = release_notebook(nbformat.read(lab, as_version=4))
     assert not any(live_only(output) for cell in released.cells if cell.cell_type == "code"
                    for output in cell.outputs)
+
+
+def traced_notebook(*sources: str) -> nbformat.NotebookNode:
+    """A notebook of the exercise cell and then one executed code cell per source."""
+    exercise = new_code_cell(f"LIMIT = 3\n\n\n{EXERCISE}", metadata={"tags": ["exercise"]})
+    cells = [new_code_cell(source, execution_count=number, outputs=[
+        new_output("stream", name="stdout", text=f"{number}\n")])
+        for number, source in enumerate(sources, start=1)]
+    return new_notebook(cells=[exercise, *cells])
+
+
+def cleared(notebook: nbformat.NotebookNode) -> list[int]:
+    released = release_notebook(notebook)
+    return [index for index, cell in enumerate(released.cells)
+            if cell.cell_type == "code" and not cell.outputs and "exercise" not in
+            cell.metadata.get("tags", [])]
+
+
+def test_release_traces_by_scope_not_by_name():
+    notebook = traced_notebook(
+        "def f(model):\n    value = model\n    return value\nprint(f(1))",  # a local
+        "for value in range(2):\n    print(value)",  # a loop variable
+        "print(value)",  # the loop's value, not the student's
+        "with open('x') as handle:\n    doubled = double(2)",  # derived from the exercise
+        "print(doubled + LIMIT)",  # derived through a name
+        "doubled = 1\nprint(doubled)",  # rebound from other values
+        "print(LIMIT)",  # a constant the exercise cell gives, not the student's
+        "for item in [doubled]:\n    total = double(item)\nprint(item)",
+    )
+    assert cleared(notebook) == [4, 5, 8]
+
+
+def test_student_names_are_the_top_level_names_a_solution_binds():
+    from labkit.grading.release import student_names
+
+    source = (f"LIMIT = 3\n\n\n{EXERCISE}\n\n{BEGIN_SOLUTION}\nfor name in 'ab':\n"
+              f"    total = name\nanswer = 1\n{END_SOLUTION}\n")
+    assert student_names(source) == {"double", "total", "answer"}
+
+
+CLEARED_BY_LAB = {
+    "00_baseline": {"5eb371bf"},
+    "01_granularity": {"g01-ties-demo", "g01-nm-conv0-demo"},
+    "02_criteria": set(),
+    "03_neuron_pruning": {"l03-sorted", "l03-cost", "l03-regression-acc", "l03-finetune",
+                          "l03-slider"},
+    "03b_residual_pruning": {"l03b-traced", "l03b-sorting"},
+    "04_sensitivity": {"l04-scan", "l04-hand", "l04-allocator", "l04-finetune"},
+    "05_auto_pruning": {"a5-rule", "a5-challenge-show"},
+    "06_finetune_loop": set(),
+    "07_hardware_eie": {"c4365e1e", "b210565b"},
+    "07b_hardware_nm_sparseconv": {"a9c425f1", "44d88c8e", "273a7266"},
+    "08_llm_pruning": {"l08-wanda-overlap", "l08-obs-demo-code"},
+}
+"""Per lab, the code cells (other than exercises and checks) with stored outputs that
+call an exercise's function, directly or through names bound to its results: read
+from each cell's code."""
+
+SHOWN_IN_THE_STUDENT_EDITION = {
+    "00_baseline": {"571800b6", "571800b6-table", "2a23c699"},
+    "01_granularity": {"g01-curves-code", "g01-slider-code"},
+    "03_neuron_pruning": {"l03-regression"},
+    "04_sensitivity": {"l04-scan-plot", "l04-sizes", "l04-sizes-table"},
+    "07_hardware_eie": {"80a38400"},
+    "07b_hardware_nm_sparseconv": {"l07b-timing-plot"},
+    "08_llm_pruning": {"l08-slider", "l08-calibration"},
+}
+"""Figures and tables drawn from labkit alone, which the student edition shows."""
+
+
+@pytest.mark.parametrize("lab", SHIPPED, ids=[path.stem for path in SHIPPED])
+def test_release_clears_exactly_the_cells_that_use_the_students_results(lab):
+    instructor = nbformat.read(lab, as_version=4)
+    released = release_notebook(instructor, lab.name)
+    gone = {before.id for before, after in zip(instructor.cells, released.cells, strict=True)
+            if before.cell_type == "code" and before.outputs and not after.outputs
+            and not {"exercise", "check"} & set(before.metadata.get("tags", []))
+            and not all(live_only(output) for output in before.outputs)}
+    assert gone == CLEARED_BY_LAB[lab.stem]
+    shown = {cell.id for cell in released.cells if cell.cell_type == "code" and any(
+        "image/png" in output.get("data", {}) or "text/html" in output.get("data", {})
+        for output in cell.outputs)}
+    assert SHOWN_IN_THE_STUDENT_EDITION.get(lab.stem, set()) <= shown

@@ -13,9 +13,11 @@ instructor's run:
 
 - the outputs and execution counts of exercise and check cells (a check's stored
   output is the expected line nbval compares against; the student should run it);
-- every output computed from a solution: of each code cell that uses a name an
-  exercise cell defines, or a name defined by such a cell, and so on down the notebook
-  (read from the cells' syntax);
+- every output computed from a solution: of each code cell that uses a value derived
+  from the student's code, traced by scope down the notebook from the names an exercise
+  binds at its top level (:func:`student_names`), read from the cells' syntax; a
+  function's locals and loop variables are not the student's, so figures and tables
+  that draw from labkit alone stay;
 - widget views, their stored state, and progress bars (text that only a live kernel
   makes sense of).
 
@@ -35,6 +37,8 @@ from pathlib import Path
 
 import nbformat
 from nbformat import NotebookNode
+
+from labkit.grading.inspection import cell_names, python_source
 
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
 END_SOLUTION = "### END SOLUTION"
@@ -92,6 +96,7 @@ def release_notebook(notebook: NotebookNode, name: str = "notebook") -> Notebook
     exercise cell is an error too: it would ship a solution to the students.
     """
     released = copy.deepcopy(notebook)
+    _clear_solution_outputs(released)
     for index, cell in enumerate(released.cells):
         where = f"{name}, cell {index} (id {cell.get('id', '?')})"
         cell_tags = tags(cell)
@@ -108,7 +113,6 @@ def release_notebook(notebook: NotebookNode, name: str = "notebook") -> Notebook
         if cell.cell_type == "code" and cell_tags & {"exercise", "check"}:
             cell.outputs = []
             cell.execution_count = None
-    _clear_solution_outputs(released)
     for cell in released.cells:
         if cell.cell_type == "code":
             cell.outputs = [output for output in cell.outputs if not live_only(output)]
@@ -131,34 +135,95 @@ def live_only(output: NotebookNode) -> bool:
     return bool(PROGRESS.search(text))
 
 
-def _names(source: str) -> tuple[set[str], set[str]]:
-    """The names a cell defines and the names it uses (empty when it does not parse)."""
+def _statements(source: str) -> list[tuple[ast.stmt, range]]:
+    """The top-level statements of a cell as IPython runs it, each with its line span
+    (none when the cell does not parse)."""
     try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return set(), set()
-    defined, used = set(), set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            defined.add(node.name)
-        elif isinstance(node, ast.Name):
-            (defined if isinstance(node.ctx, ast.Store) else used).add(node.id)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            defined.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
-    return defined, used
+        tree = ast.parse(python_source(source))
+    except (SyntaxError, ValueError):
+        return []
+    return [(node, range(node.lineno, (node.end_lineno or node.lineno) + 1))
+            for node in tree.body]
+
+
+def _steps(statement: ast.stmt) -> list[str]:
+    """``statement`` as the steps that bind names, in the order they run: a ``for``,
+    ``with``, ``if``, ``while`` or ``try`` becomes its header (``target = iterable``,
+    ``name = context``, the test) followed by the steps of its bodies; anything else,
+    a function or class definition included, is one step."""
+    if isinstance(statement, (ast.For, ast.AsyncFor)):
+        header = [ast.Assign(targets=[statement.target], value=statement.iter)]
+    elif isinstance(statement, (ast.With, ast.AsyncWith)):
+        header = [ast.Assign(targets=[item.optional_vars], value=item.context_expr)
+                  if item.optional_vars else ast.Expr(item.context_expr)
+                  for item in statement.items]
+    elif isinstance(statement, (ast.If, ast.While)):
+        header = [ast.Expr(statement.test)]
+    elif isinstance(statement, ast.Try):
+        header = []
+    else:
+        return [ast.unparse(statement)]
+    bodies = [getattr(statement, field, []) for field in ("body", "orelse", "finalbody")]
+    bodies += [handler.body for handler in getattr(statement, "handlers", [])]
+    steps = [ast.unparse(ast.fix_missing_locations(node)) for node in header]
+    return steps + [step for body in bodies for node in body for step in _steps(node)]
+
+
+def _solution_lines(source: str) -> set[int]:
+    """The line numbers of the cell's solution blocks, markers included."""
+    lines: set[int] = set()
+    begin = None
+    for number, line in enumerate(source.splitlines(), start=1):
+        if line.strip() == BEGIN_SOLUTION:
+            begin = number
+        elif line.strip() == END_SOLUTION and begin is not None:
+            lines.update(range(begin, number + 1))
+            begin = None
+    return lines
+
+
+def _loop_variables(statement: ast.stmt) -> set[str]:
+    """The names a top-level ``for`` statement binds as its loop variable."""
+    if not isinstance(statement, (ast.For, ast.AsyncFor)):
+        return set()
+    return {name.id for name in ast.walk(statement.target) if isinstance(name, ast.Name)}
+
+
+def student_names(source: str) -> set[str]:
+    """The names an exercise cell gives the student's values: those bound at the top
+    level by a statement that holds a solution block (a function the student completes,
+    or the student's own top-level code), less the loop variables of a ``for``. Names
+    bound inside a function, and the cell's given constants, are not the student's."""
+    solution = _solution_lines(source)
+    names: set[str] = set()
+    for statement, span in _statements(source):
+        if solution.intersection(span):
+            names |= cell_names(ast.unparse(statement))[0] - _loop_variables(statement)
+    return names
 
 
 def _clear_solution_outputs(notebook: NotebookNode) -> None:
-    """Clear the outputs of every code cell that depends on an exercise cell's names."""
-    tainted: set[str] = set()
+    """Clear the outputs of every code cell that uses a value derived from the
+    student's code, traced step by step down the notebook (:func:`_steps`): a step that
+    reads a derived name makes the names it binds derived too, and one that rebinds a
+    name from other values makes it the instructor's again."""
+    derived: set[str] = set()
     for cell in notebook.cells:
         if cell.cell_type != "code":
             continue
-        defined, used = _names(cell.source)
         if "exercise" in tags(cell):
-            tainted |= defined
-        elif used & tainted:
-            tainted |= defined
+            derived |= student_names(cell.source)
+            continue
+        uses = False
+        steps = [step for statement, _ in _statements(cell.source) for step in _steps(statement)]
+        for step in steps:
+            defined, used = cell_names(step)
+            if used & derived:
+                uses = True
+                derived |= defined
+            else:
+                derived -= defined
+        if uses:
             cell.outputs = []
             cell.execution_count = None
 
