@@ -322,3 +322,68 @@ def test_release_clears_exactly_the_cells_that_use_the_students_results(lab):
         "image/png" in output.get("data", {}) or "text/html" in output.get("data", {})
         for output in cell.outputs)}
     assert SHOWN_IN_THE_STUDENT_EDITION.get(lab.stem, set()) <= shown
+
+
+def test_course_site_reads_the_one_url_of_the_book_config(tmp_path):
+    from labkit.grading.release import course_site
+
+    config = tmp_path / "_config.yml"
+    config.write_text("html:\n  baseurl: https://school.example/pruning\n")
+    assert course_site(config) == "https://school.example/pruning/"
+
+
+@pytest.mark.parametrize("text", ["title: no site\n", "html:\n  baseurl: ''\n",
+                                  "html:\n  baseurl: ftp://x/\n", "html:\n  baseurl: [1]\n"])
+def test_course_site_rejects_a_missing_or_non_http_url_naming_the_key(tmp_path, text):
+    from labkit.grading.release import course_site
+
+    config = tmp_path / "_config.yml"
+    config.write_text(text)
+    with pytest.raises(ValueError, match="html.baseurl .* must be the course's http"):
+        course_site(config)
+
+
+def test_install_source_pins_the_version_keeps_torch_and_stops_on_failure():
+    from labkit.grading.release import install_source
+
+    source = install_source("https://school.example/c/", "9.8.7")
+    compile(source, "<install>", "exec")
+    assert 'COURSE = "https://school.example/c/course/"' in source
+    assert "pruning-workbook @ {COURSE}pruning_workbook-9.8.7-py3-none-any.whl" in source
+    assert "torch==" in source and "https://download.pytorch.org/whl/cpu" in source
+    assert source.count("raise RuntimeError") == 2
+
+
+def test_release_folder_writes_the_install_cell_of_the_book_config(tmp_path):
+    from labkit.grading.release import install_cell, install_source
+
+    labs = tmp_path / "labs"
+    labs.mkdir()
+    notebook = instructor_notebook()
+    notebook.cells.insert(0, new_code_cell("%pip install old", metadata={"tags": ["install"]}))
+    nbformat.write(notebook, labs / "01_lab.ipynb")
+    (tmp_path / "_config.yml").write_text("html:\n  baseurl: https://school.example/c\n")
+    [path] = release_folder(labs, tmp_path / "out")
+    released = nbformat.read(path, as_version=4)
+    assert install_cell(released).source == install_source("https://school.example/c/")
+    assert nbformat.read(labs / "01_lab.ipynb", as_version=4).cells[0].source == "%pip install old"
+
+
+def test_write_install_cells_changes_only_the_stale_install_cells(tmp_path):
+    from labkit.grading.release import install_cell, install_source, write_install_cells
+
+    labs = tmp_path / "labs"
+    labs.mkdir()
+    config = tmp_path / "_config.yml"
+    config.write_text("html:\n  baseurl: https://school.example/c/\n")
+    stale = instructor_notebook()
+    stale.cells.insert(0, new_code_cell("%pip install old", metadata={"tags": ["install"]}))
+    nbformat.write(stale, labs / "01_stale.ipynb")
+    nbformat.write(instructor_notebook(), labs / "02_none.ipynb")
+    before = (labs / "02_none.ipynb").read_bytes()
+    assert write_install_cells(labs, config) == [labs / "01_stale.ipynb"]
+    rewritten = nbformat.read(labs / "01_stale.ipynb", as_version=4)
+    assert install_cell(rewritten).source == install_source("https://school.example/c/")
+    assert [c.id for c in rewritten.cells] == [c.id for c in stale.cells]
+    assert (labs / "02_none.ipynb").read_bytes() == before
+    assert write_install_cells(labs, config) == []

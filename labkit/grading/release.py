@@ -24,6 +24,13 @@ instructor's run:
 Everything else (cell ids, tags, metadata, figures and text that do not depend on a
 solution) is kept as it is: the grader matches a student's cells to the instructor's
 by cell id.
+
+The first code cell of every lab, tagged ``install``, installs the course's own version
+of labkit where it is missing (Colab, a plain Jupyter): the wheel that the book build
+publishes with the site, under :data:`COURSE_FOLDER`, within the course's pinned
+versions. Its text is derived from the course site that ``_config.yml`` sets once
+(``html.baseurl``, :func:`course_site`); :func:`write_install_cells` keeps the labs in
+step with it, and a release writes it too.
 """
 
 from __future__ import annotations
@@ -36,14 +43,102 @@ import tempfile
 from pathlib import Path
 
 import nbformat
+import yaml
 from nbformat import NotebookNode
 
+from labkit import __version__
 from labkit.grading.inspection import cell_names, python_source
 
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
 END_SOLUTION = "### END SOLUTION"
 CODE_PLACEHOLDER = ("# YOUR CODE HERE", "raise NotImplementedError()")
 ANSWER_PLACEHOLDER = "_Write your answer here._"
+
+
+DISTRIBUTION = "pruning-workbook"
+"""The course's name on a package index; the import package is ``labkit``."""
+COURSE_FOLDER = "course"
+"""The folder of the published site that holds the course wheel and ``constraints.txt``."""
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def course_site(config: Path) -> str:
+    """The course's public URL, ``html.baseurl`` of the book's ``_config.yml`` at
+    ``config``, ending in ``/``."""
+    settings = yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}
+    site = str((settings.get("html") or {}).get("baseurl") or "")
+    if not re.fullmatch(r"https?://[^\s\"']+", site):
+        raise ValueError(f"html.baseurl in {str(config)!r} must be the course's http(s) URL, "
+                         f"got {site!r}")
+    return site.rstrip("/") + "/"
+
+
+def wheel_name(version: str = __version__) -> str:
+    """The file name of the course wheel of ``version``."""
+    return f"{DISTRIBUTION.replace('-', '_')}-{version}-py3-none-any.whl"
+
+
+def install_source(site: str, version: str = __version__) -> str:
+    """The text of a lab's install cell for the course at ``site``, version ``version``:
+    the course wheel from the site, within the course's pinned versions, a torch that is
+    already installed kept (Colab), else torch's CPU build; a failed install stops the
+    cell with one message."""
+    course = f"{site.rstrip('/')}/{COURSE_FOLDER}/"
+    return f"""\
+# Where labkit is missing (Colab, a plain Jupyter), install the course's own version
+# from the course site, within its pinned versions: a torch already installed stays,
+# else the CPU build comes. If the install fails, this cell stops and says why.
+import importlib.util
+
+if importlib.util.find_spec("labkit") is None:
+    import importlib.metadata
+    import subprocess
+    import sys
+    import tempfile
+    import urllib.request
+
+    COURSE = "{course}"
+    try:
+        pins = urllib.request.urlopen(COURSE + "constraints.txt", timeout=60).read()
+    except OSError as error:
+        raise RuntimeError(f"cannot reach the course at {{COURSE}}: {{error}}") from None
+    pins = pins.decode().splitlines()
+    if importlib.util.find_spec("torch") is not None:
+        torch_pin = f"torch=={{importlib.metadata.version('torch')}}"
+        pins = [pin for pin in pins if pin.split("==")[0] != "torch"] + [torch_pin]
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as constraints:
+        constraints.write("\\n".join(pins))
+    pip = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "-c", constraints.name,
+         "--extra-index-url", "{CPU_TORCH_INDEX}",
+         f"{DISTRIBUTION} @ {{COURSE}}{wheel_name(version)}"],
+        capture_output=True, text=True)
+    if pip.returncode != 0:
+        raise RuntimeError(f"the course did not install: {{pip.stderr[-1500:]}}")
+    importlib.invalidate_caches()
+"""
+
+
+def install_cell(notebook: NotebookNode) -> NotebookNode | None:
+    """The notebook's install cell: its first code cell, where tagged ``install``."""
+    first = next((cell for cell in notebook.cells if cell.cell_type == "code"), None)
+    return first if first is not None and "install" in tags(first) else None
+
+
+def write_install_cells(labs: Path, config: Path) -> list[Path]:
+    """Give the install cell of every ``labs/*.ipynb`` the text derived from the course
+    site in ``config`` (:func:`install_source`); returns the notebooks it changed. Run by
+    the book build, so a course that sets its own URL gets labs that install from it."""
+    source = install_source(course_site(config))
+    changed = []
+    for path in sorted(Path(labs).glob("*.ipynb")):
+        notebook = nbformat.read(path, as_version=4)
+        cell = install_cell(notebook)
+        if cell is not None and cell.source != source:
+            cell.source = source
+            write_atomically(path, nbformat.writes(notebook) + "\n")
+            changed.append(path)
+    return changed
 
 
 class ReleaseError(ValueError):
@@ -89,13 +184,18 @@ def _has_marker(source: str) -> bool:
     return any(line.strip() in (BEGIN_SOLUTION, END_SOLUTION) for line in source.splitlines())
 
 
-def release_notebook(notebook: NotebookNode, name: str = "notebook") -> NotebookNode:
+def release_notebook(notebook: NotebookNode, name: str = "notebook",
+                     install: str | None = None) -> NotebookNode:
     """The student version of ``notebook`` (a new notebook; the input is not changed).
 
     ``name`` names the notebook in error messages. A solution marker outside an
-    exercise cell is an error too: it would ship a solution to the students.
+    exercise cell is an error too: it would ship a solution to the students. ``install``,
+    where given, becomes the text of the install cell (:func:`install_source`).
     """
     released = copy.deepcopy(notebook)
+    cell = install_cell(released)
+    if install is not None and cell is not None:
+        cell.source = install
     _clear_solution_outputs(released)
     for index, cell in enumerate(released.cells):
         where = f"{name}, cell {index} (id {cell.get('id', '?')})"
@@ -252,9 +352,10 @@ def release_folder(labs: Path, out: Path, force: bool = False) -> list[Path]:
     """Release every ``labs/*.ipynb`` into ``out``; returns the paths written.
 
     Every notebook is released in memory before anything is written, so an error in
-    one notebook leaves ``out`` untouched. Refuses a non-empty ``out`` unless ``force``
-    (then it overwrites the notebooks of the same name and leaves other files alone),
-    and refuses to write into ``labs`` itself.
+    one notebook leaves ``out`` untouched. Where the folder above ``labs`` holds the
+    book's ``_config.yml``, the install cells install from the course site it sets.
+    Refuses a non-empty ``out`` unless ``force`` (then it overwrites the notebooks of
+    the same name and leaves other files alone), and refuses to write into ``labs`` itself.
     """
     labs, out = Path(labs), Path(out)
     if not labs.is_dir():
@@ -268,8 +369,11 @@ def release_folder(labs: Path, out: Path, force: bool = False) -> list[Path]:
         raise ValueError(f"out must be a folder, {str(out)!r} is a file")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise ValueError(f"out folder {str(out)!r} is not empty; pass force=True (--force)")
+    config = labs.parent / "_config.yml"
+    install = install_source(course_site(config)) if config.is_file() else None
     released = {
-        out / source.name: release_notebook(nbformat.read(source, as_version=4), source.name)
+        out / source.name: release_notebook(nbformat.read(source, as_version=4), source.name,
+                                            install)
         for source in sources
     }
     for path, notebook in released.items():
