@@ -34,8 +34,8 @@ STUDENT_BRANCH = "student"
 INSTRUCTOR_PAGE, STUDENT_PAGE = "book/instructors", "book/honesty"
 INTRO_INSTRUCTORS = ("Instructors: {doc}`instructors` explains how to release the student "
                      "notebooks and grade\nsubmissions.")
-INTRO_STUDENTS = ("Students: {doc}`honesty` says how your work is graded and what counts "
-                  "as your\nown.")
+INTRO_STUDENTS = ("Students: the page {doc}`on grading and academic honesty <honesty>` "
+                  "says how your\nwork is graded and what counts as your own.")
 
 
 def student_edition(tree: Path) -> None:
