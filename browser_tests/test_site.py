@@ -276,7 +276,12 @@ def _repository() -> tuple[str, str]:
 
 
 def _released(document: str) -> nbformat.NotebookNode:
-    return release_notebook(nbformat.read(ROOT / f"{document}.ipynb", as_version=4))
+    """The student notebook ``labkit release`` writes for lab ``document``."""
+    from labkit.grading.release import course_site, install_source
+
+    install = install_source(course_site(ROOT / "_config.yml"))
+    return release_notebook(nbformat.read(ROOT / f"{document}.ipynb", as_version=4),
+                            install=install)
 
 
 @pytest.mark.parametrize("document", PAGES)
@@ -297,8 +302,8 @@ def test_launch_and_download_buttons_open_the_editions_own_notebooks(browser, si
             f"https://mybinder.org/v2/gh/{repository}/{branch}?urlpath=lab/tree/{notebook}",
             f"https://colab.research.google.com/github/{repository}/blob/{branch}/{notebook}",
         ]), f"{site.edition} {document}: launch buttons {launch}"
-        assert [urlparse(href).path.rsplit("/_sources/", 1)[-1] for href in sources] \
-            == [notebook], f"{site.edition} {document}: downloads {sources}"
+        assert {urlparse(href).path.rsplit("/_sources/", 1)[-1] for href in sources} \
+            == {notebook}, f"{site.edition} {document}: downloads {sources}"
     else:
         assert not launch, f"{site.edition} {document}: a chapter with launch buttons {launch}"
         assert all(href.endswith(f"/_sources/{document}.md") for href in sources), sources
@@ -308,8 +313,9 @@ def test_launch_and_download_buttons_open_the_editions_own_notebooks(browser, si
         released = [cell.source for cell in _released(document).cells]
         branch_copy = nbformat.read(ROOT / "_build" / "student" / "branch" / notebook,
                                     as_version=4)
-        [download] = report["downloads"].values()
-        for opened in (branch_copy, nbformat.reads(download, as_version=4)):
+        downloads = [nbformat.reads(text, as_version=4)
+                     for text in report["downloads"].values()]
+        for opened in (branch_copy, *downloads):
             assert [cell.source for cell in opened.cells] == released, \
                 f"{document}: a button opens a notebook other than the released one"
             text = nbformat.writes(opened)
