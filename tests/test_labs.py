@@ -216,3 +216,24 @@ def test_the_first_code_cell_installs_the_course_version_where_labkit_is_missing
         "`python book/publish.py install-cells`")
     assert f"{site}course/" in first.source and wheel_name(__version__) in first.source
     assert max(len(line) for line in first.source.splitlines()) <= 88
+
+
+COLUMN = 88
+FITTED = [path for path in LABS if path.stem in ("00_baseline", "01_granularity",
+                                                 "02_criteria")]
+
+
+@pytest.mark.parametrize("path", FITTED, ids=[path.stem for path in FITTED])
+def test_code_and_printed_lines_fit_the_book_column(path):
+    """The site shows a lab's code and printed text at 88 characters without a
+    horizontal scroll bar."""
+    notebook = nbformat.read(path, as_version=4)
+    long = []
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        texts = [cell.source] + [output.get("text", "") for output in cell.outputs
+                                 if output.output_type == "stream"]
+        long += [f"{cell.id}: {line[:60]}" for text in texts for line in text.splitlines()
+                 if len(line) > COLUMN]
+    assert not long, f"{path.name}: lines over {COLUMN} characters {long}"
