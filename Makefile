@@ -25,20 +25,33 @@ $(STAMP): pyproject.toml constraints.txt
 
 # `make book` builds the instructor edition into _build/html (solutions and model answers
 # folded); `make book EDITION=student` builds the site from the released student notebooks
-# into _build/student/html, for a course to publish while the labs are graded.
+# into _build/student/html, for a course to publish while the labs are graded, and writes
+# into _build/student/branch what the `student` branch holds (the released notebooks the
+# student edition's launch buttons open). Both derive the labs' install cells from
+# _config.yml and publish the course wheel and constraints.txt under the site's course/,
+# built from this tree without downloading anything.
+SITE := $(if $(filter student,$(EDITION)),$(STUDENT_SITE)/html,_build/html)
+
 book: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python book/figures/make_figures.py
+	$(BIN)/python book/publish.py install-cells
 ifeq ($(EDITION),student)
 	rm -rf $(STUDENT_SITE)
 	mkdir -p $(STUDENT_TREE)
 	tar -cf - --exclude=./.git --exclude=./.venv --exclude=./_build --exclude=./labs \
-	  --exclude=./student . | tar -xf - -C $(STUDENT_TREE)
+	  --exclude=./student --exclude=./build . | tar -xf - -C $(STUDENT_TREE)
 	$(BIN)/labkit release labs --out $(STUDENT_TREE)/labs --force
+	$(BIN)/python book/publish.py student-edition $(STUDENT_TREE)
 	$(BIN)/jupyter-book build $(STUDENT_TREE) --warningiserror --keep-going
 	mv $(STUDENT_TREE)/_build/html $(STUDENT_SITE)/html
+	$(BIN)/python book/publish.py student-branch $(STUDENT_TREE) $(STUDENT_SITE)/branch
 else
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
 endif
+	rm -rf $(SITE)/course
+	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation --no-index \
+	  --wheel-dir $(SITE)/course .
+	cp constraints.txt $(SITE)/course/
 
 # Tests and labs run in parallel, one process per core, each on one thread: small
 # tensors gain nothing from more threads, and oversubscribed cores slow everything.
@@ -74,5 +87,5 @@ bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.run --labs-runs $(LABS_RUNS)
 
 clean:
-	rm -rf _build .pytest_cache .ruff_cache .hypothesis student
+	rm -rf _build build .pytest_cache .ruff_cache .hypothesis student
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

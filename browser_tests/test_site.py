@@ -3,21 +3,28 @@
 Every page loads with no console error and no request that leaves the site; no output
 area renders empty; every image loads and has real alt text and a caption; formulas are
 typeset; at 400 px no prose runs off the page sideways; solutions and model answers are
-folded in the instructor edition and absent from the student edition.
+folded in the instructor edition and absent from the student edition. Every launch and
+download button of the student edition opens a released notebook, never one that holds
+solutions, and the instructor chapter is not part of it. The builds left the work tree as
+it was committed.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
 from urllib.parse import urljoin, urlparse
 
 import nbformat
 import pytest
 
 from browser_tests.conftest import ROOT, tagged_cells, toc_files
-from labkit.grading.release import BEGIN_SOLUTION, END_SOLUTION
+from labkit.grading.release import BEGIN_SOLUTION, END_SOLUTION, release_notebook
 
-PAGES = toc_files()
+EDITION_ONLY = {"book/instructors": "instructor", "book/honesty": "student"}
+"""Pages of one edition only: the student edition has the student page in place of the
+instructor chapter."""
+PAGES = toc_files() + ["book/honesty"]
 LABS = [page for page in PAGES if page.startswith("labs/")]
 SCREENSHOT_PAGES = ("book/intro", "book/granularity", "labs/01_granularity")
 NARROW = 400
@@ -100,8 +107,14 @@ OVERFLOW_JS = """() => {
 }"""
 
 
+BUTTONS = ".bd-header-article a[href]"
+"""The article's header: its launch (Binder, Colab, JupyterHub) and download buttons."""
+
+
 def inspect(browser, site, document: str, width: int = 1280, screenshot=None) -> dict:
     """Load one page of one edition (once per width) and measure what a reader sees."""
+    if EDITION_ONLY.get(document, site.edition) != site.edition:
+        pytest.skip(f"{document} is not part of the {site.edition} edition")
     key = (site.edition, document, width)
     if key in _REPORTS and screenshot is None:
         return _REPORTS[key]
@@ -130,6 +143,9 @@ def inspect(browser, site, document: str, width: int = 1280, screenshot=None) ->
     else:
         report["hrefs"] = page.eval_on_selector_all("article a[href]",
                                                     "els => els.map(e => e.href)")
+        report["buttons"] = page.eval_on_selector_all(BUTTONS, "els => els.map(e => e.href)")
+        report["downloads"] = {href: page.request.get(href).text()
+                               for href in report["buttons"] if "/_sources/" in href}
         report.update(page.evaluate(FOLDS_JS))
         if screenshot is not None:
             page.screenshot(path=str(screenshot), full_page=False)
@@ -248,3 +264,89 @@ def solution_lines(document: str) -> list[str]:
                 elsewhere.append(line)
     text = "\n".join(elsewhere)
     return sorted(line for line in solution if line not in text)
+
+
+def _repository() -> tuple[str, str]:
+    """``owner/name`` of the course repository and the site's address, from _config.yml."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    return (urlparse(config["repository"]["url"]).path.strip("/").removesuffix(".git"),
+            config["html"]["baseurl"])
+
+
+def _released(document: str) -> nbformat.NotebookNode:
+    """The student notebook ``labkit release`` writes for lab ``document``."""
+    from labkit.grading.release import course_site, install_source
+
+    install = install_source(course_site(ROOT / "_config.yml"))
+    return release_notebook(nbformat.read(ROOT / f"{document}.ipynb", as_version=4),
+                            install=install)
+
+
+@pytest.mark.parametrize("document", PAGES)
+def test_launch_and_download_buttons_open_the_editions_own_notebooks(browser, site, document):
+    """Instructor edition: the labs on main. Student edition: the released notebooks, on
+    the student branch (written to _build/student/branch) and as the download."""
+    report = inspect(browser, site, document)
+    repository, _ = _repository()
+    branch = "student" if site.edition == "student" else "main"
+    notebook = f"{document}.ipynb"
+    launch = [href for href in report["buttons"]
+              if urlparse(href).netloc in ("mybinder.org", "colab.research.google.com")
+              or "git-pull" in href]
+    sources = [href for href in report["buttons"] if "/_sources/" in href]
+    others = set(report["buttons"]) - set(launch) - set(sources)
+    if document in LABS:
+        assert sorted(launch) == sorted([
+            f"https://mybinder.org/v2/gh/{repository}/{branch}?urlpath=lab/tree/{notebook}",
+            f"https://colab.research.google.com/github/{repository}/blob/{branch}/{notebook}",
+        ]), f"{site.edition} {document}: launch buttons {launch}"
+        assert {urlparse(href).path.rsplit("/_sources/", 1)[-1] for href in sources} \
+            == {notebook}, f"{site.edition} {document}: downloads {sources}"
+    else:
+        assert not launch, f"{site.edition} {document}: a chapter with launch buttons {launch}"
+        assert all(href.endswith(f"/_sources/{document}.md") for href in sources), sources
+    if site.edition == "student":
+        assert not others, f"{document}: the student edition links to {sorted(others)}"
+    if site.edition == "student" and document in LABS:
+        released = [cell.source for cell in _released(document).cells]
+        branch_copy = nbformat.read(ROOT / "_build" / "student" / "branch" / notebook,
+                                    as_version=4)
+        downloads = [nbformat.reads(text, as_version=4)
+                     for text in report["downloads"].values()]
+        for opened in (branch_copy, *downloads):
+            assert [cell.source for cell in opened.cells] == released, \
+                f"{document}: a button opens a notebook other than the released one"
+            text = nbformat.writes(opened)
+            assert BEGIN_SOLUTION not in text and not [
+                line for line in solution_lines(document) if line in text]
+
+
+def test_the_student_edition_leaves_the_instructor_chapter_out(site):
+    pages = {path.relative_to(site.root).as_posix() for path in site.root.rglob("*.html")}
+    if site.edition == "student":
+        assert "book/instructors.html" not in pages and "book/honesty.html" in pages
+        linking = sorted(page for page in pages if "instructors.html" in
+                         (site.root / page).read_text(encoding="utf-8"))
+        assert not linking, f"student pages that link to the instructor chapter: {linking}"
+        assert not (site.root / "_sources" / "book" / "instructors.md").exists()
+    else:
+        assert "book/instructors.html" in pages and "book/honesty.html" not in pages
+
+
+def test_both_editions_publish_the_course_wheel_the_install_cells_take(site):
+    from labkit import __version__
+    from labkit.grading.release import COURSE_FOLDER, wheel_name
+
+    course = site.root / COURSE_FOLDER
+    assert (course / wheel_name(__version__)).is_file()
+    assert (course / "constraints.txt").read_text() == (ROOT / "constraints.txt").read_text()
+
+
+def test_the_builds_leave_the_work_tree_as_committed():
+    """`make book` (both editions) rewrites no tracked file and leaves no untracked one:
+    figures redraw byte for byte and the install cells are already the config's."""
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout
+    assert status == "", f"the book build changed the work tree:\n{status}"

@@ -42,6 +42,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
+from tqdm.notebook import tqdm as notebook_tqdm
 
 from labkit.data import Corpus
 from labkit.validation import (
@@ -52,6 +53,27 @@ from labkit.validation import (
     check_seed,
     parameter_device,
 )
+
+
+class ProgressBar(tqdm):
+    """``tqdm.auto``'s bar. In a notebook it is shown through a display handle and, when
+    it closes without ``leave``, replaced by empty text: a closed widget leaves no view
+    behind, which a saved notebook would show as "Error displaying widget: model not
+    found"."""
+
+    def __init__(self, *args, **kwargs):
+        live = issubclass(tqdm, notebook_tqdm) and not kwargs.get("disable", False)
+        super().__init__(*args, **kwargs, **({"display": False} if live else {}))
+        self.handle = None
+        if live:
+            from IPython.display import display
+
+            self.handle = display(self.container, display_id=True)
+
+    def close(self):
+        super().close()
+        if self.handle is not None and not self.leave:
+            self.handle.update({"text/plain": ""}, raw=True)
 
 TRAIN_LR = 0.05
 FINETUNE_LR = TRAIN_LR / 10
@@ -194,8 +216,8 @@ def _epochs(model, optimizer, train_loader, val_loader, epochs, callbacks, extra
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     criterion = nn.CrossEntropyLoss()
     history, best_state = History(), None
-    for epoch in tqdm(range(epochs), desc="train", unit="epoch", disable=not progress,
-                      leave=False):
+    for epoch in ProgressBar(range(epochs), desc="train", unit="epoch",
+                             disable=not progress, leave=False):
         model.train()
         total_loss, steps = 0.0, 0
         for inputs, labels in batches(train_loader, "train_loader"):

@@ -200,10 +200,40 @@ def test_labs_show_the_idea_not_the_plumbing(lab_file):
         f"{MAX_CODE_LINES}; move plotting and tables into labkit.viz")
 
 
-def test_the_first_code_cell_installs_labkit_where_it_is_missing(lab_file):
-    """A lab opened on Colab from the book's launch button has no labkit until it runs."""
+def test_the_first_code_cell_installs_the_course_version_where_labkit_is_missing(lab_file):
+    """A lab opened on Colab from the book's launch button has no labkit until it runs:
+    its first cell installs this version's wheel from the course site of _config.yml."""
+    from labkit import __version__
+    from labkit.grading.release import course_site, install_source, wheel_name
+
     path, notebook = lab_file
     first = next(cell for cell in notebook.cells if cell.cell_type == "code")
     assert first.metadata.get("tags") == ["install"], f"{path.name}: first code cell {first.id}"
-    assert 'find_spec("labkit") is None' in first.source
-    assert "%pip install" in first.source and "git+https://github.com/" in first.source
+    assert not first.outputs
+    site = course_site(ROOT / "_config.yml")
+    assert first.source == install_source(site), (
+        f"{path.name}: the install cell is not the one _config.yml gives; run "
+        "`python book/publish.py install-cells`")
+    assert f"{site}course/" in first.source and wheel_name(__version__) in first.source
+    assert max(len(line) for line in first.source.splitlines()) <= 88
+
+
+COLUMN = 88
+FITTED = [path for path in LABS if path.stem in ("00_baseline", "01_granularity",
+                                                 "02_criteria")]
+
+
+@pytest.mark.parametrize("path", FITTED, ids=[path.stem for path in FITTED])
+def test_code_and_printed_lines_fit_the_book_column(path):
+    """The site shows a lab's code and printed text at 88 characters without a
+    horizontal scroll bar."""
+    notebook = nbformat.read(path, as_version=4)
+    long = []
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        texts = [cell.source] + [output.get("text", "") for output in cell.outputs
+                                 if output.output_type == "stream"]
+        long += [f"{cell.id}: {line[:60]}" for text in texts for line in text.splitlines()
+                 if len(line) > COLUMN]
+    assert not long, f"{path.name}: lines over {COLUMN} characters {long}"

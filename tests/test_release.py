@@ -14,6 +14,7 @@ from labkit.grading.release import (
     BEGIN_SOLUTION,
     END_SOLUTION,
     ReleaseError,
+    live_only,
     release_folder,
     release_notebook,
     strip_solutions,
@@ -235,8 +236,154 @@ def test_release_clears_widget_views_progress_bars_and_solution_outputs():
 
 @pytest.mark.parametrize("lab", SHIPPED, ids=[path.stem for path in SHIPPED])
 def test_shipped_labs_release_no_output_a_student_should_not_see(lab):
-    from labkit.grading.release import live_only
-
     released = release_notebook(nbformat.read(lab, as_version=4))
     assert not any(live_only(output) for cell in released.cells if cell.cell_type == "code"
                    for output in cell.outputs)
+
+
+def traced_notebook(*sources: str) -> nbformat.NotebookNode:
+    """A notebook of the exercise cell and then one executed code cell per source."""
+    exercise = new_code_cell(f"LIMIT = 3\n\n\n{EXERCISE}", metadata={"tags": ["exercise"]})
+    cells = [new_code_cell(source, execution_count=number, outputs=[
+        new_output("stream", name="stdout", text=f"{number}\n")])
+        for number, source in enumerate(sources, start=1)]
+    return new_notebook(cells=[exercise, *cells])
+
+
+def cleared(notebook: nbformat.NotebookNode) -> list[int]:
+    released = release_notebook(notebook)
+    return [index for index, cell in enumerate(released.cells)
+            if cell.cell_type == "code" and not cell.outputs and "exercise" not in
+            cell.metadata.get("tags", [])]
+
+
+def test_release_traces_by_scope_not_by_name():
+    notebook = traced_notebook(
+        "def f(model):\n    value = model\n    return value\nprint(f(1))",  # a local
+        "for value in range(2):\n    print(value)",  # a loop variable
+        "print(value)",  # the loop's value, not the student's
+        "with open('x') as handle:\n    doubled = double(2)",  # derived from the exercise
+        "print(doubled + LIMIT)",  # derived through a name
+        "doubled = 1\nprint(doubled)",  # rebound from other values
+        "print(LIMIT)",  # a constant the exercise cell gives, not the student's
+        "for item in [doubled]:\n    total = double(item)\nprint(item)",
+    )
+    assert cleared(notebook) == [4, 5, 8]
+
+
+def test_student_names_are_the_top_level_names_a_solution_binds():
+    from labkit.grading.release import student_names
+
+    source = (f"LIMIT = 3\n\n\n{EXERCISE}\n\n{BEGIN_SOLUTION}\nfor name in 'ab':\n"
+              f"    total = name\nanswer = 1\n{END_SOLUTION}\n")
+    assert student_names(source) == {"double", "total", "answer"}
+
+
+CLEARED_BY_LAB = {
+    "00_baseline": {"5eb371bf"},
+    "01_granularity": {"g01-ties-demo", "g01-nm-conv0-demo"},
+    "02_criteria": set(),
+    "03_neuron_pruning": {"l03-sorted", "l03-cost", "l03-regression-acc", "l03-finetune",
+                          "l03-slider"},
+    "03b_residual_pruning": {"l03b-traced", "l03b-sorting"},
+    "04_sensitivity": {"l04-scan", "l04-hand", "l04-allocator", "l04-finetune"},
+    "05_auto_pruning": {"a5-rule", "a5-challenge-show"},
+    "06_finetune_loop": set(),
+    "07_hardware_eie": {"c4365e1e", "b210565b"},
+    "07b_hardware_nm_sparseconv": {"a9c425f1", "44d88c8e", "273a7266"},
+    "08_llm_pruning": {"l08-wanda-overlap", "l08-obs-demo-code"},
+}
+"""Per lab, the code cells (other than exercises and checks) with stored outputs that
+call an exercise's function, directly or through names bound to its results: read
+from each cell's code."""
+
+SHOWN_IN_THE_STUDENT_EDITION = {
+    "00_baseline": {"571800b6", "571800b6-table", "2a23c699"},
+    "01_granularity": {"g01-curves-code", "g01-slider-code"},
+    "03_neuron_pruning": {"l03-regression"},
+    "04_sensitivity": {"l04-scan-plot", "l04-sizes", "l04-sizes-table"},
+    "07_hardware_eie": {"80a38400"},
+    "07b_hardware_nm_sparseconv": {"l07b-timing-plot"},
+    "08_llm_pruning": {"l08-slider", "l08-calibration"},
+}
+"""Figures and tables drawn from labkit alone, which the student edition shows."""
+
+
+@pytest.mark.parametrize("lab", SHIPPED, ids=[path.stem for path in SHIPPED])
+def test_release_clears_exactly_the_cells_that_use_the_students_results(lab):
+    instructor = nbformat.read(lab, as_version=4)
+    released = release_notebook(instructor, lab.name)
+    gone = {before.id for before, after in zip(instructor.cells, released.cells, strict=True)
+            if before.cell_type == "code" and before.outputs and not after.outputs
+            and not {"exercise", "check"} & set(before.metadata.get("tags", []))
+            and not all(live_only(output) for output in before.outputs)}
+    assert gone == CLEARED_BY_LAB[lab.stem]
+    shown = {cell.id for cell in released.cells if cell.cell_type == "code" and any(
+        "image/png" in output.get("data", {}) or "text/html" in output.get("data", {})
+        for output in cell.outputs)}
+    assert SHOWN_IN_THE_STUDENT_EDITION.get(lab.stem, set()) <= shown
+
+
+def test_course_site_reads_the_one_url_of_the_book_config(tmp_path):
+    from labkit.grading.release import course_site
+
+    config = tmp_path / "_config.yml"
+    config.write_text("html:\n  baseurl: https://school.example/pruning\n")
+    assert course_site(config) == "https://school.example/pruning/"
+
+
+@pytest.mark.parametrize("text", ["title: no site\n", "html:\n  baseurl: ''\n",
+                                  "html:\n  baseurl: ftp://x/\n", "html:\n  baseurl: [1]\n"])
+def test_course_site_rejects_a_missing_or_non_http_url_naming_the_key(tmp_path, text):
+    from labkit.grading.release import course_site
+
+    config = tmp_path / "_config.yml"
+    config.write_text(text)
+    with pytest.raises(ValueError, match="html.baseurl .* must be the course's http"):
+        course_site(config)
+
+
+def test_install_source_pins_the_version_keeps_torch_and_stops_on_failure():
+    from labkit.grading.release import install_source
+
+    source = install_source("https://school.example/c/", "9.8.7")
+    compile(source, "<install>", "exec")
+    assert 'COURSE = "https://school.example/c/course/"' in source
+    assert "pruning-workbook @ {COURSE}pruning_workbook-9.8.7-py3-none-any.whl" in source
+    assert "torch==" in source and "https://download.pytorch.org/whl/cpu" in source
+    assert source.count("raise RuntimeError") == 2
+
+
+def test_release_folder_writes_the_install_cell_of_the_book_config(tmp_path):
+    from labkit.grading.release import install_cell, install_source
+
+    labs = tmp_path / "labs"
+    labs.mkdir()
+    notebook = instructor_notebook()
+    notebook.cells.insert(0, new_code_cell("%pip install old", metadata={"tags": ["install"]}))
+    nbformat.write(notebook, labs / "01_lab.ipynb")
+    (tmp_path / "_config.yml").write_text("html:\n  baseurl: https://school.example/c\n")
+    [path] = release_folder(labs, tmp_path / "out")
+    released = nbformat.read(path, as_version=4)
+    assert install_cell(released).source == install_source("https://school.example/c/")
+    assert nbformat.read(labs / "01_lab.ipynb", as_version=4).cells[0].source == "%pip install old"
+
+
+def test_write_install_cells_changes_only_the_stale_install_cells(tmp_path):
+    from labkit.grading.release import install_cell, install_source, write_install_cells
+
+    labs = tmp_path / "labs"
+    labs.mkdir()
+    config = tmp_path / "_config.yml"
+    config.write_text("html:\n  baseurl: https://school.example/c/\n")
+    stale = instructor_notebook()
+    stale.cells.insert(0, new_code_cell("%pip install old", metadata={"tags": ["install"]}))
+    nbformat.write(stale, labs / "01_stale.ipynb")
+    nbformat.write(instructor_notebook(), labs / "02_none.ipynb")
+    before = (labs / "02_none.ipynb").read_bytes()
+    assert write_install_cells(labs, config) == [labs / "01_stale.ipynb"]
+    rewritten = nbformat.read(labs / "01_stale.ipynb", as_version=4)
+    assert install_cell(rewritten).source == install_source("https://school.example/c/")
+    assert [c.id for c in rewritten.cells] == [c.id for c in stale.cells]
+    assert (labs / "02_none.ipynb").read_bytes() == before
+    assert write_install_cells(labs, config) == []

@@ -7,7 +7,9 @@ changes when the code does. ``make book`` runs this script before the build:
     python book/figures/make_figures.py            # every figure
     python book/figures/make_figures.py agp_schedule eie_format   # some of them
 
-SVG output, with the text as paths and no timestamp, so a rerun gives the same files.
+SVG output, with the text as paths, a fixed hash salt for the element ids and no
+timestamp; one thread and the same seed before each figure, so a rerun gives the same
+files byte for byte (``tests/test_figures.py`` checks it).
 """
 
 from __future__ import annotations
@@ -463,17 +465,20 @@ def kernel_map():
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help=f"figures to draw (default all: {list(FIGURES)})")
-    names = parser.parse_args(argv).names or list(FIGURES)
+    parser.add_argument("--out", type=Path, default=OUT, help=f"folder to write (default {OUT})")
+    arguments = parser.parse_args(argv)
+    names = arguments.names or list(FIGURES)
     unknown = sorted(set(names) - set(FIGURES))
     if unknown:
         parser.error(f"unknown figures {unknown}; choose from {list(FIGURES)}")
-    OUT.mkdir(exist_ok=True)
-    torch.manual_seed(0)
+    arguments.out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)  # the same sums in the same order on every machine
     for name in names:
+        torch.manual_seed(0)  # each figure from the same seed, whichever are drawn
         fig = FIGURES[name]()
-        fig.savefig(OUT / f"{name}.svg", metadata={"Date": None})
+        fig.savefig(arguments.out / f"{name}.svg", metadata={"Date": None})
         plt.close(fig)
-        print(f"wrote {OUT / name}.svg")
+        print(f"wrote {arguments.out / name}.svg")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import ast
 import json
 import shutil
 import signal
-import symtable
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -41,32 +40,11 @@ class CellTimeout(Exception):  # noqa: N818 (the alarm's, shown as the cell's er
     """A cell of the check process ran past its time limit."""
 
 
-def _names(source: str) -> tuple[set[str], set[str]]:
-    """The names a cell binds at its top level, and the global names it reads (at the
-    top level or inside its functions; a function's parameters and locals are not),
-    read as IPython runs it (:func:`symtable.symtable`)."""
-    from labkit.grading.inspection import python_source
-
-    try:
-        table = symtable.symtable(python_source(source), "<cell>", "exec")
-    except (SyntaxError, ValueError):
-        return set(), set()
-    defined = {symbol.get_name() for symbol in table.get_symbols()
-               if symbol.is_assigned() or symbol.is_imported() or symbol.is_namespace()}
-    used: set[str] = set()
-    scopes = [table]
-    while scopes:
-        scope = scopes.pop()
-        scopes += scope.get_children()
-        used |= {symbol.get_name() for symbol in scope.get_symbols() if symbol.is_referenced()
-                 and (scope is table or symbol.is_global() or symbol.is_free())}
-    return defined, used
-
-
 def needed_cells(notebook: NotebookNode) -> list[tuple[str, str]]:
     """The (kind, source) of the cells the check process runs, in notebook order: every
     exercise and check cell, and each other code cell that defines a name one of them
     (or an earlier needed cell) uses."""
+    from labkit.grading.inspection import cell_names
     from labkit.grading.release import tags
 
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
@@ -75,7 +53,7 @@ def needed_cells(notebook: NotebookNode) -> list[tuple[str, str]]:
     needed: set[str] = set()
     keep = [kind != "setup" for kind in kinds]
     for index in range(len(code) - 1, -1, -1):
-        defined, used = _names(code[index].source)
+        defined, used = cell_names(code[index].source)
         if not keep[index] and defined & needed:
             keep[index] = True
         if keep[index]:

@@ -14,6 +14,7 @@ Two findings per cell:
 from __future__ import annotations
 
 import ast
+import symtable
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -80,6 +81,27 @@ def python_source(source: str) -> str:
     from IPython.core.inputtransformer2 import TransformerManager
 
     return TransformerManager().transform_cell(source)
+
+
+def cell_names(source: str) -> tuple[set[str], set[str]]:
+    """The names a cell binds at its top level, and the global names it reads (at the
+    top level or inside its functions; a function's parameters and locals are not),
+    read as IPython runs it (:func:`symtable.symtable`). Both are empty when the cell
+    does not parse."""
+    try:
+        table = symtable.symtable(python_source(source), "<cell>", "exec")
+    except (SyntaxError, ValueError):
+        return set(), set()
+    defined = {symbol.get_name() for symbol in table.get_symbols()
+               if symbol.is_assigned() or symbol.is_imported() or symbol.is_namespace()}
+    used: set[str] = set()
+    scopes = [table]
+    while scopes:
+        scope = scopes.pop()
+        scopes += scope.get_children()
+        used |= {symbol.get_name() for symbol in scope.get_symbols() if symbol.is_referenced()
+                 and (scope is table or symbol.is_global() or symbol.is_free())}
+    return defined, used
 
 
 def _attribute(node: ast.Attribute, replaced: set[str], found: Findings) -> None:

@@ -27,13 +27,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from labkit.measure import model_size_bits, prunable_layers, tensor_size_bits
 from labkit.pruning.channels import channel_groups, channel_prune
 from labkit.pruning.granularity import GRANULARITIES, granularity_mask
 from labkit.pruning.masking import Pruner, apply_masks
-from labkit.training import evaluate, finetune
+from labkit.training import ProgressBar, evaluate, finetune
 from labkit.validation import check_loader, check_module, check_names, check_real
 
 SPARSITY_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
@@ -114,8 +113,8 @@ def sensitivity_scan(
     targets = _layers(scanned, layers)
     dense_accuracy = evaluate(scanned, val_loader)
     accuracies = {}
-    steps = tqdm(total=len(targets) * len(grid), desc="sensitivity scan", disable=not progress,
-                 leave=False)
+    steps = ProgressBar(total=len(targets) * len(grid), desc="sensitivity scan",
+                        disable=not progress, leave=False)
     for name, layer in targets.items():
         original = layer.weight.detach().clone()
         curve = []
