@@ -472,11 +472,21 @@ def torch_pruning_remove(model, keep, example):
     return pruned
 
 
+def depgraph_model(architecture: str, seed: int) -> nn.Module:
+    if architecture == "resnet":
+        return trained_looking_resnet((8, 12), seed=seed)
+    if architecture == "vgg":
+        return trained_looking_vgg((8, 8, "M", 16, 12), seed=seed)
+    torch.manual_seed(seed)
+    build = {"mobilenetv2": MobileNetV2, "densenet": DenseNet}[architecture]
+    return randomize_batchnorms(build()).eval()
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("architecture", ["resnet", "vgg"])
+@pytest.mark.parametrize("architecture", ["resnet", "vgg", "mobilenetv2", "densenet"])
 def test_torch_pruning_depgraph_removes_the_same_channels(architecture, seed):
-    model = trained_looking_resnet((8, 12), seed=seed) if architecture == "resnet" \
-        else trained_looking_vgg((8, 8, "M", 16, 12), seed=seed)
+    """Depthwise convolutions (MobileNetV2) and concatenations (DenseNet) included."""
+    model = depgraph_model(architecture, seed)
     generator = torch.Generator().manual_seed(seed)
     keep = [torch.randperm(g.channels, generator=generator)[:max(1, g.channels // 2)].sort().values
             for g in channels.channel_groups(model)]
