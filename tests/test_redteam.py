@@ -334,10 +334,11 @@ def test_the_reference_called_from_another_thread_earns_nothing(graded):
 
 def test_a_tripwire_log_linked_elsewhere_hides_nothing_and_leaks_nothing(graded):
     """The kernel's tripwire can only add a review flag; the verdict comes from the
-    check process, where the reference does not compute. The grader reads no link."""
+    check process, where the reference does not compute. The grader reads no link: the
+    junit report linked away is no report."""
     assert earned(graded, "tripwire_link", "check_get_sparsity") == 0
-    assert "is not available while grading" in \
-        graded["rows"]["tripwire_link", "check_get_sparsity"]["message"]
+    assert graded["rows"]["tripwire_link", "check_get_sparsity"]["message"].startswith(
+        "not run: pytest exited with code 1")
     assert all(PLANTED not in text.decode() for text in graded["tables"].values())
     assert (graded["base"] / "planted.txt").read_text() == PLANTED
 
