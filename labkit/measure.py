@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode
 
 from labkit.validation import (
@@ -47,6 +46,7 @@ from labkit.validation import (
 
 if TYPE_CHECKING:
     import pandas as pd
+    from torch.utils import benchmark
 
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 DENSE_TYPES = (nn.Embedding, nn.EmbeddingBag)
@@ -232,6 +232,8 @@ def _timer(call: Callable[[], object], threads: int) -> benchmark.Timer:
     check_count(threads, "threads")
     if not callable(call):
         raise TypeError(f"call must be a function of no arguments, got {type(call).__name__}")
+    from torch.utils import benchmark  # imported on use: it imports setuptools (0.3 s)
+
     return benchmark.Timer(stmt="call()", globals={"call": call}, num_threads=threads)
 
 

@@ -42,7 +42,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from tqdm.notebook import tqdm as notebook_tqdm
 
 from labkit.data import Corpus
 from labkit.validation import (
@@ -62,7 +61,8 @@ class ProgressBar(tqdm):
     found"."""
 
     def __init__(self, *args, **kwargs):
-        live = issubclass(tqdm, notebook_tqdm) and not kwargs.get("disable", False)
+        live = (any(base.__module__ == "tqdm.notebook" for base in tqdm.__mro__)
+                and not kwargs.get("disable", False))
         super().__init__(*args, **kwargs, **({"display": False} if live else {}))
         self.handle = None
         if live:
