@@ -611,6 +611,11 @@ def test_a_grouped_conv_keeps_the_same_positions_in_every_group():
     assert (pruned.grouped.in_channels, pruned.grouped.out_channels, pruned.grouped.groups) == \
         (4, 4, 2)
     assert torch.equal(pruned.grouped.weight, model.grouped.weight[[0, 3, 4, 7]][:, [1, 2]])
+    theirs = torch_pruning_remove(model.eval(), [torch.tensor(k) for k in keep],
+                                  inputs(1)).eval()
+    with torch.no_grad():  # DepGraph, run, removes the same channels
+        assert torch.allclose(pruned.eval()(inputs()), theirs(inputs()), atol=1e-5)
+    assert shapes(theirs) == expected
     with pytest.raises(ValueError, match=r"keep for 'reduce' must keep the same positions, in "
                                          r"the same order, in each of its 2 blocks of 4"):
         channels.remove_channels(model, [[0, 3], [1, 2, 5], [0, 3, 4, 7]])
