@@ -93,6 +93,17 @@ def test_interactive_draws_at_the_defaults_and_redraws_on_change(monkeypatch):
     assert drawn[-1] == (0.25, "a") and shown[-1] == (("a0.25",), {"update": True})
 
 
+def test_interactive_says_under_its_controls_to_run_the_cell_again_after_a_reload(monkeypatch):
+    shown = []
+    monkeypatch.setattr("IPython.display.display",
+                        lambda *objects, **options: shown.append(objects[0]))
+    slider = FloatSlider(value=0.5, min=0.0, max=1.0)
+    viz.interactive(lambda sparsity: sparsity, sparsity=slider)
+    controls, note = shown[0].children
+    assert list(controls.children) == [slider]
+    assert "After reloading the page, run this cell again" in note.value
+
+
 def test_interactive_refuses_what_is_not_a_control():
     with pytest.raises(ValueError, match="at least one control"):
         viz.interactive(lambda: None)
@@ -234,3 +245,29 @@ def test_tables_pad_cells_right_align_numbers_and_keep_headers_on_one_line():
     cells, rule = css.rsplit("{", 1)
     assert "text-align: right;" in rule
     assert sorted(re.findall(r"_row0_col(\d)", cells)) == ["0", "1"]
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 5])
+def test_multi_panel_figures_wrap_to_two_panels_a_row_within_the_column(count):
+    """The book's column is about 700 px: at 100 dpi a figure at most 7 inches wide shows
+    unscaled, so its 9 pt tick labels stay legible."""
+    panels = {f"layer {k}": torch.rand(16) + 0.1 for k in range(count)}
+    for figure in (viz.bars(panels, ylabel="y"), viz.histograms(panels),
+                   viz.scatter_against(torch.rand(16), panels, xlabel="x"),
+                   viz.input_norms(panels, tokens=100),
+                   viz.learning_curves({k: {"a": [1.0, 2.0]} for k in panels}, "e", "y")):
+        assert figure.get_figwidth() <= viz.COLUMN_INCHES
+        assert len(figure.axes) == count
+        columns = {round(ax.get_position().x0, 3) for ax in figure.axes}
+        rows = {round(ax.get_position().y0, 3) for ax in figure.axes}
+        assert len(columns) == min(count, 2) and len(rows) == (count + 1) // 2
+        labelled = [ax for ax in figure.axes if ax.get_ylabel()]
+        assert len(labelled) == len(rows)
+
+
+def test_wide_figures_fit_the_column():
+    weight = torch.randn(8, 16, 3, 3)
+    figures = [viz.image_grid(torch.rand(12, 1, 8, 8), list(range(12)), rows=1, cols=12),
+               viz.kernel_masks(weight, {"all": weight != 0}),
+               viz.point_cloud_voxels(torch.rand(20, 3), torch.rand(3, 3, 2) > 0.5, "p", "v")]
+    assert all(figure.get_figwidth() <= viz.COLUMN_INCHES for figure in figures)

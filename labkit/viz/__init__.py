@@ -11,6 +11,7 @@ other modules computed; ``viz`` trains, evaluates and times nothing.
 """
 
 from labkit.viz.generic import (
+    COLUMN_INCHES,
     STYLE,
     bars,
     curves,
@@ -46,6 +47,7 @@ from labkit.viz.labs import (
 
 __all__ = [
     "STYLE",
+    "COLUMN_INCHES",
     "use_style",
     "table",
     "seed_table",
