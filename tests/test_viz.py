@@ -7,6 +7,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from ipywidgets import Dropdown, FloatSlider
 from matplotlib.figure import Figure
 
@@ -271,3 +273,24 @@ def test_wide_figures_fit_the_column():
                viz.kernel_masks(weight, {"all": weight != 0}),
                viz.point_cloud_voxels(torch.rand(20, 3), torch.rand(3, 3, 2) > 0.5, "p", "v")]
     assert all(figure.get_figwidth() <= viz.COLUMN_INCHES for figure in figures)
+
+
+@given(st.lists(st.text(alphabet="ab(),= ", min_size=0, max_size=40), max_size=6),
+       st.integers(min_value=0, max_value=12), st.integers(min_value=20, max_value=60))
+def test_wrap_keeps_every_word_and_fits_lines_of_short_words(words, indent, width):
+    text = " " * indent + " ".join(word for word in words)
+    wrapped = viz.wrap(text + "\n" + text, width)
+    assert wrapped.split() == (text + " " + text).split()
+    assert all(len(line) <= width for line in wrapped.splitlines()
+               if all(len(word) <= width - indent - 4 for word in line.split()))
+
+
+def test_wrap_indents_continuations_and_refuses_a_narrow_width():
+    line = "  (bn0): BatchNorm2d(32, eps=1e-05, momentum=0.1, affine=True, bias=True, " \
+           "track_running_stats=True)"
+    first, second = viz.wrap(line).splitlines()
+    assert first.startswith("  (bn0)") and second.startswith("      track_running_stats")
+    assert max(map(len, (first, second))) <= 88
+    assert viz.wrap("short") == "short"
+    with pytest.raises(ValueError, match="width must be at least 20 characters, got 5"):
+        viz.wrap("text", 5)

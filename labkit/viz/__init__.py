@@ -25,6 +25,7 @@ from labkit.viz.generic import (
     seed_table,
     table,
     use_style,
+    wrap,
 )
 from labkit.viz.labs import (
     agp_schedule,
@@ -49,6 +50,7 @@ __all__ = [
     "STYLE",
     "COLUMN_INCHES",
     "use_style",
+    "wrap",
     "table",
     "seed_table",
     "interactive",

@@ -3,6 +3,7 @@
 - :func:`table`: a pandas table with a number format per column, padded cells,
   right-aligned numbers and headers on one line (an HTML table in JupyterLab and in
   the book);
+- :func:`wrap`: printed text broken into lines that fit the column;
 - :func:`interactive`: controls (ipywidgets) above a figure that they redraw; the figure
   at the default values is an ordinary image output, so a static page shows it too;
 - one function per kind of figure; each returns a :class:`~matplotlib.figure.Figure`
@@ -16,6 +17,7 @@ width) and, inside IPython, stores figures at twice their resolution ("retina").
 from __future__ import annotations
 
 import statistics
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -159,6 +161,20 @@ def interactive(draw: Callable[..., Any], **controls: Any) -> None:
 
     for control in controls.values():
         control.observe(redraw, names="value")
+
+
+def wrap(text: str, width: int = 88) -> str:
+    """``text`` with each line longer than ``width`` characters broken at spaces, its
+    continuation lines indented four spaces past the line's own indent: printed text
+    (a module's structure, an error message) that fits the book's column of 88."""
+    if width < 20:
+        raise ValueError(f"width must be at least 20 characters, got {width}")
+    lines = []
+    for line in text.splitlines():
+        indent = " " * (len(line) - len(line.lstrip()) + 4)
+        lines += textwrap.wrap(line, width, subsequent_indent=indent, break_long_words=False,
+                               break_on_hyphens=False) or [line]
+    return "\n".join(lines)
 
 
 # --- figures ---------------------------------------------------------------------------
