@@ -1,5 +1,6 @@
 """labkit.viz: tables with a format per column, figures shown once, controls that redraw."""
 
+import io
 import itertools
 import re
 
@@ -251,8 +252,9 @@ def test_tables_pad_cells_right_align_numbers_and_keep_headers_on_one_line():
 
 @pytest.mark.parametrize("count", [1, 2, 3, 4, 5])
 def test_multi_panel_figures_wrap_to_two_panels_a_row_within_the_column(count):
-    """The book's column is about 700 px: at 100 dpi a figure at most 7 inches wide shows
-    unscaled, so its 9 pt tick labels stay legible."""
+    """The book's column is about 700 px: at 100 dpi a figure at most 6.8 inches wide (7
+    with the tight bounding box's padding) shows unscaled, so its 9 pt tick labels stay
+    legible."""
     panels = {f"layer {k}": torch.rand(16) + 0.1 for k in range(count)}
     for figure in (viz.bars(panels, ylabel="y"), viz.histograms(panels),
                    viz.scatter_against(torch.rand(16), panels, xlabel="x"),
@@ -273,6 +275,15 @@ def test_wide_figures_fit_the_column():
                viz.kernel_masks(weight, {"all": weight != 0}),
                viz.point_cloud_voxels(torch.rand(20, 3), torch.rand(3, 3, 2) > 0.5, "p", "v")]
     assert all(figure.get_figwidth() <= viz.COLUMN_INCHES for figure in figures)
+
+
+def test_a_wrapped_figure_stored_as_the_notebook_stores_it_is_at_most_700_px_wide():
+    figure = viz.input_norms({f"blocks.{k}.mlp.fc": torch.rand(96) + 0.1 for k in range(3)},
+                             tokens=2048)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    width = int.from_bytes(buffer.getvalue()[16:20], "big")
+    assert 600 < width <= 700
 
 
 @given(st.lists(st.text(alphabet="ab(),= ", min_size=0, max_size=40), max_size=6),

@@ -180,9 +180,10 @@ def wrap(text: str, width: int = 88) -> str:
 # --- figures ---------------------------------------------------------------------------
 
 
-COLUMN_INCHES = 7.0
-"""Widest figure, in inches: at :data:`STYLE`'s 100 dpi, the book's column of about
-700 px shows it unscaled, so 9 pt text stays at least 9 px tall."""
+COLUMN_INCHES = 6.8
+"""Widest figure, in inches: at :data:`STYLE`'s 100 dpi, with the 0.1 inch a side that
+the inline backend's tight bounding box adds, 700 px, so the book's column of about
+700 px shows it unscaled and 9 pt text stays at least 9 px tall."""
 
 PANELS_PER_ROW = 2
 """Most panels side by side; more wrap to further rows."""
