@@ -219,15 +219,12 @@ def test_the_first_code_cell_installs_the_course_version_where_labkit_is_missing
 
 
 COLUMN = 88
-FITTED = [path for path in LABS if path.stem in ("00_baseline", "01_granularity",
-                                                 "02_criteria")]
 
 
-@pytest.mark.parametrize("path", FITTED, ids=[path.stem for path in FITTED])
-def test_code_and_printed_lines_fit_the_book_column(path):
+def test_code_and_printed_lines_fit_the_book_column(lab_file):
     """The site shows a lab's code and printed text at 88 characters without a
     horizontal scroll bar."""
-    notebook = nbformat.read(path, as_version=4)
+    path, notebook = lab_file
     long = []
     for cell in notebook.cells:
         if cell.cell_type != "code":

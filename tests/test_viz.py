@@ -1,5 +1,6 @@
 """labkit.viz: tables with a format per column, figures shown once, controls that redraw."""
 
+import io
 import itertools
 import re
 
@@ -7,6 +8,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from ipywidgets import Dropdown, FloatSlider
 from matplotlib.figure import Figure
 
@@ -91,6 +94,17 @@ def test_interactive_draws_at_the_defaults_and_redraws_on_change(monkeypatch):
     assert shown[1][0] == ("a0.5",) and shown[1][1] == {"display_id": True}
     slider.value = 0.25
     assert drawn[-1] == (0.25, "a") and shown[-1] == (("a0.25",), {"update": True})
+
+
+def test_interactive_says_under_its_controls_to_run_the_cell_again_after_a_reload(monkeypatch):
+    shown = []
+    monkeypatch.setattr("IPython.display.display",
+                        lambda *objects, **options: shown.append(objects[0]))
+    slider = FloatSlider(value=0.5, min=0.0, max=1.0)
+    viz.interactive(lambda sparsity: sparsity, sparsity=slider)
+    controls, note = shown[0].children
+    assert list(controls.children) == [slider]
+    assert "After reloading the page, run this cell again" in note.value
 
 
 def test_interactive_refuses_what_is_not_a_control():
@@ -234,3 +248,60 @@ def test_tables_pad_cells_right_align_numbers_and_keep_headers_on_one_line():
     cells, rule = css.rsplit("{", 1)
     assert "text-align: right;" in rule
     assert sorted(re.findall(r"_row0_col(\d)", cells)) == ["0", "1"]
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 5])
+def test_multi_panel_figures_wrap_to_two_panels_a_row_within_the_column(count):
+    """The book's column is about 700 px: at 100 dpi a figure at most 6.8 inches wide (7
+    with the tight bounding box's padding) shows unscaled, so its 9 pt tick labels stay
+    legible."""
+    panels = {f"layer {k}": torch.rand(16) + 0.1 for k in range(count)}
+    for figure in (viz.bars(panels, ylabel="y"), viz.histograms(panels),
+                   viz.scatter_against(torch.rand(16), panels, xlabel="x"),
+                   viz.input_norms(panels, tokens=100),
+                   viz.learning_curves({k: {"a": [1.0, 2.0]} for k in panels}, "e", "y")):
+        assert figure.get_figwidth() <= viz.COLUMN_INCHES
+        assert len(figure.axes) == count
+        columns = {round(ax.get_position().x0, 3) for ax in figure.axes}
+        rows = {round(ax.get_position().y0, 3) for ax in figure.axes}
+        assert len(columns) == min(count, 2) and len(rows) == (count + 1) // 2
+        labelled = [ax for ax in figure.axes if ax.get_ylabel()]
+        assert len(labelled) == len(rows)
+
+
+def test_wide_figures_fit_the_column():
+    weight = torch.randn(8, 16, 3, 3)
+    figures = [viz.image_grid(torch.rand(12, 1, 8, 8), list(range(12)), rows=1, cols=12),
+               viz.kernel_masks(weight, {"all": weight != 0}),
+               viz.point_cloud_voxels(torch.rand(20, 3), torch.rand(3, 3, 2) > 0.5, "p", "v")]
+    assert all(figure.get_figwidth() <= viz.COLUMN_INCHES for figure in figures)
+
+
+def test_a_wrapped_figure_stored_as_the_notebook_stores_it_is_at_most_700_px_wide():
+    figure = viz.input_norms({f"blocks.{k}.mlp.fc": torch.rand(96) + 0.1 for k in range(3)},
+                             tokens=2048)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    width = int.from_bytes(buffer.getvalue()[16:20], "big")
+    assert 600 < width <= 700
+
+
+@given(st.lists(st.text(alphabet="ab(),= ", min_size=0, max_size=40), max_size=6),
+       st.integers(min_value=0, max_value=12), st.integers(min_value=20, max_value=60))
+def test_wrap_keeps_every_word_and_fits_lines_of_short_words(words, indent, width):
+    text = " " * indent + " ".join(word for word in words)
+    wrapped = viz.wrap(text + "\n" + text, width)
+    assert wrapped.split() == (text + " " + text).split()
+    assert all(len(line) <= width for line in wrapped.splitlines()
+               if all(len(word) <= width - indent - 4 for word in line.split()))
+
+
+def test_wrap_indents_continuations_and_refuses_a_narrow_width():
+    line = "  (bn0): BatchNorm2d(32, eps=1e-05, momentum=0.1, affine=True, bias=True, " \
+           "track_running_stats=True)"
+    first, second = viz.wrap(line).splitlines()
+    assert first.startswith("  (bn0)") and second.startswith("      track_running_stats")
+    assert max(map(len, (first, second))) <= 88
+    assert viz.wrap("short") == "short"
+    with pytest.raises(ValueError, match="width must be at least 20 characters, got 5"):
+        viz.wrap("text", 5)

@@ -11,6 +11,7 @@ other modules computed; ``viz`` trains, evaluates and times nothing.
 """
 
 from labkit.viz.generic import (
+    COLUMN_INCHES,
     STYLE,
     bars,
     curves,
@@ -24,6 +25,7 @@ from labkit.viz.generic import (
     seed_table,
     table,
     use_style,
+    wrap,
 )
 from labkit.viz.labs import (
     agp_schedule,
@@ -46,7 +48,9 @@ from labkit.viz.labs import (
 
 __all__ = [
     "STYLE",
+    "COLUMN_INCHES",
     "use_style",
+    "wrap",
     "table",
     "seed_table",
     "interactive",

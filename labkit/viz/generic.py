@@ -3,6 +3,7 @@
 - :func:`table`: a pandas table with a number format per column, padded cells,
   right-aligned numbers and headers on one line (an HTML table in JupyterLab and in
   the book);
+- :func:`wrap`: printed text broken into lines that fit the column;
 - :func:`interactive`: controls (ipywidgets) above a figure that they redraw; the figure
   at the default values is an ordinary image output, so a static page shows it too;
 - one function per kind of figure; each returns a :class:`~matplotlib.figure.Figure`
@@ -16,6 +17,7 @@ width) and, inside IPython, stores figures at twice their resolution ("retina").
 from __future__ import annotations
 
 import statistics
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -121,6 +123,11 @@ def seed_table(results: Mapping[Any, Sequence[float]], quantity: str, *, index: 
                  index=index, missing="")
 
 
+RELOAD_NOTE = "After reloading the page, run this cell again for the controls to redraw."
+"""Shown under every :func:`interactive`'s controls: a reloaded page keeps the controls
+but no longer receives their redrawn output until the cell runs again."""
+
+
 def interactive(draw: Callable[..., Any], **controls: Any) -> None:
     """Controls above the output of ``draw(**values)``, redrawn whenever one changes.
 
@@ -129,7 +136,8 @@ def interactive(draw: Callable[..., Any], **controls: Any) -> None:
     :class:`~matplotlib.figure.Figure`, a table, text). The output at the controls'
     initial values is displayed as an ordinary output (an image for a figure), so the
     notebook stores it and a static page shows it; in a live kernel the controls redraw
-    it in place.
+    it in place. Under the controls, :data:`RELOAD_NOTE` says to run the cell again after
+    the page is reloaded.
     """
     import ipywidgets
     from IPython.display import display
@@ -144,7 +152,8 @@ def interactive(draw: Callable[..., Any], **controls: Any) -> None:
     def output() -> Any:
         return draw(**{name: control.value for name, control in controls.items()})
 
-    display(ipywidgets.HBox(list(controls.values())))
+    display(ipywidgets.VBox([ipywidgets.HBox(list(controls.values())),
+                             ipywidgets.HTML(f"<small>{RELOAD_NOTE}</small>")]))
     handle = display(output(), display_id=True)
 
     def redraw(_change: Any) -> None:
@@ -154,13 +163,51 @@ def interactive(draw: Callable[..., Any], **controls: Any) -> None:
         control.observe(redraw, names="value")
 
 
+def wrap(text: str, width: int = 88) -> str:
+    """``text`` with each line longer than ``width`` characters broken at spaces, its
+    continuation lines indented four spaces past the line's own indent: printed text
+    (a module's structure, an error message) that fits the book's column of 88."""
+    if width < 20:
+        raise ValueError(f"width must be at least 20 characters, got {width}")
+    lines = []
+    for line in text.splitlines():
+        indent = " " * (len(line) - len(line.lstrip()) + 4)
+        lines += textwrap.wrap(line, width, subsequent_indent=indent, break_long_words=False,
+                               break_on_hyphens=False) or [line]
+    return "\n".join(lines)
+
+
 # --- figures ---------------------------------------------------------------------------
 
 
+COLUMN_INCHES = 6.8
+"""Widest figure, in inches: at :data:`STYLE`'s 100 dpi, with the 0.1 inch a side that
+the inline backend's tight bounding box adds, 700 px, so the book's column of about
+700 px shows it unscaled and 9 pt text stays at least 9 px tall."""
+
+PANELS_PER_ROW = 2
+"""Most panels side by side; more wrap to further rows."""
+
+
 def _panels(count: int, width: float, height: float, **options: Any) -> tuple[Figure, list]:
-    fig = Figure(figsize=(width * count, height), layout="constrained")
-    axes = fig.subplots(1, count, squeeze=False, **options)
-    return fig, list(axes.flat)
+    """A figure of ``count`` panels, each ``width`` x ``height`` inches, laid out for the
+    column: at most :data:`PANELS_PER_ROW` per row, narrowed so that a row fits
+    :data:`COLUMN_INCHES`; the unused cell of an incomplete last row is removed."""
+    cols = min(count, PANELS_PER_ROW)
+    rows = -(-count // cols)
+    width = min(width, COLUMN_INCHES / cols)
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    axes = list(fig.subplots(rows, cols, squeeze=False, **options).flat)
+    for ax in axes[count:]:
+        ax.remove()
+    return fig, axes[:count]
+
+
+def _label_rows(axes: Sequence[Any], ylabel: str) -> None:
+    """Put ``ylabel`` on the first panel of each row."""
+    for ax in axes:
+        if ax.get_subplotspec().is_first_col():
+            ax.set_ylabel(ylabel)
 
 
 def image_grid(images: torch.Tensor, titles: Sequence[Any], rows: int, cols: int,
@@ -169,7 +216,8 @@ def image_grid(images: torch.Tensor, titles: Sequence[Any], rows: int, cols: int
     grid, each titled by its entry of ``titles``."""
     if images.dim() != 4 or images.shape[1] != 1:
         raise ValueError(f"images must have shape (N, 1, H, W), got {tuple(images.shape)}")
-    fig = Figure(figsize=(cols, rows * 1.1), layout="constrained")
+    side = min(1.0, COLUMN_INCHES / cols)
+    fig = Figure(figsize=(side * cols, side * rows * 1.1), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax, image, label in zip(axes.flat, images, titles, strict=False):
         ax.imshow(image[0].numpy(), cmap="gray_r")
@@ -195,7 +243,7 @@ def bars(panels: Mapping[str, Mapping[str, float] | torch.Tensor], ylabel: str =
             ax.tick_params(axis="x", rotation=45)
         ax.set_title(name)
         ax.set_xlabel(xlabel)
-    axes[0].set_ylabel(ylabel)
+    _label_rows(axes, ylabel)
     return fig
 
 
@@ -208,7 +256,7 @@ def histograms(tensors: Mapping[str, torch.Tensor], xlabel: str = "weight",
         ax.set_title(name)
         ax.set_xlabel(xlabel)
         ax.locator_params(axis="x", nbins=4)
-    axes[0].set_ylabel("density")
+    _label_rows(axes, "density")
     return fig
 
 
@@ -244,7 +292,7 @@ def scatter_against(reference: torch.Tensor, estimates: Mapping[str, torch.Tenso
         ax.set_title(f"{label}: correlation {correlation:.2f}")
         ax.set_xlabel(xlabel)
         ax.locator_params(axis="x", nbins=4)
-    axes[0].set_ylabel(ylabel)
+    _label_rows(axes, ylabel)
     return fig
 
 
@@ -320,6 +368,6 @@ def learning_curves(panels: Mapping[str, Mapping[str, Sequence[float]]], xlabel:
         if baseline is not None:
             ax.axhline(baseline, color="grey", linestyle=":", label=baseline_label)
         ax.set(title=title, xlabel=xlabel)
-    axes[0].set_ylabel(ylabel)
+    _label_rows(axes, ylabel)
     axes[0].legend()
     return fig

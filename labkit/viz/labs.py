@@ -17,7 +17,7 @@ import torch
 from matplotlib.figure import Figure
 
 from labkit.pruning.schedule import agp_sparsity
-from labkit.viz.generic import _panels, bars, curves, table
+from labkit.viz.generic import COLUMN_INCHES, _label_rows, _panels, bars, curves, table
 
 # --- lab 01: granularity --------------------------------------------------------------
 
@@ -48,7 +48,7 @@ def kernel_grid(ax: Any, weight: torch.Tensor, mask: torch.Tensor, rows: int = 8
 def kernel_masks(weight: torch.Tensor, masks: Mapping[str, torch.Tensor], rows: int = 8,
                  cols: int = 16) -> Figure:
     """One :func:`kernel_grid` panel per mask, stacked: ``{panel title: mask}``."""
-    fig = Figure(figsize=(8, 2.3 * len(masks)), layout="constrained")
+    fig = Figure(figsize=(COLUMN_INCHES, 2.0 * len(masks)), layout="constrained")
     axes = fig.subplots(len(masks), 1, squeeze=False)
     for ax, (name, mask) in zip(axes.flat, masks.items(), strict=True):
         kernel_grid(ax, weight, mask, rows, cols)
@@ -244,12 +244,12 @@ def layout_24(matrix: torch.Tensor, values: torch.Tensor, positions: torch.Tenso
     """The compressed 2:4 layout of a small matrix: the 2:4 matrix, its kept values and
     their 2-bit positions, each row's first metadata byte (``packed[:, 0]``) at the right."""
     rows, columns = matrix.shape
-    fig = Figure(figsize=(12, 2.8), layout="constrained")
+    fig = Figure(figsize=(COLUMN_INCHES, 2.1), layout="constrained")
     axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [columns, columns // 2,
                                                              columns // 2]})
     panels = [(matrix, matrix != 0, f"2:4 sparse W ({rows} x {columns})"),
               (values, torch.ones(values.shape), f"values ({rows} x {columns // 2})"),
-              (positions, torch.ones(positions.shape), "positions p (2 bits each)")]
+              (positions, torch.ones(positions.shape), "positions p\n(2 bits each)")]
     for ax, (shown, shade, title) in zip(axes, panels, strict=True):
         ax.imshow(shade, cmap="Blues", vmin=0, vmax=1.6)
         for row in range(shown.shape[0]):
@@ -272,7 +272,7 @@ def point_cloud_voxels(points: torch.Tensor, occupied: torch.Tensor, title: str,
                        voxel_title: str) -> Figure:
     """A 3-d point cloud (left, coloured by height) and its occupied voxels (right,
     ``occupied`` a 3-d bool grid)."""
-    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    fig = Figure(figsize=(COLUMN_INCHES, 3.0), layout="constrained")
     ax_points = fig.add_subplot(1, 2, 1, projection="3d")
     ax_points.scatter(*points.T.tolist(), s=1, c=points[:, 2].tolist(), cmap="viridis")
     ax_points.set_title(title)
@@ -289,14 +289,15 @@ def point_cloud_voxels(points: torch.Tensor, occupied: torch.Tensor, title: str,
 
 def input_norms(norms: Mapping[str, torch.Tensor], tokens: int) -> Figure:
     """One panel per layer: the L2 norm of each input feature over ``tokens`` calibration
-    tokens, sorted, on a log scale. A few outlier features dominate a transformer's
+    tokens, sorted, on a log scale, drawn as one filled outline (sharp at any resolution,
+    where hundreds of one-pixel bars blur). A few outlier features dominate a transformer's
     inputs, the reason Wanda weighs :math:`|W_{ij}|` by :math:`\\|X_j\\|_2`."""
-    fig, axes = _panels(len(norms), 4.0, 3.2)
+    fig, axes = _panels(len(norms), 3.5, 2.8)
     for ax, (name, values) in zip(axes, norms.items(), strict=True):
         ordered = values.sort(descending=True).values
-        ax.bar(range(len(ordered)), ordered, width=1.0, color="#1f5f99")
+        ax.stairs(ordered.tolist(), fill=True, color="#1f5f99")
         ax.set_yscale("log")
         ax.set_title(f"{name}: inputs of {len(ordered)} features")
         ax.set_xlabel("input feature (sorted)")
-    axes[0].set_ylabel(rf"$\|X_j\|_2$ over {tokens:,} tokens")
+    _label_rows(axes, rf"$\|X_j\|_2$ over {tokens:,} tokens")
     return fig
