@@ -296,10 +296,15 @@ def test_strided_coords_are_the_occupied_cells():
     assert torch.equal(strided_coords(coords, 1), torch.unique(coords, dim=0))
 
 
+STRIDED_LAYERS = given(
+    seed=st.integers(0, 2**16), size=st.integers(2, 9), count=st.integers(1, 60),
+    kernel_size=st.integers(1, 4), stride=st.integers(2, 3),
+    channels=st.tuples(st.integers(1, 3), st.integers(1, 3)))
+"""Random voxels in a cube of ``size``, a kernel, a stride and (in, out) channels."""
+
+
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**16), size=st.integers(2, 9), count=st.integers(1, 60),
-       kernel_size=st.integers(1, 4), stride=st.integers(2, 3),
-       channels=st.tuples(st.integers(1, 3), st.integers(1, 3)))
+@STRIDED_LAYERS
 def test_strided_sparse_conv_equals_conv3d_at_the_output_coordinates(
         seed, size, count, kernel_size, stride, channels):
     coords, generator = random_voxels(seed, size, count)
@@ -317,9 +322,7 @@ def test_strided_sparse_conv_equals_conv3d_at_the_output_coordinates(
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**16), size=st.integers(2, 9), count=st.integers(1, 60),
-       kernel_size=st.integers(1, 4), stride=st.integers(2, 3),
-       channels=st.tuples(st.integers(1, 3), st.integers(1, 3)))
+@STRIDED_LAYERS
 def test_transposed_sparse_conv_equals_conv_transpose3d_at_the_fine_coordinates(
         seed, size, count, kernel_size, stride, channels):
     fine, generator = random_voxels(seed, size, count)
