@@ -26,7 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import nbformat
-from test_grade import TINY, student_copy, tiny_instructor
+from tinylab import TINY, student_copy, tiny_instructor
 
 BWRAP = shutil.which("bwrap")
 SETPRIV = shutil.which("setpriv")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from test_grade import tiny_instructor
+from tinylab import tiny_instructor
 
 from labkit.grading import checkrun, referee
 from labkit.grading.checks import CHECKS

@@ -33,7 +33,7 @@ from containerlib import (
     seccomp_supported,
 )
 from lab_submissions import LAB_00, exercises, submission
-from test_grade import TINY, solutions, student_copy, tiny_instructor
+from tinylab import TINY, solutions, student_copy, tiny_instructor
 from tricks import reference_tricks, resource_tricks
 
 from labkit.grading.gradescope import build_autograder

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+from nbformat.v4 import new_code_cell, new_notebook, new_output
+from tinylab import TINY, solutions, student_copy, tiny_instructor
 
 from labkit import zoo
 from labkit.cli import main
@@ -48,66 +49,7 @@ from labkit.grading.untrusted import UntrustedFileError, clean_text, read_text
 LABS = Path(__file__).resolve().parents[1] / "labs"
 LAB_00 = LABS / "00_baseline.ipynb"
 SHIPPED = sorted(LABS.glob("*.ipynb"))
-TINY = "01_tiny"
 TINY_LIMITS = Limits(cell_timeout_s=8, notebook_timeout_s=300)
-
-SETUP = "from labkit.grading import checks"
-AGP = ("def agp_sparsity(t, n, s_initial, s_final):\n    ### BEGIN SOLUTION\n"
-       "    return s_final + (s_initial - s_final) * (1 - t / n) ** 3\n    ### END SOLUTION")
-KEEP = ("def get_num_channels_to_keep(channels, prune_ratio):\n    ### BEGIN SOLUTION\n"
-        "    return max(1, round((1 - prune_ratio) * channels))\n    ### END SOLUTION")
-
-
-def checked(source: str, output: str, count: int, **metadata) -> nbformat.NotebookNode:
-    """A check cell as the instructor's executed notebook holds it."""
-    return new_code_cell(source, execution_count=count,
-                         metadata={"tags": ["check", "nbval-check-output"], **metadata},
-                         outputs=[new_output("stream", name="stdout", text=output)])
-
-
-def tiny_instructor() -> nbformat.NotebookNode:
-    """Setup, two exercises each with its check (2 points and 1 point), one question."""
-    cells = [
-        new_code_cell(SETUP, execution_count=1),
-        new_markdown_cell("## The AGP schedule"),
-        new_code_cell(AGP, execution_count=2, metadata={"tags": ["exercise"]}),
-        checked("checks.check_agp_sparsity(agp_sparsity)", "agp_sparsity: 8/8 cases passed\n",
-                3, points=2),
-        new_code_cell(KEEP, execution_count=4, metadata={"tags": ["exercise"]}),
-        checked("checks.check_get_num_channels_to_keep(get_num_channels_to_keep)",
-                "get_num_channels_to_keep: 7/7 cases passed\n", 5),
-        new_markdown_cell("## Question\nWhy does AGP prune fast early?"),
-        new_markdown_cell("Redundancy is highest at first.", metadata={"tags": ["question"]}),
-    ]
-    for number, cell in enumerate(cells):
-        cell.id = f"cell-{number}"
-    return new_notebook(cells=cells, metadata={
-        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-
-
-@pytest.fixture
-def tiny_labs(tmp_path) -> Path:
-    labs = tmp_path / "labs"
-    labs.mkdir()
-    nbformat.write(tiny_instructor(), labs / f"{TINY}.ipynb")
-    return labs
-
-
-def student_copy(instructor, **sources) -> nbformat.NotebookNode:
-    """The released notebook with the cells named ``cell_<n>`` given new sources."""
-    notebook = release_notebook(instructor)
-    for cell in notebook.cells:
-        key = cell.id.replace("-", "_")
-        if key in sources:
-            cell.source = sources[key]
-    return notebook
-
-
-def solutions(instructor) -> dict[str, str]:
-    """The instructor's exercise sources, as a student who solved everything has them."""
-    return {cell.id.replace("-", "_"): cell.source for cell in instructor.cells
-            if "exercise" in cell.metadata.get("tags", [])}
-
 
 def read_csv(path: Path) -> list[tuple]:
     with open(path, newline="") as file:

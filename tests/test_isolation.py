@@ -34,7 +34,7 @@ from containerlib import (
     seccomp_supported,
     user_command,
 )
-from test_grade import TINY, solutions, tiny_instructor
+from tinylab import TINY, solutions, tiny_instructor
 
 from labkit.grading import isolation
 from labkit.grading.records import Limits

@@ -17,7 +17,7 @@ from pathlib import Path
 import nbformat
 import psutil
 import pytest
-from test_grade import solutions, student_copy, tiny_instructor
+from tinylab import solutions, student_copy, tiny_instructor
 from tricks import links, patched_record, referee_bomb, resource_tricks, runtime_call, thread_call
 
 from labkit import measure, zoo

@@ -1,4 +1,4 @@
-"""Dishonest submissions of the tiny lab (:func:`test_grade.tiny_instructor`), shared by
+"""Dishonest submissions of the tiny lab (:mod:`tinylab`), shared by
 the sandbox's and the container's red-team tests.
 
 Each trick is a dict of exercise-cell sources (``cell_2``: ``agp_sparsity``, 2 points;
