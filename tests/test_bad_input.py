@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_masking import tiny_loader, tiny_vgg
+from tiny_models import tiny_loader, tiny_vgg
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 

@@ -1,25 +1,13 @@
 import pytest
 import torch
+from tiny_models import tiny_loader, tiny_vgg
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from labkit import training
-from labkit.models import MLP, VGG
+from labkit.models import MLP
 from labkit.pruning.channels import conv_blocks
 from labkit.pruning.granularity import channel_mask, fine_grained_mask
 from labkit.pruning.masking import Pruner, apply_masks, batchnorm_pairs, slimming_masks
-
-
-def tiny_vgg(seed=0):
-    torch.manual_seed(seed)
-    return VGG((4, "M", 8), in_channels=1, num_classes=3)
-
-
-def tiny_loader(n=40, batch_size=4):
-    generator = torch.Generator().manual_seed(0)
-    data = TensorDataset(torch.randn(n, 1, 4, 4, generator=generator),
-                         torch.randint(0, 3, (n,), generator=generator))
-    return DataLoader(data, batch_size=batch_size)
 
 
 def half_masks(model):
