@@ -379,7 +379,8 @@ def watch(process: subprocess.Popen, runner: Runner, limits: Limits, groups: Gro
             return "disk" if over_quota(runner, limits) else ""
         except subprocess.TimeoutExpired:
             pass
-        members = runner.members(leader) if leader is not None else []
+        watched = leader is not None and (pinned or groups.memory is None)
+        members = runner.members(leader) if watched else []
         reason = ("time" if time.monotonic() > deadline else
                   "cores" if pinned and not keep_on_cores(members, allowed) else
                   "disk" if over_quota(runner, limits) else

@@ -39,7 +39,6 @@ def become_subreaper() -> bool:
     return True
 
 
-
 class ProcessRunner(Runner):
     """Each submission as a process group under a subreaper (the grading process)."""
 
