@@ -9,9 +9,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from tinylab import TINY, tiny_instructor
 
 from labkit import data
+from tests.support.tinylab import TINY, tiny_instructor
 
 
 def pytest_sessionstart(session):

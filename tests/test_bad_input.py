@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from tiny_models import tiny_loader, tiny_vgg
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -18,6 +17,7 @@ from labkit.pruning import channels, criteria, neurons, schedule, sensitivity
 from labkit.pruning.granularity import GRANULARITIES, granularity_mask, nm_mask
 from labkit.pruning.masking import Pruner, slimming_masks
 from labkit.search import amc, netadapt
+from tests.support.tiny_models import tiny_loader, tiny_vgg
 
 NAN = float("nan")
 

@@ -9,12 +9,12 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import nbformat
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.paths import ROOT
+
 COMPARISONS = ("masks", "channels", "macs", "speedup", "sparse_kernels", "labs")
 MARKER = re.compile(r"<!-- (\w+):(start|end) -->")
 INCLUDED = re.compile(r":(?:start-after|end-before): (<!-- \w+:(?:start|end) -->)")

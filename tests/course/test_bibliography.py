@@ -1,12 +1,13 @@
 """Every work the book cites can be found: each entry has a DOI, an arXiv entry or an
 address, and the course itself links its lectures."""
 
-from pathlib import Path
 
 import pytest
 from pybtex.database import parse_file
 
-ENTRIES = parse_file(Path(__file__).resolve().parents[1] / "book" / "references.bib").entries
+from tests.support.paths import ROOT
+
+ENTRIES = parse_file(ROOT / "book" / "references.bib").entries
 
 
 @pytest.mark.parametrize("key", sorted(ENTRIES))

@@ -1,14 +1,14 @@
 """Every lab notebook follows the cell conventions that grading and the book rely on."""
 
 import re
-from pathlib import Path
 
 import nbformat
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-LABS = sorted((ROOT / "labs").glob("*.ipynb"))
+from tests.support.paths import LABS, ROOT
+
+NOTEBOOKS = sorted(LABS.glob("*.ipynb"))
 CHECK_LINE = re.compile(r"^[\w.]+: (\d+)/\1 cases passed\n$")
 
 
@@ -16,13 +16,13 @@ def tagged(notebook, tag):
     return [c for c in notebook.cells if tag in c.metadata.get("tags", [])]
 
 
-@pytest.fixture(params=LABS, ids=[p.stem for p in LABS])
+@pytest.fixture(params=NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def lab_file(request):
     return request.param, nbformat.read(request.param, as_version=4)
 
 
 def test_there_are_labs():
-    assert LABS
+    assert NOTEBOOKS
 
 
 def test_code_cells_are_executed(lab_file):
@@ -71,7 +71,7 @@ def test_questions_are_markdown_answers(lab_file):
 def test_every_lab_is_in_the_table_of_contents():
     toc = (ROOT / "_toc.yml").read_text()
     entries = set(re.findall(r"file:\s*(\S+)", toc))
-    assert {f"labs/{p.stem}" for p in LABS} <= entries
+    assert {f"labs/{p.stem}" for p in NOTEBOOKS} <= entries
     assert yaml.safe_load(toc)["format"] == "jb-book"
 
 

@@ -2,12 +2,12 @@
 
 import importlib.util
 import shutil
-from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.paths import ROOT
+
 spec = importlib.util.spec_from_file_location("publish", ROOT / "book" / "publish.py")
 publish = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(publish)

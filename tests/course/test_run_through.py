@@ -2,15 +2,14 @@
 demonstrations that need an unfinished exercise say which, instead of stopping the run
 (JupyterLab's Run All drops the rest of its queue at the first error)."""
 
-from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
 from labkit.grading.release import release_notebook
+from tests.support.paths import LABS
 
-LABS = Path(__file__).resolve().parents[1] / "labs"
 SHIPPED = sorted(LABS.glob("*.ipynb"))
 
 

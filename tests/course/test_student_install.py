@@ -27,8 +27,8 @@ from nbclient import NotebookClient
 
 from labkit import __version__
 from labkit.grading.release import COURSE_FOLDER, course_site, install_cell, wheel_name
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SITE = ROOT / "_build" / "student" / "html"
 BRANCH = ROOT / "_build" / "student" / "branch"
 TORCH_WHEELS = Path(os.environ.get("LABKIT_TORCH_WHEELS", "/opt/wheels"))

@@ -5,19 +5,19 @@ import os
 import pickle
 import subprocess
 import sys
-from pathlib import Path
 
 import nbformat
 import pytest
-from tinylab import tiny_instructor
 
 from labkit.grading import checkrun, referee
 from labkit.grading.checks import CHECKS
 from labkit.grading.checks.core import GRADING_CASES, GRADING_DIR, GRADING_SEED
 from labkit.grading.grade import portable_cases
 from labkit.grading.submissions import check_cells, replaced_functions
+from tests.support.paths import LABS
+from tests.support.tinylab import tiny_instructor
 
-LABS = sorted((Path(__file__).resolve().parents[1] / "labs").glob("*.ipynb"))
+NOTEBOOKS = sorted(LABS.glob("*.ipynb"))
 
 
 def test_the_check_process_runs_the_cells_the_exercises_need_and_no_other():
@@ -78,7 +78,7 @@ def test_stubbing_a_name_that_is_no_top_level_function_is_refused(tmp_path):
         checkrun.stub_labkit(tmp_path, ["labkit.measure.nothing"])
 
 
-@pytest.mark.parametrize("lab", LABS, ids=[path.stem for path in LABS])
+@pytest.mark.parametrize("lab", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
 def test_each_labs_own_solutions_earn_every_check_in_the_check_process(lab, tmp_path):
     """The instructor notebook's cells, run as the grader runs a submission's: the
     stubs must never break a check's cases, its observation, or a setup cell."""

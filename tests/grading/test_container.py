@@ -24,7 +24,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from containerlib import (
+
+from labkit.grading.gradescope import build_autograder
+from labkit.grading.records import Limits
+from tests.support.containerlib import (
     SETPRIV,
     course,
     environment,
@@ -32,12 +35,9 @@ from containerlib import (
     run_in_container,
     seccomp_supported,
 )
-from lab_submissions import LAB_00, exercises, submission
-from tinylab import TINY, solutions, student_copy, tiny_instructor
-from tricks import reference_tricks, resource_tricks
-
-from labkit.grading.gradescope import build_autograder
-from labkit.grading.records import Limits
+from tests.support.lab_submissions import LAB_00, exercises, submission
+from tests.support.tinylab import TINY, solutions, student_copy, tiny_instructor
+from tests.support.tricks import reference_tricks, resource_tricks
 
 UNSUPPORTED = seccomp_supported() or (None if SETPRIV else "setpriv is not installed")
 pytestmark = pytest.mark.skipif(UNSUPPORTED is not None,

@@ -16,7 +16,6 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook, new_output
-from tinylab import TINY, solutions, student_copy, tiny_instructor
 
 from labkit import zoo
 from labkit.cli import main
@@ -45,8 +44,9 @@ from labkit.grading.submissions import (
 )
 from labkit.grading.tables import ALL_LABS, safe_cell, table_paths, write_tables
 from labkit.grading.untrusted import UntrustedFileError, clean_text, read_text
+from tests.support.paths import LABS
+from tests.support.tinylab import TINY, solutions, student_copy, tiny_instructor
 
-LABS = Path(__file__).resolve().parents[1] / "labs"
 LAB_00 = LABS / "00_baseline.ipynb"
 SHIPPED = sorted(LABS.glob("*.ipynb"))
 TINY_LIMITS = Limits(cell_timeout_s=8, notebook_timeout_s=300)

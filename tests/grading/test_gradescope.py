@@ -14,7 +14,6 @@ from pathlib import Path
 import jsonschema
 import nbformat
 import pytest
-from lab_submissions import LAB_00, exercises, instructor, submission, wrong_sparsity
 
 from labkit import zoo
 from labkit.cli import main
@@ -30,6 +29,8 @@ from labkit.grading.gradescope import (
 )
 from labkit.grading.records import Answer, CheckResult, LabGrade, Limits
 from labkit.grading.release import tags
+from tests.support.lab_submissions import LAB_00, exercises, instructor, submission, wrong_sparsity
+from tests.support.paths import ROOT
 
 VISIBILITY = {"enum": ["hidden", "after_due_date", "after_published", "visible"]}
 TEST_SCHEMA = {
@@ -288,7 +289,7 @@ def test_a_failing_autograder_still_writes_results(autograder_zip, tmp_path):
 def test_the_guide_commands_run_verbatim_with_relative_paths(autograder_zip, lab, tmp_path):
     """``book/instructors.md``'s "try the zip" commands, run from the folder that holds
     ``autograder.zip``, with the course environment named relatively."""
-    guide = (Path(__file__).resolve().parents[1] / "book" / "instructors.md").read_text()
+    guide = (ROOT / "book" / "instructors.md").read_text()
     block = guide.split("<!-- try-the-zip -->")[1].split("```bash")[1].split("```")[0]
     commands = [line.removeprefix("$ ") for line in block.strip().splitlines()]
     (tmp_path / "autograder.zip").write_bytes(autograder_zip.read_bytes())

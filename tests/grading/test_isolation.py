@@ -24,7 +24,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from containerlib import (
+
+from labkit.grading import isolation
+from labkit.grading.records import Limits
+from tests.support.containerlib import (
     BWRAP,
     SETPRIV,
     course,
@@ -34,10 +37,7 @@ from containerlib import (
     seccomp_supported,
     user_command,
 )
-from tinylab import TINY, solutions, tiny_instructor
-
-from labkit.grading import isolation
-from labkit.grading.records import Limits
+from tests.support.tinylab import TINY, solutions, tiny_instructor
 
 MARKER = "ISOLATION-TEST-DAEMON"
 AGP, KEEP = "check_agp_sparsity", "check_get_num_channels_to_keep"

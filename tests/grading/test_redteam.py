@@ -17,8 +17,6 @@ from pathlib import Path
 import nbformat
 import psutil
 import pytest
-from tinylab import solutions, student_copy, tiny_instructor
-from tricks import links, patched_record, referee_bomb, resource_tricks, runtime_call, thread_call
 
 from labkit import measure, zoo
 from labkit.grading import checks, isolation, sandbox
@@ -26,8 +24,17 @@ from labkit.grading.grade import grade
 from labkit.grading.records import GradingConfig, Limits
 from labkit.grading.release import release_notebook, tags
 from labkit.grading.submissions import pretrained_models
+from tests.support.paths import LABS
+from tests.support.tinylab import solutions, student_copy, tiny_instructor
+from tests.support.tricks import (
+    links,
+    patched_record,
+    referee_bomb,
+    resource_tricks,
+    runtime_call,
+    thread_call,
+)
 
-LABS = Path(__file__).resolve().parents[1] / "labs"
 LAB = "00_baseline"
 SECRET = "grader-secret-7f3a"
 PLANTED = "PLANTED-HOST-FILE-CONTENT-19c2"

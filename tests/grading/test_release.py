@@ -19,8 +19,8 @@ from labkit.grading.release import (
     release_notebook,
     strip_solutions,
 )
+from tests.support.paths import LABS
 
-LABS = Path(__file__).resolve().parents[1] / "labs"
 SHIPPED = sorted(LABS.glob("*.ipynb"))
 
 EXERCISE = f"""def double(x):

@@ -14,7 +14,6 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-from lab_submissions import LAB_00, exercises, submission, wrong_sparsity
 
 from benchmarks.grading import markdown, write_class
 from labkit.cli import main
@@ -30,8 +29,9 @@ from labkit.grading.tables import (
     write_part,
     write_tables,
 )
+from tests.support.lab_submissions import LAB_00, exercises, submission, wrong_sparsity
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SBATCH = ROOT / "examples" / "slurm" / "grade.sbatch"
 WORKFLOW = ROOT / "examples" / "ci-matrix" / "grade.yml"
 LABS_SHA = "a" * 64

@@ -10,11 +10,11 @@ import inspect
 
 import nbformat
 import pytest
-from lab_submissions import LAB_00, exercises, submission
 
 from labkit import measure
 from labkit.cli import main
 from labkit.grading.similarity import LABKIT, SOLUTION, compare, similarity_report
+from tests.support.lab_submissions import LAB_00, exercises, submission
 
 SPARSITY, SIZE = list(exercises())
 SPARSITY_HEAD = ('def get_sparsity(tensor: torch.Tensor) -> float:\n'

@@ -1,6 +1,5 @@
 import pytest
 import torch
-from tiny_models import tiny_loader, tiny_vgg
 from torch import nn
 
 from labkit import training
@@ -8,6 +7,7 @@ from labkit.models import MLP
 from labkit.pruning.channels import conv_blocks
 from labkit.pruning.granularity import channel_mask, fine_grained_mask
 from labkit.pruning.masking import Pruner, apply_masks, batchnorm_pairs, slimming_masks
+from tests.support.tiny_models import tiny_loader, tiny_vgg
 
 
 def half_masks(model):

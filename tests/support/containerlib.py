@@ -26,7 +26,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import nbformat
-from tinylab import TINY, student_copy, tiny_instructor
+
+from tests.support.tinylab import TINY, student_copy, tiny_instructor
 
 BWRAP = shutil.which("bwrap")
 SETPRIV = shutil.which("setpriv")

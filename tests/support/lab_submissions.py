@@ -5,8 +5,8 @@ from pathlib import Path
 import nbformat
 
 from labkit.grading.release import release_notebook, tags
+from tests.support.paths import LABS
 
-LABS = Path(__file__).resolve().parents[1] / "labs"
 LAB_00 = LABS / "00_baseline.ipynb"
 
 

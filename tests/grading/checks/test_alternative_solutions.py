@@ -10,14 +10,12 @@ import functools
 import itertools
 import math
 from fractions import Fraction
-from pathlib import Path
 
 import nbformat
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from lab_submissions import lab_solutions as solutions_of
 from torch import nn
 
 from labkit.grading.checks import CHECKS, core
@@ -25,8 +23,9 @@ from labkit.hardware import eie
 from labkit.hardware.sparseconv import kernel_offsets
 from labkit.models import VGG, BasicBlock, ResNet
 from labkit.pruning import channels, llm
+from tests.support.lab_submissions import lab_solutions as solutions_of
+from tests.support.paths import LABS
 
-LABS = Path(__file__).resolve().parents[1] / "labs"
 SEEDS = range(50)
 
 # --- the referee's path, with expected outcomes cached per seed -------------------------

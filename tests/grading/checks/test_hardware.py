@@ -2,10 +2,14 @@
 
 import pytest
 import torch
-from test_alternative_solutions import encode_with_divmod, kernel_map_broadcast, metadata_loops
 
 from labkit.grading import checks
 from labkit.hardware import eie, nm, sparseconv
+from tests.grading.checks.test_alternative_solutions import (
+    encode_with_divmod,
+    kernel_map_broadcast,
+    metadata_loops,
+)
 
 
 def reference_metadata(weight):

@@ -3,7 +3,6 @@ off-by-one count and a half-done channel sort are named; public answers hard-cod
 the hidden cases. (The labs' solutions and others pass: test_alternative_solutions.)"""
 
 import copy
-from pathlib import Path
 
 import nbformat
 import pytest
@@ -13,8 +12,8 @@ from labkit.grading import checks
 from labkit.grading.checks import CHECKS, core
 from labkit.models import VGG
 from labkit.pruning import channels
+from tests.support.paths import LABS
 
-LABS = Path(__file__).resolve().parents[1] / "labs"
 NOTEBOOKS = ("00_baseline", "01_granularity", "02_criteria", "03_neuron_pruning")
 
 

@@ -7,12 +7,10 @@ and the typical mistakes of labs 04-06 are in test_alternative_solutions_trainin
 import copy
 import html
 import re
-from pathlib import Path
 
 import nbformat
 import pytest
 import torch
-from lab_submissions import lab_solutions as solutions_of
 
 from labkit import data, zoo
 from labkit.grading import checks
@@ -26,8 +24,8 @@ from labkit.pruning import sensitivity
 from labkit.pruning.granularity import fine_grained_mask
 from labkit.pruning.masking import Pruner
 from labkit.training import evaluate, finetune
-
-LABS = Path(__file__).resolve().parents[1] / "labs"
+from tests.support.lab_submissions import lab_solutions as solutions_of
+from tests.support.paths import LABS
 
 
 def lab_solutions(stem):

@@ -1,0 +1,1 @@
+"""Tests of labkit.pruning: one module per pruning concept."""

@@ -1,0 +1,1 @@
+"""Tests of labkit.search: AMC and NetAdapt."""

@@ -1,0 +1,1 @@
+"""Tests of labkit.viz: the plots, controls and tables the labs use."""
