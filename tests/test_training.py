@@ -1,21 +1,15 @@
-import hashlib
 import os
 import random
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from labkit import training
-from labkit.models import VGG
-
-
-def tiny_model():
-    torch.manual_seed(0)
-    return VGG((8, "M", 16))
+from tests.support.finetuning import finetune_digest, finetuned_state, tiny_model
+from tests.support.paths import ROOT
 
 
 def test_torch_threads_sets_and_restores_the_thread_count():
@@ -130,12 +124,6 @@ def test_training_threads_setting_is_used_and_restored(digits, monkeypatch):
     assert set(seen) == {training.TRAIN_THREADS}
 
 
-def _finetuned_state(train_loader, val_loader, seed=0):
-    model = tiny_model()
-    training.finetune(model, train_loader, val_loader, epochs=2, seed=seed, progress=False)
-    return model.state_dict()
-
-
 def test_the_same_call_on_one_loader_repeats_exactly(digits):
     """Four identical calls on one loader, interleaved with other random draws (global
     torch, NumPy, Python and the loader's own generator), give the same weights: the
@@ -143,7 +131,7 @@ def test_the_same_call_on_one_loader_repeats_exactly(digits):
     train_loader, val_loader, _ = digits.loaders(64)
     states = []
     for _ in range(4):
-        states.append(_finetuned_state(train_loader, val_loader))
+        states.append(finetuned_state(train_loader, val_loader))
         torch.rand(7), np.random.rand(3), random.random()
         next(iter(train_loader))
     for state in states[1:]:
@@ -154,39 +142,28 @@ def test_the_same_call_on_one_loader_repeats_exactly(digits):
 def test_the_shuffle_follows_the_seed_and_leaves_the_loader_alone(digits):
     used, val_loader, _ = digits.loaders(64, seed=3)
     untouched, _, _ = digits.loaders(64, seed=3)
-    first = _finetuned_state(used, val_loader, seed=0)
+    first = finetuned_state(used, val_loader, seed=0)
     assert [y.tolist() for _, y in used] == [y.tolist() for _, y in untouched]
     other_loader, _, _ = digits.loaders(64, seed=7)
-    same = _finetuned_state(other_loader, val_loader, seed=0)
+    same = finetuned_state(other_loader, val_loader, seed=0)
     assert all(torch.equal(first[key], same[key]) for key in first)
-    other_seed = _finetuned_state(used, val_loader, seed=1)
+    other_seed = finetuned_state(used, val_loader, seed=1)
     assert any(not torch.equal(first[key], other_seed[key]) for key in first)
 
 
 FINETUNE_DIGEST = """
-import sys
-sys.path.insert(0, {tests!r})
-from test_training import finetune_digest
 from labkit import data
+from tests.support.finetuning import finetune_digest
 print(finetune_digest(data.load("digits")))
 """
-
-
-def finetune_digest(digits):
-    """A digest of the weights after a finetune on a loader that was iterated first."""
-    train_loader, val_loader, _ = digits.loaders(64)
-    next(iter(train_loader))
-    state = _finetuned_state(train_loader, val_loader, seed=3)
-    return hashlib.sha256(b"".join(value.numpy().tobytes() for value in state.values())
-                          ).hexdigest()
 
 
 def test_the_same_call_gives_the_same_weights_in_another_process(digits):
     """Another process, another OMP_NUM_THREADS and another global RNG state: the same
     weights, bit for bit."""
-    script = FINETUNE_DIGEST.format(tests=str(Path(__file__).parent))
     environment = {**os.environ, "OMP_NUM_THREADS": "2"}
-    other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                           env=environment, check=True, timeout=300).stdout.split()[-1]
+    other = subprocess.run([sys.executable, "-c", FINETUNE_DIGEST], capture_output=True,
+                           text=True, cwd=ROOT, env=environment, check=True,
+                           timeout=300).stdout.split()[-1]
     torch.rand(5)
     assert finetune_digest(digits) == other

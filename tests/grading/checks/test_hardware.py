@@ -5,7 +5,7 @@ import torch
 
 from labkit.grading import checks
 from labkit.hardware import eie, nm, sparseconv
-from tests.grading.checks.test_alternative_solutions import (
+from tests.support.hardware_solutions import (
     encode_with_divmod,
     kernel_map_broadcast,
     metadata_loops,
