@@ -1,13 +1,33 @@
-"""Made-up submissions of lab 00, built from its released notebook, for the grading tests."""
+"""Made-up submissions of lab 00, built from its released notebook, for the grading tests;
+and the labs' own solutions, run from their instructor notebooks, for the check tests."""
 
+import copy
+import functools
 from pathlib import Path
 
 import nbformat
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 from labkit.grading.release import release_notebook, tags
+from labkit.hardware import eie
+from labkit.hardware.sparseconv import kernel_offsets
+from labkit.models import VGG, BasicBlock, ResNet
+from labkit.pruning import channels, llm
+from labkit.pruning.granularity import fine_grained_mask
+from labkit.pruning.masking import Pruner
+from labkit.training import evaluate, finetune
 from tests.support.paths import LABS
 
 LAB_00 = LABS / "00_baseline.ipynb"
+
+# The names the labs' exercise cells use, which the labs' other cells import.
+LAB_NAMES = {"torch": torch, "nn": nn, "F": F, "copy": copy, "VGG": VGG, "ResNet": ResNet,
+             "BasicBlock": BasicBlock, "channels": channels, "eie": eie,
+             "kernel_offsets": kernel_offsets, "llm": llm,
+             "fine_grained_mask": fine_grained_mask, "evaluate": evaluate,
+             "finetune": finetune, "Pruner": Pruner}
 
 
 def instructor(lab: Path = LAB_00) -> nbformat.NotebookNode:
@@ -34,9 +54,11 @@ def wrong_sparsity(lab: Path = LAB_00) -> dict[str, str]:
                                      "    return tensor.count_nonzero().item() / tensor.numel()"}
 
 
-def lab_solutions(stem: str, namespace: dict) -> dict:
-    """The functions lab ``stem``'s instructor notebook defines in its exercise cells,
-    run in ``namespace`` (the names its other cells would have given them)."""
+@functools.cache
+def lab_solutions(stem: str) -> dict:
+    """The functions lab ``stem``'s instructor notebook defines in its exercise cells, run
+    with :data:`LAB_NAMES` (the names its other cells would have given them)."""
+    namespace = dict(LAB_NAMES)
     notebook = instructor(LABS / f"{stem}.ipynb")
     for cell in notebook.cells:
         if "exercise" in tags(cell):

@@ -19,10 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from labkit.grading.checks import CHECKS, core
-from labkit.hardware import eie
 from labkit.hardware.sparseconv import kernel_offsets
-from labkit.models import VGG, BasicBlock, ResNet
-from labkit.pruning import channels, llm
+from labkit.models import BasicBlock
+from labkit.pruning import channels
 from tests.support.hardware_solutions import (
     encode_vectorised,
     encode_with_divmod,
@@ -34,7 +33,7 @@ from tests.support.hardware_solutions import (
     metadata_loops,
     metadata_topk_of_a_key,
 )
-from tests.support.lab_submissions import lab_solutions as solutions_of
+from tests.support.lab_submissions import lab_solutions
 from tests.support.paths import LABS
 
 SEEDS = range(50)
@@ -66,15 +65,6 @@ def first_failure(name, solution, seeds=SEEDS):
             if problem:
                 return f"seed {seed}, {case.name}: {problem}"
     return None
-
-
-@functools.cache
-def lab_solutions(stem):
-    """The functions a lab's instructor notebook defines in its exercise cells."""
-    return solutions_of(stem, {"torch": torch, "nn": nn, "F": F, "copy": copy, "VGG": VGG,
-                               "ResNet": ResNet, "BasicBlock": BasicBlock,
-                               "channels": channels, "eie": eie,
-                               "kernel_offsets": kernel_offsets, "llm": llm})
 
 
 def from_lab(stem, function):

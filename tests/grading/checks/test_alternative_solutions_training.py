@@ -26,6 +26,7 @@ from labkit.grading.checks.sensitivity import SCAN_LAYER, SPARSITY_BUDGET
 from labkit.pruning.granularity import fine_grained_mask
 from labkit.pruning.masking import Pruner
 from labkit.training import evaluate, finetune
+from tests.support.lab_submissions import lab_solutions
 
 SEEDS = range(50)
 LAYERS = ("backbone.conv0", "backbone.conv1", "backbone.conv2", "backbone.conv3", "classifier")
@@ -181,8 +182,7 @@ def test_scan_layer_names_typical_mistakes(mistake, phrases):
 
 # --- lab 04: the design challenge ---------------------------------------------------
 
-HAND = {"backbone.conv0": 0.0, "backbone.conv1": 0.75, "backbone.conv2": 0.75,
-        "backbone.conv3": 0.9, "classifier": 0.0}
+HAND = lab_solutions("04_sensitivity")["choose_sparsities"]()
 """The lab's hand-picked choice: 21.7% of the dense size, 99.26% after the finetune."""
 
 
@@ -271,7 +271,7 @@ def test_limit_ratio_names_typical_mistakes(mistake, phrases):
 
 # --- lab 05: the design challenge -------------------------------------------------------
 
-GOOD_POLICY = [0.0, 0.4, 0.5, 0.6]
+GOOD_POLICY = lab_solutions("05_auto_pruning")["choose_ratios"]()
 """The lab's policy: 0.386 of the dense MACs, 95.19% validation accuracy."""
 
 

@@ -4,27 +4,13 @@ the hidden cases. (The labs' solutions and others pass: test_alternative_solutio
 
 import copy
 
-import nbformat
 import pytest
 import torch
 
 from labkit.grading import checks
 from labkit.grading.checks import CHECKS, core
-from labkit.models import VGG
 from labkit.pruning import channels
-from tests.support.paths import LABS
-
-NOTEBOOKS = ("00_baseline", "01_granularity", "02_criteria", "03_neuron_pruning")
-
-
-def solutions(stem):
-    """The exercise functions of a lab, defined by running its exercise cells."""
-    namespace = {"torch": torch, "copy": copy, "VGG": VGG, "channels": channels}
-    notebook = nbformat.read(LABS / f"{stem}.ipynb", as_version=4)
-    for cell in notebook.cells:
-        if "exercise" in cell.metadata.get("tags", []):
-            exec(compile(cell.source, f"{stem}:{cell.id}", "exec"), namespace)
-    return namespace
+from tests.support.lab_submissions import lab_solutions
 
 
 def failure(check, function, seed=0):
@@ -52,7 +38,7 @@ def test_an_off_by_one_count_names_both_kept_counts():
 
 
 def test_a_float_mask_from_scatter_is_named_as_a_dtype_error():
-    nm_mask = solutions("01_granularity")["nm_mask"]
+    nm_mask = lab_solutions("01_granularity")["nm_mask"]
 
     def float_mask(weight, n, m):
         return nm_mask(weight, n, m).float()
@@ -63,14 +49,14 @@ def test_a_float_mask_from_scatter_is_named_as_a_dtype_error():
 
 
 def test_a_float64_importance_is_named_as_a_dtype_error():
-    importance = solutions("03_neuron_pruning")["get_input_channel_importance"]
+    importance = lab_solutions("03_neuron_pruning")["get_input_channel_importance"]
     with pytest.raises(checks.CheckFailed, match="expected dtype torch.float32, got dtype "
                                                  "torch.float64"):
         checks.check_input_channel_importance(lambda weight: importance(weight).double())
 
 
 def test_changing_the_weight_in_place_is_caught():
-    fine_grained_mask = solutions("01_granularity")["fine_grained_mask"]
+    fine_grained_mask = lab_solutions("01_granularity")["fine_grained_mask"]
 
     def in_place(weight, sparsity):
         mask = fine_grained_mask(weight, sparsity)
@@ -82,7 +68,7 @@ def test_changing_the_weight_in_place_is_caught():
 
 
 def test_a_sort_that_forgets_the_batchnorm_says_what_to_permute():
-    importance = solutions("03_neuron_pruning")["get_input_channel_importance"]
+    importance = lab_solutions("03_neuron_pruning")["get_input_channel_importance"]
 
     def forgets_batchnorm(model):
         model = copy.deepcopy(model)

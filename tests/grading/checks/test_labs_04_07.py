@@ -4,7 +4,6 @@ checks that train or evaluate give the same number on every call and the number 
 tables show; EIE's lock-step cycle count against typical mistakes. Other correct styles
 and the typical mistakes of labs 04-06 are in test_alternative_solutions_training.py."""
 
-import copy
 import html
 import re
 
@@ -21,22 +20,14 @@ from labkit.grading.checks import schedule as schedule_checks
 from labkit.grading.checks import sensitivity as sensitivity_checks
 from labkit.hardware import eie
 from labkit.pruning import sensitivity
-from labkit.pruning.granularity import fine_grained_mask
-from labkit.pruning.masking import Pruner
-from labkit.training import evaluate, finetune
-from tests.support.lab_submissions import lab_solutions as solutions_of
+from labkit.training import evaluate
+from tests.support.lab_submissions import lab_solutions
 from tests.support.paths import LABS
 
-
-def lab_solutions(stem):
-    """The functions a lab's instructor notebook defines in its exercise cells."""
-    return solutions_of(stem, {"torch": torch, "copy": copy,
-                               "fine_grained_mask": fine_grained_mask, "evaluate": evaluate,
-                               "finetune": finetune, "Pruner": Pruner})
-
-
-LAB04, LAB05, LAB06 = (lab_solutions(stem) for stem in
-                       ("04_sensitivity", "05_auto_pruning", "06_finetune_loop"))
+LAB04, LAB05, LAB06, LAB07 = (lab_solutions(stem) for stem in
+                               ("04_sensitivity", "05_auto_pruning", "06_finetune_loop",
+                                "07_hardware_eie"))
+lockstep_cycles = LAB07["lockstep_cycles"]
 
 
 def table_row(stem, cell_id, row):
@@ -51,13 +42,6 @@ def table_row(stem, cell_id, row):
         if cells and cells[0] == row:
             return cells[1:]
     raise AssertionError(f"{stem}:{cell_id} shows no row {row!r}")
-
-
-def lockstep_cycles(encoded, activations):
-    """The instructor solution of lab 07's exercise."""
-    entries = torch.stack([pe.column_pointers.diff() for pe in encoded.pes])
-    broadcast = entries[:, activations != 0]
-    return int(broadcast.amax(dim=0).sum()) if broadcast.numel() else 0, broadcast.sum(dim=1)
 
 
 def test_the_labs_check_cells_print_one_line_each(capsys):

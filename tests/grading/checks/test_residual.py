@@ -1,41 +1,20 @@
-"""The checks of lab 03b: a student's ResNet channel groups and reader importance."""
+"""The checks of lab 03b, a student's ResNet channel groups and reader importance, on the
+lab's own solutions (read from the instructor notebook) and on typical mistakes."""
 
 import pytest
-import torch
 from torch import nn
 
 from labkit.grading import checks
-from labkit.models import BasicBlock
 from labkit.pruning import channels
+from tests.support.lab_submissions import lab_solutions
 
-
-def groups_from_the_modules(model):
-    """The lab's solution: walk the blocks; an identity shortcut joins the stream's group,
-    a projection starts a new one."""
-    stream = ["stem.conv"]
-    groups = [stream]
-    for name, module in model.named_modules():
-        if isinstance(module, BasicBlock):
-            groups.append([f"{name}.conv1"])
-            if isinstance(module.shortcut, nn.Identity):
-                stream.append(f"{name}.conv2")
-            else:
-                stream = [f"{name}.shortcut.conv", f"{name}.conv2"]
-                groups.append(stream)
-    return groups
-
-
-def importance_by_concatenation(weights):
-    """The lab's solution: every reader's weights of channel j side by side, one norm."""
-    rows = [w.detach().float().transpose(0, 1).flatten(1) for w in weights]
-    if len({r.shape[0] for r in rows}) != 1:
-        raise ValueError("the readers read different numbers of channels")
-    return torch.cat(rows, dim=1).norm(dim=1)
+LAB03B = lab_solutions("03b_residual_pruning")
+residual_groups, reader_importance = LAB03B["residual_groups"], LAB03B["reader_importance"]
 
 
 def test_the_solutions_pass(capsys):
-    checks.check_residual_groups(groups_from_the_modules)
-    checks.check_reader_importance(importance_by_concatenation)
+    checks.check_residual_groups(residual_groups)
+    checks.check_reader_importance(reader_importance)
     assert capsys.readouterr().out.splitlines() == ["residual_groups: 5/5 cases passed",
                                                     "reader_importance: 6/6 cases passed"]
 
@@ -52,7 +31,7 @@ def test_one_group_per_conv_fails_and_says_how_many_groups():
 def test_forgetting_the_projection_fails():
     def projection_joins_the_stream(model):
         return [[name for name in group if "shortcut" not in name] for group in
-                groups_from_the_modules(model)]
+                residual_groups(model)]
 
     with pytest.raises(checks.CheckFailed, match="residual_groups: case"):
         checks.check_residual_groups(projection_joins_the_stream)
@@ -69,7 +48,7 @@ def test_summing_importances_instead_of_squares_fails():
 def test_not_refusing_mismatched_readers_fails():
     def truncates(weights):
         count = min(w.shape[1] for w in weights)
-        return importance_by_concatenation([w[:, :count] for w in weights])
+        return reader_importance([w[:, :count] for w in weights])
 
     with pytest.raises(checks.CheckFailed, match="different channel counts' failed: expected "
                                                  "ValueError raised"):
