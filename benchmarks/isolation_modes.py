@@ -4,7 +4,7 @@ Prints, for each mode named on the command line and three repetitions, the secon
 notebook's run (pytest, nbval and the kernel), of the check process and of the referee,
 and what the check process adds to the other two (the goal: at most 25%).
 ``--in-container`` runs the same inside the Docker-like container of the test suite
-(``tests/containerlib.py``: root with Docker's capabilities and a seccomp filter that
+(``tests/support/containerlib.py``: root with Docker's capabilities and a seccomp filter that
 refuses namespaces), where the ``container`` mode is the one that can run::
 
     OMP_NUM_THREADS=1 python -m benchmarks.isolation_modes bwrap process
@@ -25,18 +25,16 @@ from labkit.grading import grade, referee
 from labkit.grading.records import GradingConfig, Limits
 from labkit.grading.release import tags
 from labkit.grading.submissions import merge, read_submission, replaced_functions
+from tests.support.containerlib import environment, run_in_container
+from tests.support.lab_submissions import LAB_00, exercises, submission
 
 from .config import ROOT
 
-TESTS = ROOT / "tests"
 REPETITIONS = 3
 
 
 def stages(mode: str) -> tuple[float, float, float]:
     """Seconds of the notebook's run, the check process and the referee, in ``mode``."""
-    sys.path.insert(0, str(TESTS))
-    from lab_submissions import LAB_00, exercises, submission
-
     instructor = nbformat.read(LAB_00, as_version=4)
     replaced = replaced_functions(instructor)
     config = GradingConfig(Limits(), b"benchmark", mode, zoo.cache_dir(), 1)
@@ -59,9 +57,6 @@ def stages(mode: str) -> tuple[float, float, float]:
 
 def main(argv: list[str]) -> None:
     if argv and argv[0] == "--in-container":
-        sys.path.insert(0, str(TESTS))
-        from containerlib import environment, run_in_container
-
         done = run_in_container([sys.executable, "-m", "benchmarks.isolation_modes",
                                  *argv[1:]], {}, environment(PYTHONPATH=str(ROOT)),
                                 timeout=1800)

@@ -9,7 +9,7 @@ changes when the code does. ``make book`` runs this script before the build:
 
 SVG output, with the text as paths, a fixed hash salt for the element ids and no
 timestamp; one thread and the same seed before each figure, so a rerun gives the same
-files byte for byte (``tests/test_figures.py`` checks it).
+files byte for byte (``tests/course/test_figures.py`` checks it).
 """
 
 from __future__ import annotations
