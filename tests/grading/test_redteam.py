@@ -24,6 +24,7 @@ from labkit.grading.grade import grade
 from labkit.grading.records import GradingConfig, Limits
 from labkit.grading.release import release_notebook, tags
 from labkit.grading.submissions import pretrained_models
+from tests.support.containerlib import read_rows
 from tests.support.paths import LABS
 from tests.support.tinylab import solutions, student_copy, tiny_instructor
 from tests.support.tricks import (
@@ -181,11 +182,6 @@ def write_submissions(root: Path, sources: dict[str, tuple[str, str]]) -> None:
             if cell.id == size and size_source:
                 cell.source = size_source
         nbformat.write(notebook, root / f"{student}__{LAB}.ipynb")
-
-
-def read_rows(path: Path) -> dict[tuple[str, str], dict]:
-    with open(path, newline="") as file:
-        return {(row["student"], row["check"]): row for row in csv.DictReader(file)}
 
 
 def read_notes(path: Path) -> dict[str, str]:

@@ -8,16 +8,11 @@ from hypothesis import strategies as st
 
 from labkit import measure
 from labkit.grading import checks
-from labkit.models import VGG
 from labkit.pruning import schedule
 from labkit.pruning.masking import Pruner
 from labkit.pruning.schedule import Recipe
 from labkit.training import FINETUNE_LR, finetune
-
-
-def tiny_model(seed=0):
-    torch.manual_seed(seed)
-    return VGG((8, "M", 16))
+from tests.support.finetuning import tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -11,16 +11,9 @@ from labkit.measure import count_macs
 from labkit.models import MLP, VGG
 from labkit.pruning.channels import channel_prune, get_num_channels_to_keep
 from labkit.search import amc
-from labkit.training import evaluate, torch_threads
+from labkit.training import evaluate
 
 WIDTHS = (6, "M", 8, 5)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread (see labkit.training.torch_threads)."""
-    with torch_threads(1):
-        yield
 
 
 def small_vgg(seed=0) -> VGG:

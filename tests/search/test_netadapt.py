@@ -7,16 +7,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from labkit.models import VGG
 from labkit.search import netadapt
-from labkit.training import torch_threads
 
 WIDTHS = (8, "M", 16, 16)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread (see labkit.training.torch_threads)."""
-    with torch_threads(1):
-        yield
 
 
 def small_vgg(widths=WIDTHS, seed=0) -> VGG:

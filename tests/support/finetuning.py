@@ -1,6 +1,6 @@
-"""A small VGG finetuned on the digits, and a digest of its weights: what the tests of
-training's repeatability compare, in the test's process and in another one, which imports
-this module to compute the same digest."""
+"""A small VGG for the digits, the model the training and schedule tests train; its weights
+after a finetune, and a digest of them, which the tests of training's repeatability
+compare in the test's process and in another one that imports this module."""
 
 import hashlib
 
@@ -10,8 +10,8 @@ from labkit import training
 from labkit.models import VGG
 
 
-def tiny_model():
-    torch.manual_seed(0)
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
     return VGG((8, "M", 16))
 
 
