@@ -1,3 +1,10 @@
-"""What several test modules share: the repository's folders, tiny models and a tiny lab,
-made-up and dishonest submissions, the Docker-like container, and correct solutions
-written in other styles than labkit's."""
+"""What several test modules share, one module a subject:
+
+- ``paths``: the repository's folders;
+- ``tiny_models`` and ``finetuning``: small models and data that train in seconds;
+- ``tinylab``: a tiny lab to grade; ``lab_submissions``: made-up submissions of lab 00
+  and the labs' own solutions, run from their notebooks; ``tricks``: dishonest
+  submissions;
+- ``containerlib``: the Docker-like container the grading tests run in;
+- ``hardware_solutions``: lab 07's exercises solved in other styles than labkit's.
+"""
