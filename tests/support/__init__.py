@@ -6,5 +6,5 @@
   and the labs' own solutions, run from their notebooks; ``tricks``: dishonest
   submissions;
 - ``containerlib``: the Docker-like container the grading tests run in;
-- ``hardware_solutions``: lab 07's exercises solved in other styles than labkit's.
+- ``hardware_solutions``: the exercises of labs 07 and 07b solved in other styles.
 """
