@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from ipywidgets import Dropdown, FloatSlider
 from matplotlib.figure import Figure
@@ -288,12 +288,14 @@ def test_a_wrapped_figure_stored_as_the_notebook_stores_it_is_at_most_700_px_wid
 
 @given(st.lists(st.text(alphabet="ab(),= ", min_size=0, max_size=40), max_size=6),
        st.integers(min_value=0, max_value=12), st.integers(min_value=20, max_value=60))
+@example([" ===", "===="], 12, 20)
 def test_wrap_keeps_every_word_and_fits_lines_of_short_words(words, indent, width):
     text = " " * indent + " ".join(word for word in words)
     wrapped = viz.wrap(text + "\n" + text, width)
     assert wrapped.split() == (text + " " + text).split()
+    continuation = len(text) - len(text.lstrip()) + 4
     assert all(len(line) <= width for line in wrapped.splitlines()
-               if all(len(word) <= width - indent - 4 for word in line.split()))
+               if all(len(word) <= width - continuation for word in line.split()))
 
 
 def test_wrap_indents_continuations_and_refuses_a_narrow_width():
