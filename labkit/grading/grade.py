@@ -140,7 +140,8 @@ def run_nbval(private: Path, notebook: NotebookNode, config: GradingConfig, mode
     if isinstance(runner, ContainerRunner):
         runner.own()
     argv = [
-        sys.executable, "-m", "pytest", "-p", "nbval.plugin", "-p", "no:cacheprovider",
+        sys.executable, "-m", "pytest", "-p", "nbval.plugin", "-p", "labkit.grading.nbval_plugin",
+        "-p", "no:cacheprovider",
         "--nbval-lax", "--nbval-current-env",
         f"--nbval-cell-timeout={config.limits.cell_timeout_s}",
         "--junitxml=../report/junit.xml", "--color=no", "-q", "submission.ipynb",

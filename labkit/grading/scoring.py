@@ -19,6 +19,7 @@ from xml.etree import ElementTree
 from nbformat import NotebookNode
 
 from labkit.grading import referee
+from labkit.grading.nbval_plugin import KERNEL_DIED
 from labkit.grading.records import CheckCell, CheckResult, LabGrade, Limits, Submission
 from labkit.grading.release import tags
 from labkit.grading.submissions import exercise_findings, replaced_functions
@@ -71,6 +72,8 @@ def _outcome(report: str, cell_timeout_s: float) -> CellOutcome:
     if "Failed to interrupt kernel" in report or "exceeded waiting for output" in report:
         return CellOutcome(False, f"the kernel died or stopped responding (no reply "
                                   f"within {cell_timeout_s:g} s)", stops=True)
+    if KERNEL_DIED in report:
+        return CellOutcome(False, "the kernel died while running this cell", stops=True)
     if "Kernel dead" in report:
         return CellOutcome(False, "the kernel had died", stops=True)
     if "Timeout of" in report:

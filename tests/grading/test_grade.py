@@ -313,6 +313,7 @@ RAISED = ("Notebook cell execution failed\nCell 2: Cell execution caused an exce
 TIMEOUT = "Notebook cell execution failed\nCell 1: Timeout of 8 seconds exceeded executing cell"
 DEAD = ("Notebook cell execution failed\nCell 3: Timeout of 8 seconds exceeded while executing "
         "cell. Failed to interrupt kernel in 5 seconds, so failing without traceback.")
+DIED = "Notebook cell execution failed\nRuntimeError: Kernel died while running the cell"
 DIFFERS = ("Notebook cell execution failed\nCell 2: Cell outputs differ\n\nInput:\nx\n\n"
            "Traceback:\n mismatch 'stdout'\n\n  - hi\n    double: 2/2 cases passed\n")
 XFAIL = '<skipped type="pytest.xfail" message="Previous cell timed out, expected cell to fail"/>'
@@ -352,6 +353,13 @@ def test_score_keeps_earlier_checks_when_the_kernel_dies_later():
         ("check_get_num_channels_to_keep", False, 1,
          "not run: in an earlier exercise cell (cell-4), the kernel died or stopped responding "
          "(no reply within 8 s)")]
+
+
+def test_score_says_the_kernel_died_in_the_cell_where_it_died():
+    report = junit(case(0), case(1), case(2), case(3, failure(DIED)),
+                   case(4, failure("RuntimeError: Kernel dead on test start")))
+    assert graded(report)[1][3] == ("not run: in an earlier exercise cell (cell-4), the "
+                                    "kernel died while running this cell")
 
 
 def test_score_without_a_report_fails_every_check_with_the_reason():

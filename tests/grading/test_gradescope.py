@@ -264,6 +264,8 @@ def test_crashing_submission_scores_zero_with_the_reason(autograder_zip, lab, tm
     assert results["score"] == 0, results
     assert all("not run" in t["output"] or "died" in t["output"]
                for t in results["tests"] if t["max_score"]), results
+    assert any("the kernel died while running this cell" in t["output"]
+               for t in results["tests"]), results
 
 
 @pytest.mark.parametrize(("files", "message"), [
