@@ -10,13 +10,16 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from IPython.core.formatters import format_display_data
 from ipywidgets import Dropdown, FloatSlider
 from matplotlib.figure import Figure
 
 from labkit import viz
+from labkit.cli import WIDGET_VIEW
 from labkit.measure import Latency, cost_frame, count_macs
 from labkit.search.comparison import compare_networks
 from labkit.search.netadapt import family_frame
+from labkit.viz.generic import RELOAD_NOTE
 
 
 def test_table_formats_each_column_and_float_labels():
@@ -91,20 +94,27 @@ def test_interactive_draws_at_the_defaults_and_redraws_on_change(monkeypatch):
     viz.interactive(lambda sparsity, kind: drawn.append((sparsity, kind)) or f"{kind}{sparsity}",
                     sparsity=slider, kind=menu)
     assert drawn == [(0.5, "a")]
-    assert shown[1][0] == ("a0.5",) and shown[1][1] == {"display_id": True}
+    assert shown[2][0] == ("a0.5",) and shown[2][1] == {"display_id": True}
     slider.value = 0.25
     assert drawn[-1] == (0.25, "a") and shown[-1] == (("a0.25",), {"update": True})
 
 
-def test_interactive_says_under_its_controls_to_run_the_cell_again_after_a_reload(monkeypatch):
+def test_interactive_stores_its_reload_note_as_an_ordinary_output_under_the_controls(
+        monkeypatch):
+    """The note is Markdown, not part of a widget: the executed notebook keeps it when
+    the widget views are dropped, so a page opened without a kernel shows it."""
     shown = []
     monkeypatch.setattr("IPython.display.display",
                         lambda *objects, **options: shown.append(objects[0]))
     slider = FloatSlider(value=0.5, min=0.0, max=1.0)
     viz.interactive(lambda sparsity: sparsity, sparsity=slider)
-    controls, note = shown[0].children
+    controls, note, output = shown
     assert list(controls.children) == [slider]
-    assert "After reloading the page, run this cell again" in note.value
+    assert output == 0.5
+    data, _ = format_display_data(note)
+    assert WIDGET_VIEW not in data
+    assert data["text/markdown"] == f"*{RELOAD_NOTE}*"
+    assert "after reloading the page, run the cell again" in RELOAD_NOTE
 
 
 def test_interactive_refuses_what_is_not_a_control():

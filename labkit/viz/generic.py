@@ -123,9 +123,11 @@ def seed_table(results: Mapping[Any, Sequence[float]], quantity: str, *, index: 
                  index=index, missing="")
 
 
-RELOAD_NOTE = "After reloading the page, run this cell again for the controls to redraw."
-"""Shown under every :func:`interactive`'s controls: a reloaded page keeps the controls
-but no longer receives their redrawn output until the cell runs again."""
+RELOAD_NOTE = ("The controls redraw the output below while this cell runs in a live kernel; "
+               "after reloading the page, run the cell again.")
+"""Shown under every :func:`interactive`'s controls, as an ordinary output: a page opened
+without a kernel (a reloaded notebook, the book) shows no controls, or controls that no
+longer redraw, until the cell runs again."""
 
 
 def interactive(draw: Callable[..., Any], **controls: Any) -> None:
@@ -136,11 +138,11 @@ def interactive(draw: Callable[..., Any], **controls: Any) -> None:
     :class:`~matplotlib.figure.Figure`, a table, text). The output at the controls'
     initial values is displayed as an ordinary output (an image for a figure), so the
     notebook stores it and a static page shows it; in a live kernel the controls redraw
-    it in place. Under the controls, :data:`RELOAD_NOTE` says to run the cell again after
-    the page is reloaded.
+    it in place. Between them, :data:`RELOAD_NOTE` (Markdown, an output the notebook
+    stores, unlike the controls) says to run the cell again after the page is reloaded.
     """
     import ipywidgets
-    from IPython.display import display
+    from IPython.display import Markdown, display
 
     if not controls:
         raise ValueError("interactive needs at least one control, got none")
@@ -152,8 +154,8 @@ def interactive(draw: Callable[..., Any], **controls: Any) -> None:
     def output() -> Any:
         return draw(**{name: control.value for name, control in controls.items()})
 
-    display(ipywidgets.VBox([ipywidgets.HBox(list(controls.values())),
-                             ipywidgets.HTML(f"<small>{RELOAD_NOTE}</small>")]))
+    display(ipywidgets.HBox(list(controls.values())))
+    display(Markdown(f"*{RELOAD_NOTE}*"))
     handle = display(output(), display_id=True)
 
     def redraw(_change: Any) -> None:
