@@ -287,9 +287,23 @@ def test_wide_figures_fit_the_column():
     assert all(figure.get_figwidth() <= viz.COLUMN_INCHES for figure in figures)
 
 
-def test_a_wrapped_figure_stored_as_the_notebook_stores_it_is_at_most_700_px_wide():
-    figure = viz.input_norms({f"blocks.{k}.mlp.fc": torch.rand(96) + 0.1 for k in range(3)},
-                             tokens=2048)
+def _input_norms_of_three_layers():
+    return viz.input_norms({f"blocks.{k}.mlp.fc": torch.rand(96) + 0.1 for k in range(3)},
+                           tokens=2048)
+
+
+def _estimates_with_long_names():
+    exact = torch.rand(200) * 1e-3
+    return viz.scatter_against(exact, {"Hutchinson, 16 samples": exact + 1e-4,
+                                       "Hutchinson, 256 samples": exact * 1.01,
+                                       "Fisher": exact * 0.5}, xlabel="exact $h_{ii}$")
+
+
+@pytest.mark.parametrize("draw", [_input_norms_of_three_layers, _estimates_with_long_names])
+def test_a_wrapped_figure_stored_as_the_notebook_stores_it_is_at_most_700_px_wide(draw):
+    """Stored with the inline backend's tight bounding box, which also takes in text
+    that reaches past the figure's edge (a title wider than its panel)."""
+    figure = draw()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     width = int.from_bytes(buffer.getvalue()[16:20], "big")

@@ -283,7 +283,8 @@ def histogram_overlay(values: Mapping[str, torch.Tensor], xlabel: str, ylabel: s
 def scatter_against(reference: torch.Tensor, estimates: Mapping[str, torch.Tensor],
                     xlabel: str, ylabel: str = "estimate") -> Figure:
     """One panel per estimate: its entries against ``reference``'s, the line y = x and
-    the correlation coefficient in the title."""
+    the correlation coefficient under the estimate's name in the title (two lines, so
+    that a long name stays over its panel)."""
     fig, axes = _panels(len(estimates), 3.6, 3.2)
     x = reference.detach().flatten()
     for ax, (label, estimate) in zip(axes, estimates.items(), strict=True):
@@ -291,7 +292,7 @@ def scatter_against(reference: torch.Tensor, estimates: Mapping[str, torch.Tenso
         correlation = torch.corrcoef(torch.stack([x, y]))[0, 1].item()
         ax.scatter(x.tolist(), y.tolist(), s=4)
         ax.axline((0, 0), slope=1, color="grey", linewidth=0.8)
-        ax.set_title(f"{label}: correlation {correlation:.2f}")
+        ax.set_title(f"{label}\ncorrelation {correlation:.2f}")
         ax.set_xlabel(xlabel)
         ax.locator_params(axis="x", nbins=4)
     _label_rows(axes, ylabel)
