@@ -2,7 +2,8 @@
 
 Every page loads with no console error and no request that leaves the site; no output
 area renders empty; every image loads and has real alt text and a caption; formulas are
-typeset; at 400 px no prose runs off the page sideways; solutions and model answers are
+typeset; figures are numbered per chapter and cross-references show their numbers; at
+400 px no prose runs off the page sideways; solutions and model answers are
 folded in the instructor edition and absent from the student edition. Every launch and
 download button of the student edition opens a released notebook, never one that holds
 solutions, and the instructor chapter is not part of it. The builds left the work tree as
@@ -67,14 +68,22 @@ CONTENT_JS = """() => {
     images: [...article.querySelectorAll("img")].map(i => {
       const figure = i.closest("figure");
       const caption = figure && figure.querySelector("figcaption");
-      return {src: i.getAttribute("src"), loaded: i.complete && i.naturalWidth > 0,
+      return {src: i.getAttribute("src"), url: i.src,
+              loaded: i.complete && i.naturalWidth > 0,
               alt: (i.getAttribute("alt") || "").trim(),
-              caption: caption ? caption.innerText.trim() : ""};
+              caption: caption ? caption.innerText.trim() : "",
+              shown: i.getBoundingClientRect().width, natural: i.naturalWidth};
     }),
     figures: [...article.querySelectorAll("figure")].map(f => {
       const caption = f.querySelector("figcaption");
-      return {id: f.id, caption: caption ? caption.innerText.trim() : ""};
+      const number = f.querySelector(".caption-number");
+      return {id: f.id, caption: caption ? caption.innerText.trim() : "",
+              number: number ? number.textContent.trim() : ""};
     }),
+    numrefs: [...article.querySelectorAll("a .std-numref")].map(
+      r => ({href: r.closest("a").href, text: r.textContent.trim()})),
+    chapter: (article.querySelector("h1 .section-number") || {textContent: ""})
+      .textContent.trim(),
     untypeset: [...article.querySelectorAll(".math")]
       .filter(m => !m.querySelector("mjx-container") && !m.closest("mjx-container"))
       .map(m => m.textContent.trim().slice(0, 60)),
@@ -198,6 +207,38 @@ def test_figures_have_captions(browser, site, document):
     figures = inspect(browser, site, document)["figures"]
     assert all(f["caption"] for f in figures), \
         f"{site.edition} {document}: figures without caption {[f['id'] for f in figures]}"
+
+
+@pytest.mark.parametrize("document", PAGES)
+def test_figures_are_numbered_from_one_in_each_chapter(browser, site, document):
+    """A chapter of the numbered parts (its title "3. ...") numbers its figures Fig. 3.1,
+    3.2, ...; a page outside them (the introduction) Fig. 1, 2, ..."""
+    report = inspect(browser, site, document)
+    chapter = report["chapter"].rstrip(".")
+    prefix = f"{chapter}." if chapter else ""
+    numbers = [figure["number"] for figure in report["figures"]]
+    expected = [f"Fig. {prefix}{count}" for count in range(1, len(numbers) + 1)]
+    assert numbers == expected, f"{site.edition} {document}: figure numbers {numbers}"
+
+
+def test_figure_numbers_are_unique_and_references_show_them(browser, site):
+    """No two figures of an edition share a number, and every cross-reference to a
+    figure ({numref}) shows the number of the figure it links to."""
+    numbers, references = {}, []
+    for document in PAGES:
+        if EDITION_ONLY.get(document, site.edition) != site.edition:
+            continue
+        report = inspect(browser, site, document)
+        for figure in report["figures"]:
+            numbers[f"{site.url}/{document}.html#{figure['id']}"] = figure["number"]
+        references += [(document, ref["href"], ref["text"]) for ref in report["numrefs"]]
+    repeated = sorted({number for number in numbers.values()
+                       if list(numbers.values()).count(number) > 1})
+    assert not repeated, f"{site.edition}: figure numbers used twice {repeated}"
+    assert references, f"{site.edition}: no page refers to a figure by its number"
+    wrong = [(document, href, text, numbers.get(href)) for document, href, text in references
+             if numbers.get(href) != text]
+    assert not wrong, f"{site.edition}: references that show another number {wrong}"
 
 
 @pytest.mark.parametrize("document", PAGES)
