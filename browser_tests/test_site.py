@@ -2,12 +2,12 @@
 
 Every page loads with no console error and no request that leaves the site; no output
 area renders empty; every image loads and has real alt text and a caption; formulas are
-typeset; figures are numbered per chapter and cross-references show their numbers; at
-400 px no prose runs off the page sideways; solutions and model answers are
-folded in the instructor edition and absent from the student edition. Every launch and
-download button of the student edition opens a released notebook, never one that holds
-solutions, and the instructor chapter is not part of it. The builds left the work tree as
-it was committed.
+typeset; figures are numbered per chapter, cross-references show their numbers, and the
+text of every figure is at least 9 px tall as shown; at 400 px no prose runs off the page
+sideways; solutions and model answers are folded in the instructor edition and absent
+from the student edition. Every launch and download button of the student edition opens
+a released notebook, never one that holds solutions, and the instructor chapter is not
+part of it. The builds left the work tree as it was committed.
 """
 
 from __future__ import annotations
@@ -15,11 +15,15 @@ from __future__ import annotations
 import re
 import subprocess
 from urllib.parse import urljoin, urlparse
+from xml.etree import ElementTree
 
 import nbformat
 import pytest
+from matplotlib.textpath import TextToPath
+from PIL import Image
 
 from browser_tests.conftest import ROOT, tagged_cells, toc_files
+from labkit import viz
 from labkit.grading.release import BEGIN_SOLUTION, END_SOLUTION, release_notebook
 
 EDITION_ONLY = {"book/instructors": "instructor", "book/honesty": "student"}
@@ -239,6 +243,68 @@ def test_figure_numbers_are_unique_and_references_show_them(browser, site):
     wrong = [(document, href, text, numbers.get(href)) for document, href, text in references
              if numbers.get(href) != text]
     assert not wrong, f"{site.edition}: references that show another number {wrong}"
+
+
+MIN_TEXT_PX = 9
+"""The smallest text a figure may show, in CSS px, at the width the page shows it."""
+TEXT_GROUP = re.compile(r"translate\([^)]*\)( rotate\([^)]*\))? scale\(([\d.]+) -\2\)")
+FONT_SIZE = re.compile(r"font-size:\s*([\d.]+)")
+
+
+def svg_text_sizes(svg: ElementTree.Element) -> list[float]:
+    """The font sizes of an SVG's text, in its user units (the units of its viewBox).
+
+    matplotlib, as the chapter figures are written (``svg.fonttype`` "path"), draws each
+    text as glyph paths in a group ``translate(x y) [rotate(a)] scale(s -s)``, where
+    ``s`` is the size in points over ``TextToPath.FONT_SCALE`` (its viewBox is in
+    points); a hand-drawn SVG gives ``font-size`` as an attribute or a style."""
+    sizes = []
+    for element in svg.iter():
+        group = TEXT_GROUP.fullmatch(element.get("transform", ""))
+        if group:
+            sizes.append(float(group.group(2)) * TextToPath.FONT_SCALE)
+        style = FONT_SIZE.search(element.get("style", ""))
+        declared = element.get("font-size") or (style and style.group(1))
+        if declared:
+            sizes.append(float(declared))
+    return sizes
+
+
+def smallest_text_px(site, image: dict) -> float | None:
+    """The height in CSS px of the smallest text of figure ``image`` as the page shows it
+    (``None`` for a figure without text): its font size in the image's own units times
+    the displayed width over the image's width in those units."""
+    path = site.root / urlparse(image["url"]).path.lstrip("/")
+    if path.suffix == ".svg":
+        svg = ElementTree.parse(path).getroot()
+        sizes = svg_text_sizes(svg)
+        width = float(svg.get("viewBox", f"0 0 {svg.get('width')} 0").split()[2])
+        return min(sizes) * image["shown"] / width if sizes else None
+    with Image.open(path) as png:
+        dpi, width = png.info["dpi"][0], png.width
+    smallest_pt = min(size for key, size in viz.STYLE.items() if key.endswith("size"))
+    return smallest_pt * dpi / 72 * image["shown"] / width
+
+
+@pytest.mark.parametrize("document", PAGES)
+def test_figure_text_is_legible_at_the_width_shown(browser, site, document):
+    """Every figure's smallest text is at least 9 px tall (its font size, in CSS px) at
+    the width the page shows it, 1280 px wide.
+
+    An SVG (a chapter figure) declares its text sizes (:func:`svg_text_sizes`): the
+    smallest, times the displayed width over the width of its viewBox. A PNG (a lab's
+    output, stored by the inline backend) carries its dpi (the pHYs chunk matplotlib
+    writes, 200 for the stored "retina" figures) but not its text, drawn with
+    ``labkit.viz.STYLE``: the style's smallest size in pt, times dpi / 72 px per pt,
+    times the displayed width over the PNG's width in px. Subscripts of formulas are
+    drawn smaller than their text and are not counted."""
+    small = {}
+    for image in inspect(browser, site, document)["images"]:
+        size = smallest_text_px(site, image)
+        if size is not None and size < MIN_TEXT_PX:
+            small[image["src"]] = round(size, 1)
+    assert not small, f"{site.edition} {document}: figures whose smallest text is under " \
+                      f"{MIN_TEXT_PX} px as shown {small}"
 
 
 @pytest.mark.parametrize("document", PAGES)
