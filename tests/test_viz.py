@@ -10,12 +10,10 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from IPython.core.formatters import format_display_data
 from ipywidgets import Dropdown, FloatSlider
 from matplotlib.figure import Figure
 
 from labkit import viz
-from labkit.cli import WIDGET_VIEW
 from labkit.measure import Latency, cost_frame, count_macs
 from labkit.search.comparison import compare_networks
 from labkit.search.netadapt import family_frame
@@ -94,26 +92,24 @@ def test_interactive_draws_at_the_defaults_and_redraws_on_change(monkeypatch):
     viz.interactive(lambda sparsity, kind: drawn.append((sparsity, kind)) or f"{kind}{sparsity}",
                     sparsity=slider, kind=menu)
     assert drawn == [(0.5, "a")]
-    assert shown[2][0] == ("a0.5",) and shown[2][1] == {"display_id": True}
+    assert shown[1][0] == ("a0.5",) and shown[1][1] == {"display_id": True}
     slider.value = 0.25
     assert drawn[-1] == (0.25, "a") and shown[-1] == (("a0.25",), {"update": True})
 
 
-def test_interactive_stores_its_reload_note_as_an_ordinary_output_under_the_controls(
-        monkeypatch):
-    """The note is Markdown, not part of a widget: the executed notebook keeps it when
-    the widget views are dropped, so a page opened without a kernel shows it."""
+def test_interactive_prints_its_reload_note_between_the_controls_and_the_output(
+        monkeypatch, capsys):
+    """The note is printed, not part of a widget: the executed notebook keeps it when the
+    widget views are dropped, so a page opened without a kernel shows it, and the book
+    does not take it into the output's figure."""
     shown = []
-    monkeypatch.setattr("IPython.display.display",
-                        lambda *objects, **options: shown.append(objects[0]))
+    monkeypatch.setattr("IPython.display.display", lambda *objects, **options: shown.append(
+        (objects[0], capsys.readouterr().out)))
     slider = FloatSlider(value=0.5, min=0.0, max=1.0)
     viz.interactive(lambda sparsity: sparsity, sparsity=slider)
-    controls, note, output = shown
-    assert list(controls.children) == [slider]
-    assert output == 0.5
-    data, _ = format_display_data(note)
-    assert WIDGET_VIEW not in data
-    assert data["text/markdown"] == f"*{RELOAD_NOTE}*"
+    (controls, before), (output, printed) = shown
+    assert list(controls.children) == [slider] and before == ""
+    assert output == 0.5 and printed == RELOAD_NOTE + "\n"
     assert "after reloading the page, run the cell again" in RELOAD_NOTE
 
 

@@ -125,7 +125,7 @@ def seed_table(results: Mapping[Any, Sequence[float]], quantity: str, *, index: 
 
 RELOAD_NOTE = ("The controls redraw the output below while this cell runs in a live kernel; "
                "after reloading the page, run the cell again.")
-"""Shown under every :func:`interactive`'s controls, as an ordinary output: a page opened
+"""Printed under every :func:`interactive`'s controls, an ordinary output: a page opened
 without a kernel (a reloaded notebook, the book) shows no controls, or controls that no
 longer redraw, until the cell runs again."""
 
@@ -138,11 +138,12 @@ def interactive(draw: Callable[..., Any], **controls: Any) -> None:
     :class:`~matplotlib.figure.Figure`, a table, text). The output at the controls'
     initial values is displayed as an ordinary output (an image for a figure), so the
     notebook stores it and a static page shows it; in a live kernel the controls redraw
-    it in place. Between them, :data:`RELOAD_NOTE` (Markdown, an output the notebook
-    stores, unlike the controls) says to run the cell again after the page is reloaded.
+    it in place. Between them, :data:`RELOAD_NOTE` says to run the cell again after the
+    page is reloaded: printed text, which the notebook stores, unlike the controls, and
+    which the book keeps out of the output's figure and caption.
     """
     import ipywidgets
-    from IPython.display import Markdown, display
+    from IPython.display import display
 
     if not controls:
         raise ValueError("interactive needs at least one control, got none")
@@ -155,7 +156,7 @@ def interactive(draw: Callable[..., Any], **controls: Any) -> None:
         return draw(**{name: control.value for name, control in controls.items()})
 
     display(ipywidgets.HBox(list(controls.values())))
-    display(Markdown(f"*{RELOAD_NOTE}*"))
+    print(RELOAD_NOTE)
     handle = display(output(), display_id=True)
 
     def redraw(_change: Any) -> None:
