@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from ipywidgets import Dropdown, FloatSlider
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 from labkit import viz
 from labkit.measure import Latency, cost_frame, count_macs
@@ -41,10 +42,9 @@ def test_table_refuses_unknown_columns_and_other_rows():
         viz.table(42)
 
 
-def test_figures_are_not_kept_by_pyplot():
-    plt.close("all")
+def _generic_figures() -> list[Figure]:
     weight = torch.randn(4, 4, 3, 3)
-    figures = [
+    return [
         viz.image_grid(torch.rand(6, 1, 8, 8), list(range(6)), rows=2, cols=3, title="t"),
         viz.bars({"a": {"x": 1.0, "y": 2.0}, "b": torch.tensor([3.0, 1.0, 2.0])}, sort=True),
         viz.histograms({"w": weight}),
@@ -53,6 +53,11 @@ def test_figures_are_not_kept_by_pyplot():
         viz.curves({"a": ([0, 1], [1.0, 2.0])}, "x", "y", logy=True, spread={"a": [0.1, 0.1]}),
         viz.kernel_masks(weight, {"half": weight.abs() > weight.abs().median()}),
     ]
+
+
+def test_figures_are_not_kept_by_pyplot():
+    plt.close("all")
+    figures = _generic_figures()
     assert all(isinstance(figure, Figure) for figure in figures)
     assert plt.get_fignums() == []
     assert len(figures[1].axes) == 2
@@ -126,13 +131,12 @@ def test_table_shows_missing_values_as_asked():
     assert "nan" not in html and ">-<" in html and "0.25" in html
 
 
-def test_search_schedule_and_hardware_figures_are_not_kept_by_pyplot():
+def _lab_figures() -> list[Figure]:
     from labkit.hardware import nm
 
-    plt.close("all")
     small = nm.prune_2_4(torch.arange(1.0, 33.0).reshape(4, 8))
     compressed = nm.compress_2_4(small)
-    figures = [
+    return [
         viz.search_history([50.0, 60.0, 55.0, 70.0], warmup=2, baseline=58.0,
                            baseline_label="uniform", window=2),
         viz.grouped_bars({"a": [0.1, 0.2], "b": [0.3, 0.4]}, ["conv0", "conv1"], "ratio"),
@@ -148,8 +152,25 @@ def test_search_schedule_and_hardware_figures_are_not_kept_by_pyplot():
         viz.point_cloud_voxels(torch.rand(20, 3), torch.rand(3, 3, 2) > 0.5, "points",
                                "voxels"),
     ]
+
+
+def test_search_schedule_and_hardware_figures_are_not_kept_by_pyplot():
+    plt.close("all")
+    figures = _lab_figures()
     assert all(isinstance(fig, Figure) for fig in figures)
     assert plt.get_fignums() == []
+
+
+@pytest.mark.parametrize("draw", [_generic_figures, _lab_figures])
+def test_figures_draw_no_text_smaller_than_the_styles_smallest_size(draw):
+    """The book measures a lab figure's text from this size (browser_tests), as the
+    stored image does not say what it holds."""
+    smallest = min(size for key, size in viz.STYLE.items() if key.endswith("size"))
+    for figure in draw():
+        figure.draw_without_rendering()
+        sizes = [text.get_fontsize() for text in figure.findobj(Text)
+                 if text.get_visible() and text.get_text()]
+        assert min(sizes) >= smallest, figure.axes[0].get_title()
 
 
 def test_agp_figure_removes_a_shrinking_share_late_in_the_cubic_schedule():
