@@ -2,11 +2,12 @@
 
 Every page loads with no console error and no request that leaves the site; no output
 area renders empty; every image loads and has real alt text and a caption; formulas are
-typeset; at 400 px no prose runs off the page sideways; solutions and model answers are
-folded in the instructor edition and absent from the student edition. Every launch and
-download button of the student edition opens a released notebook, never one that holds
-solutions, and the instructor chapter is not part of it. The builds left the work tree as
-it was committed.
+typeset; figures are numbered per chapter, cross-references show their numbers, and the
+text of every figure is at least 9 px tall as shown; at 400 px no prose runs off the page
+sideways; solutions and model answers are folded in the instructor edition and absent
+from the student edition. Every launch and download button of the student edition opens
+a released notebook, never one that holds solutions, and the instructor chapter is not
+part of it. The builds left the work tree as it was committed.
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ from __future__ import annotations
 import re
 import subprocess
 from urllib.parse import urljoin, urlparse
+from xml.etree import ElementTree
 
 import nbformat
 import pytest
+from matplotlib.textpath import TextToPath
+from PIL import Image
 
 from browser_tests.conftest import ROOT, tagged_cells, toc_files
+from labkit import viz
 from labkit.grading.release import BEGIN_SOLUTION, END_SOLUTION, release_notebook
 
 EDITION_ONLY = {"book/instructors": "instructor", "book/honesty": "student"}
@@ -67,14 +72,22 @@ CONTENT_JS = """() => {
     images: [...article.querySelectorAll("img")].map(i => {
       const figure = i.closest("figure");
       const caption = figure && figure.querySelector("figcaption");
-      return {src: i.getAttribute("src"), loaded: i.complete && i.naturalWidth > 0,
+      return {src: i.getAttribute("src"), url: i.src,
+              loaded: i.complete && i.naturalWidth > 0,
               alt: (i.getAttribute("alt") || "").trim(),
-              caption: caption ? caption.innerText.trim() : ""};
+              caption: caption ? caption.innerText.trim() : "",
+              shown: i.getBoundingClientRect().width, natural: i.naturalWidth};
     }),
     figures: [...article.querySelectorAll("figure")].map(f => {
       const caption = f.querySelector("figcaption");
-      return {id: f.id, caption: caption ? caption.innerText.trim() : ""};
+      const number = f.querySelector(".caption-number");
+      return {id: f.id, caption: caption ? caption.innerText.trim() : "",
+              number: number ? number.textContent.trim() : ""};
     }),
+    numrefs: [...article.querySelectorAll("a .std-numref")].map(
+      r => ({href: r.closest("a").href, text: r.textContent.trim()})),
+    chapter: (article.querySelector("h1 .section-number") || {textContent: ""})
+      .textContent.trim(),
     untypeset: [...article.querySelectorAll(".math")]
       .filter(m => !m.querySelector("mjx-container") && !m.closest("mjx-container"))
       .map(m => m.textContent.trim().slice(0, 60)),
@@ -198,6 +211,100 @@ def test_figures_have_captions(browser, site, document):
     figures = inspect(browser, site, document)["figures"]
     assert all(f["caption"] for f in figures), \
         f"{site.edition} {document}: figures without caption {[f['id'] for f in figures]}"
+
+
+@pytest.mark.parametrize("document", PAGES)
+def test_figures_are_numbered_from_one_in_each_chapter(browser, site, document):
+    """A chapter of the numbered parts (its title "3. ...") numbers its figures Fig. 3.1,
+    3.2, ...; a page outside them (the introduction) Fig. 1, 2, ..."""
+    report = inspect(browser, site, document)
+    chapter = report["chapter"].rstrip(".")
+    prefix = f"{chapter}." if chapter else ""
+    numbers = [figure["number"] for figure in report["figures"]]
+    expected = [f"Fig. {prefix}{count}" for count in range(1, len(numbers) + 1)]
+    assert numbers == expected, f"{site.edition} {document}: figure numbers {numbers}"
+
+
+def test_figure_numbers_are_unique_and_references_show_them(browser, site):
+    """No two figures of an edition share a number, and every cross-reference to a
+    figure ({numref}) shows the number of the figure it links to."""
+    numbers, references = {}, []
+    for document in PAGES:
+        if EDITION_ONLY.get(document, site.edition) != site.edition:
+            continue
+        report = inspect(browser, site, document)
+        for figure in report["figures"]:
+            numbers[f"{site.url}/{document}.html#{figure['id']}"] = figure["number"]
+        references += [(document, ref["href"], ref["text"]) for ref in report["numrefs"]]
+    repeated = sorted({number for number in numbers.values()
+                       if list(numbers.values()).count(number) > 1})
+    assert not repeated, f"{site.edition}: figure numbers used twice {repeated}"
+    assert references, f"{site.edition}: no page refers to a figure by its number"
+    wrong = [(document, href, text, numbers.get(href)) for document, href, text in references
+             if numbers.get(href) != text]
+    assert not wrong, f"{site.edition}: references that show another number {wrong}"
+
+
+MIN_TEXT_PX = 9
+"""The smallest text a figure may show, in CSS px, at the width the page shows it."""
+TEXT_GROUP = re.compile(r"translate\([^)]*\)( rotate\([^)]*\))? scale\(([\d.]+) -\2\)")
+FONT_SIZE = re.compile(r"font-size:\s*([\d.]+)")
+
+
+def svg_text_sizes(svg: ElementTree.Element) -> list[float]:
+    """The font sizes of an SVG's text, in its user units (the units of its viewBox).
+
+    matplotlib, as the chapter figures are written (``svg.fonttype`` "path"), draws each
+    text as glyph paths in a group ``translate(x y) [rotate(a)] scale(s -s)``, where
+    ``s`` is the size in points over ``TextToPath.FONT_SCALE`` (its viewBox is in
+    points); a hand-drawn SVG gives ``font-size`` as an attribute or a style."""
+    sizes = []
+    for element in svg.iter():
+        group = TEXT_GROUP.fullmatch(element.get("transform", ""))
+        if group:
+            sizes.append(float(group.group(2)) * TextToPath.FONT_SCALE)
+        style = FONT_SIZE.search(element.get("style", ""))
+        declared = element.get("font-size") or (style and style.group(1))
+        if declared:
+            sizes.append(float(declared))
+    return sizes
+
+
+def smallest_text_px(site, image: dict) -> float | None:
+    """The height in CSS px of the smallest text of figure ``image`` as the page shows it
+    (``None`` for a figure without text): its font size in the image's own units times
+    the displayed width over the image's width in those units."""
+    path = site.root / urlparse(image["url"]).path.lstrip("/")
+    if path.suffix == ".svg":
+        svg = ElementTree.parse(path).getroot()
+        sizes = svg_text_sizes(svg)
+        width = float(svg.get("viewBox", f"0 0 {svg.get('width')} 0").split()[2])
+        return min(sizes) * image["shown"] / width if sizes else None
+    with Image.open(path) as png:
+        dpi, width = png.info["dpi"][0], png.width
+    smallest_pt = min(size for key, size in viz.STYLE.items() if key.endswith("size"))
+    return smallest_pt * dpi / 72 * image["shown"] / width
+
+
+@pytest.mark.parametrize("document", PAGES)
+def test_figure_text_is_legible_at_the_width_shown(browser, site, document):
+    """Every figure's smallest text is at least 9 px tall (its font size, in CSS px) at
+    the width the page shows it, 1280 px wide.
+
+    An SVG (a chapter figure) declares its text sizes (:func:`svg_text_sizes`): the
+    smallest, times the displayed width over the width of its viewBox. A PNG (a lab's
+    output, stored by the inline backend) carries its dpi (the pHYs chunk matplotlib
+    writes, 200 for the stored "retina" figures) but not its text, drawn with
+    ``labkit.viz.STYLE``: the style's smallest size in pt, times dpi / 72 px per pt,
+    times the displayed width over the PNG's width in px. Subscripts of formulas are
+    drawn smaller than their text and are not counted."""
+    small = {}
+    for image in inspect(browser, site, document)["images"]:
+        size = smallest_text_px(site, image)
+        if size is not None and size < MIN_TEXT_PX:
+            small[image["src"]] = round(size, 1)
+    assert not small, f"{site.edition} {document}: figures whose smallest text is under " \
+                      f"{MIN_TEXT_PX} px as shown {small}"
 
 
 @pytest.mark.parametrize("document", PAGES)

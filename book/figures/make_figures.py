@@ -377,9 +377,9 @@ def eie_format():
                                  alpha=0.85 if value else 0.08, edgecolor="white"))
         if value:
             left.text(col, row, f"{value:g}", ha="center", va="center", color="white",
-                      fontsize=8)
+                      fontsize=9)
     left.set_xticks(range(8))
-    left.set_yticks(range(8), [f"row {r}: PE{r % num_pes}" for r in range(8)], fontsize=8)
+    left.set_yticks(range(8), [f"row {r}: PE{r % num_pes}" for r in range(8)], fontsize=9)
     left.set_xlabel("column $j$ (input $x_j$)")
     left.set_title("rows interleaved over 4 PEs")
     pe = encoded.pes[0]
@@ -397,8 +397,8 @@ def eie_format():
                              "edgecolor": "#94a3b8"})
     codebook = ", ".join(f"{value:.2g}" for value in encoded.codebook.tolist()[1:]
                          if value != 0) or "-"
-    right.text(0.0, 0.02, f"codebook (index 0 is zero): {codebook}", fontsize=8,
-               transform=right.transAxes, wrap=True)
+    right.text(0.0, 0.02, f"codebook (index 0 is zero):\n{codebook}", fontsize=9,
+               transform=right.transAxes)
     fig.tight_layout()
     return fig
 
@@ -418,7 +418,7 @@ def nm_layout():
         _grid(ax, (matrix != 0).float() if matrix is pruned else torch.ones(matrix.shape))
         for (row, col), value in np.ndenumerate(matrix.numpy()):
             ax.text(col, row, fmt.format(value) if (value or matrix is positions) else "0",
-                    ha="center", va="center", fontsize=8,
+                    ha="center", va="center", fontsize=9,
                     color="white" if (value or matrix is not pruned) else "#6b7280")
         ax.set_title(title)
     for ax, width in [(axes[0], 4), (axes[1], 2), (axes[2], 2)]:
@@ -434,7 +434,7 @@ def kernel_map():
                            [0, 2, 0], [2, 3, 0]])
     kmap = sparseconv.build_kernel_map(coords, 3)
     wanted = [(0, 0, 0), (1, 0, 0), (0, 1, 0)]
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.4))
+    fig, axes = plt.subplots(1, 3, figsize=(9, 3.6), layout="constrained")
     for ax, offset in zip(axes, wanted, strict=True):
         index = next(n for n, d in enumerate(kmap.offsets.tolist()) if tuple(d) == offset)
         pairs = kmap.pairs[index]
@@ -454,11 +454,11 @@ def kernel_map():
                 ax.add_patch(FancyArrowPatch((xi, yi), (xo, yo), arrowstyle="-|>",
                                              mutation_scale=12, color=ACCENT,
                                              shrinkA=9, shrinkB=9))
-        listed = ", ".join(f"({i},{o})" for i, o in pairs.tolist())
-        ax.set_title(f"$d = {offset}$: {len(pairs)} pairs\n{listed}", fontsize=8)
+        listed = [f"({i},{o})" for i, o in pairs.tolist()]
+        lines = [", ".join(listed[start:start + 4]) for start in range(0, len(listed), 4)]
+        ax.set_title("\n".join([f"$d = {offset}$: {len(pairs)} pairs", *lines]), fontsize=9)
         ax.set_xlabel("x")
     axes[0].set_ylabel("y")
-    fig.tight_layout()
     return fig
 
 

@@ -123,9 +123,11 @@ def seed_table(results: Mapping[Any, Sequence[float]], quantity: str, *, index: 
                  index=index, missing="")
 
 
-RELOAD_NOTE = "After reloading the page, run this cell again for the controls to redraw."
-"""Shown under every :func:`interactive`'s controls: a reloaded page keeps the controls
-but no longer receives their redrawn output until the cell runs again."""
+RELOAD_NOTE = ("The controls redraw the output below while this cell runs in a live kernel; "
+               "after reloading the page, run the cell again.")
+"""Printed under every :func:`interactive`'s controls, an ordinary output: a page opened
+without a kernel (a reloaded notebook, the book) shows no controls, or controls that no
+longer redraw, until the cell runs again."""
 
 
 def interactive(draw: Callable[..., Any], **controls: Any) -> None:
@@ -136,8 +138,9 @@ def interactive(draw: Callable[..., Any], **controls: Any) -> None:
     :class:`~matplotlib.figure.Figure`, a table, text). The output at the controls'
     initial values is displayed as an ordinary output (an image for a figure), so the
     notebook stores it and a static page shows it; in a live kernel the controls redraw
-    it in place. Under the controls, :data:`RELOAD_NOTE` says to run the cell again after
-    the page is reloaded.
+    it in place. Between them, :data:`RELOAD_NOTE` says to run the cell again after the
+    page is reloaded: printed text, which the notebook stores, unlike the controls, and
+    which the book keeps out of the output's figure and caption.
     """
     import ipywidgets
     from IPython.display import display
@@ -152,8 +155,8 @@ def interactive(draw: Callable[..., Any], **controls: Any) -> None:
     def output() -> Any:
         return draw(**{name: control.value for name, control in controls.items()})
 
-    display(ipywidgets.VBox([ipywidgets.HBox(list(controls.values())),
-                             ipywidgets.HTML(f"<small>{RELOAD_NOTE}</small>")]))
+    display(ipywidgets.HBox(list(controls.values())))
+    print(RELOAD_NOTE)
     handle = display(output(), display_id=True)
 
     def redraw(_change: Any) -> None:
@@ -281,7 +284,8 @@ def histogram_overlay(values: Mapping[str, torch.Tensor], xlabel: str, ylabel: s
 def scatter_against(reference: torch.Tensor, estimates: Mapping[str, torch.Tensor],
                     xlabel: str, ylabel: str = "estimate") -> Figure:
     """One panel per estimate: its entries against ``reference``'s, the line y = x and
-    the correlation coefficient in the title."""
+    the correlation coefficient under the estimate's name in the title (two lines, so
+    that a long name stays over its panel)."""
     fig, axes = _panels(len(estimates), 3.6, 3.2)
     x = reference.detach().flatten()
     for ax, (label, estimate) in zip(axes, estimates.items(), strict=True):
@@ -289,7 +293,7 @@ def scatter_against(reference: torch.Tensor, estimates: Mapping[str, torch.Tenso
         correlation = torch.corrcoef(torch.stack([x, y]))[0, 1].item()
         ax.scatter(x.tolist(), y.tolist(), s=4)
         ax.axline((0, 0), slope=1, color="grey", linewidth=0.8)
-        ax.set_title(f"{label}: correlation {correlation:.2f}")
+        ax.set_title(f"{label}\ncorrelation {correlation:.2f}")
         ax.set_xlabel(xlabel)
         ax.locator_params(axis="x", nbins=4)
     _label_rows(axes, ylabel)

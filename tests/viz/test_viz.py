@@ -12,11 +12,13 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from ipywidgets import Dropdown, FloatSlider
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 from labkit import viz
 from labkit.measure import Latency, cost_frame, count_macs
 from labkit.search.comparison import compare_networks
 from labkit.search.netadapt import family_frame
+from labkit.viz.generic import RELOAD_NOTE
 
 
 def test_table_formats_each_column_and_float_labels():
@@ -40,10 +42,9 @@ def test_table_refuses_unknown_columns_and_other_rows():
         viz.table(42)
 
 
-def test_figures_are_not_kept_by_pyplot():
-    plt.close("all")
+def _generic_figures() -> list[Figure]:
     weight = torch.randn(4, 4, 3, 3)
-    figures = [
+    return [
         viz.image_grid(torch.rand(6, 1, 8, 8), list(range(6)), rows=2, cols=3, title="t"),
         viz.bars({"a": {"x": 1.0, "y": 2.0}, "b": torch.tensor([3.0, 1.0, 2.0])}, sort=True),
         viz.histograms({"w": weight}),
@@ -52,6 +53,11 @@ def test_figures_are_not_kept_by_pyplot():
         viz.curves({"a": ([0, 1], [1.0, 2.0])}, "x", "y", logy=True, spread={"a": [0.1, 0.1]}),
         viz.kernel_masks(weight, {"half": weight.abs() > weight.abs().median()}),
     ]
+
+
+def test_figures_are_not_kept_by_pyplot():
+    plt.close("all")
+    figures = _generic_figures()
     assert all(isinstance(figure, Figure) for figure in figures)
     assert plt.get_fignums() == []
     assert len(figures[1].axes) == 2
@@ -96,15 +102,20 @@ def test_interactive_draws_at_the_defaults_and_redraws_on_change(monkeypatch):
     assert drawn[-1] == (0.25, "a") and shown[-1] == (("a0.25",), {"update": True})
 
 
-def test_interactive_says_under_its_controls_to_run_the_cell_again_after_a_reload(monkeypatch):
+def test_interactive_prints_its_reload_note_between_the_controls_and_the_output(
+        monkeypatch, capsys):
+    """The note is printed, not part of a widget: the executed notebook keeps it when the
+    widget views are dropped, so a page opened without a kernel shows it, and the book
+    does not take it into the output's figure."""
     shown = []
-    monkeypatch.setattr("IPython.display.display",
-                        lambda *objects, **options: shown.append(objects[0]))
+    monkeypatch.setattr("IPython.display.display", lambda *objects, **options: shown.append(
+        (objects[0], capsys.readouterr().out)))
     slider = FloatSlider(value=0.5, min=0.0, max=1.0)
     viz.interactive(lambda sparsity: sparsity, sparsity=slider)
-    controls, note = shown[0].children
-    assert list(controls.children) == [slider]
-    assert "After reloading the page, run this cell again" in note.value
+    (controls, before), (output, printed) = shown
+    assert list(controls.children) == [slider] and before == ""
+    assert output == 0.5 and printed == RELOAD_NOTE + "\n"
+    assert "after reloading the page, run the cell again" in RELOAD_NOTE
 
 
 def test_interactive_refuses_what_is_not_a_control():
@@ -120,13 +131,12 @@ def test_table_shows_missing_values_as_asked():
     assert "nan" not in html and ">-<" in html and "0.25" in html
 
 
-def test_search_schedule_and_hardware_figures_are_not_kept_by_pyplot():
+def _lab_figures() -> list[Figure]:
     from labkit.hardware import nm
 
-    plt.close("all")
     small = nm.prune_2_4(torch.arange(1.0, 33.0).reshape(4, 8))
     compressed = nm.compress_2_4(small)
-    figures = [
+    return [
         viz.search_history([50.0, 60.0, 55.0, 70.0], warmup=2, baseline=58.0,
                            baseline_label="uniform", window=2),
         viz.grouped_bars({"a": [0.1, 0.2], "b": [0.3, 0.4]}, ["conv0", "conv1"], "ratio"),
@@ -142,8 +152,25 @@ def test_search_schedule_and_hardware_figures_are_not_kept_by_pyplot():
         viz.point_cloud_voxels(torch.rand(20, 3), torch.rand(3, 3, 2) > 0.5, "points",
                                "voxels"),
     ]
+
+
+def test_search_schedule_and_hardware_figures_are_not_kept_by_pyplot():
+    plt.close("all")
+    figures = _lab_figures()
     assert all(isinstance(fig, Figure) for fig in figures)
     assert plt.get_fignums() == []
+
+
+@pytest.mark.parametrize("draw", [_generic_figures, _lab_figures])
+def test_figures_draw_no_text_smaller_than_the_styles_smallest_size(draw):
+    """The book measures a lab figure's text from this size (browser_tests), as the
+    stored image does not say what it holds."""
+    smallest = min(size for key, size in viz.STYLE.items() if key.endswith("size"))
+    for figure in draw():
+        figure.draw_without_rendering()
+        sizes = [text.get_fontsize() for text in figure.findobj(Text)
+                 if text.get_visible() and text.get_text()]
+        assert min(sizes) >= smallest, figure.axes[0].get_title()
 
 
 def test_agp_figure_removes_a_shrinking_share_late_in_the_cubic_schedule():
@@ -277,9 +304,23 @@ def test_wide_figures_fit_the_column():
     assert all(figure.get_figwidth() <= viz.COLUMN_INCHES for figure in figures)
 
 
-def test_a_wrapped_figure_stored_as_the_notebook_stores_it_is_at_most_700_px_wide():
-    figure = viz.input_norms({f"blocks.{k}.mlp.fc": torch.rand(96) + 0.1 for k in range(3)},
-                             tokens=2048)
+def _input_norms_of_three_layers():
+    return viz.input_norms({f"blocks.{k}.mlp.fc": torch.rand(96) + 0.1 for k in range(3)},
+                           tokens=2048)
+
+
+def _estimates_with_long_names():
+    exact = torch.rand(200) * 1e-3
+    return viz.scatter_against(exact, {"Hutchinson, 16 samples": exact + 1e-4,
+                                       "Hutchinson, 256 samples": exact * 1.01,
+                                       "Fisher": exact * 0.5}, xlabel="exact $h_{ii}$")
+
+
+@pytest.mark.parametrize("draw", [_input_norms_of_three_layers, _estimates_with_long_names])
+def test_a_wrapped_figure_stored_as_the_notebook_stores_it_is_at_most_700_px_wide(draw):
+    """Stored with the inline backend's tight bounding box, which also takes in text
+    that reaches past the figure's edge (a title wider than its panel)."""
+    figure = draw()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     width = int.from_bytes(buffer.getvalue()[16:20], "big")
