@@ -181,6 +181,51 @@ def test_curves_mark_thresholds_and_bands():
     assert len(ax.patches) == 1
 
 
+def llm_ranges(values: dict[tuple[str, str], tuple[float, float]]) -> pd.DataFrame:
+    """A table like labkit.pruning.llm.ranges: ``{(target, criterion): (min, max)}``."""
+    index = pd.MultiIndex.from_tuples(list(values), names=["target", "criterion"])
+    return pd.DataFrame([{"validation min": low, "validation max": high}
+                         for low, high in values.values()], index=index)
+
+
+def test_perplexity_bands_draw_the_middle_of_each_range_against_sparsity():
+    ranges = llm_ranges({("50%", "a"): (6.0, 8.0), ("50%", "b"): (5.0, 5.0),
+                         ("30%", "a"): (4.0, 4.0), ("30%", "b"): (3.0, 5.0),
+                         ("2:4", "a"): (9.0, 9.0), ("2:4", "b"): (9.0, 9.0)})
+    ax = viz.perplexity_bands(ranges, dense=3.5).axes[0]
+    assert [line.get_label() for line in ax.lines] == ["a", "b", "dense"]
+    assert list(ax.lines[0].get_xdata()) == [30.0, 50.0]
+    assert list(ax.lines[0].get_ydata()) == [4.0, 7.0]
+    assert list(ax.lines[1].get_ydata()) == [4.0, 5.0]
+    assert tuple(ax.lines[2].get_ydata()) == (3.5, 3.5)
+    assert ax.get_ylabel() == "validation perplexity" and len(ax.collections) == 2
+    with pytest.raises(ValueError, match="split must name a split of the ranges, got 'test'"):
+        viz.perplexity_bands(ranges, "test")
+    with pytest.raises(ValueError, match=r"ranges must hold a sparsity target, got \['2:4'\]"):
+        viz.perplexity_bands(llm_ranges({("2:4", "a"): (9.0, 9.0)}))
+    with pytest.raises(ValueError, match="indexed by target and criterion"):
+        viz.perplexity_bands(ranges.reset_index("target"))
+
+
+def test_layer_error_bars_draw_a_bar_per_layer_and_criterion_at_one_target():
+    columns = pd.MultiIndex.from_tuples([("50%", "a"), ("50%", "b"), ("2:4", "a")],
+                                        names=["target", "criterion"])
+    errors = pd.DataFrame([[1.0, 2.0, 3.0], [0.5, 0.25, 4.0]], columns=columns,
+                          index=pd.Index(["blocks.0.fc", "blocks.1.fc"], name="layer"))
+    ax = viz.layer_error_bars(errors[["50%"]]).axes[0]
+    assert [patch.get_height() for patch in ax.patches] == [1.0, 0.5, 2.0, 0.25]
+    assert [label.get_text() for label in ax.get_xticklabels()] == ["0.fc", "1.fc"]
+    assert ax.get_title() == "at 50%" and ax.get_yscale() == "log"
+    with pytest.raises(ValueError, match=r"errors must hold one target, got \['50%', '2:4'\]"):
+        viz.layer_error_bars(errors)
+
+
+def test_input_norms_on_a_log_or_a_linear_scale():
+    norms = {"blocks.0.fc": torch.rand(8) + 0.1}
+    assert viz.input_norms(norms, tokens=10).axes[0].get_yscale() == "log"
+    assert viz.input_norms(norms, tokens=10, log=False).axes[0].get_yscale() == "linear"
+
+
 class _Family:
     def __init__(self, model, widths, ms, val, candidates=()):
         self.model, self.widths, self.latency_ms, self.constraint_ms = model, widths, ms, ms

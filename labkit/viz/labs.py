@@ -17,7 +17,15 @@ import torch
 from matplotlib.figure import Figure
 
 from labkit.pruning.schedule import agp_sparsity
-from labkit.viz.generic import COLUMN_INCHES, _label_rows, _panels, bars, curves, table
+from labkit.viz.generic import (
+    COLUMN_INCHES,
+    _label_rows,
+    _panels,
+    bars,
+    curves,
+    grouped_bars,
+    table,
+)
 
 # --- lab 01: granularity --------------------------------------------------------------
 
@@ -287,17 +295,59 @@ def point_cloud_voxels(points: torch.Tensor, occupied: torch.Tensor, title: str,
 # --- lab 08: pruning a language model -------------------------------------------------
 
 
-def input_norms(norms: Mapping[str, torch.Tensor], tokens: int) -> Figure:
+def input_norms(norms: Mapping[str, torch.Tensor], tokens: int, log: bool = True) -> Figure:
     """One panel per layer: the L2 norm of each input feature over ``tokens`` calibration
-    tokens, sorted, on a log scale, drawn as one filled outline (sharp at any resolution,
-    where hundreds of one-pixel bars blur). A few outlier features dominate a transformer's
-    inputs, the reason Wanda weighs :math:`|W_{ij}|` by :math:`\\|X_j\\|_2`."""
+    tokens, sorted, on a log scale (a linear one when ``log`` is false), drawn as one filled
+    outline (sharp at any resolution, where hundreds of one-pixel bars blur). A few outlier
+    features dominate a transformer's inputs, the reason Wanda weighs :math:`|W_{ij}|` by
+    :math:`\\|X_j\\|_2`."""
     fig, axes = _panels(len(norms), 3.5, 2.8)
     for ax, (name, values) in zip(axes, norms.items(), strict=True):
         ordered = values.sort(descending=True).values
         ax.stairs(ordered.tolist(), fill=True, color="#1f5f99")
-        ax.set_yscale("log")
+        ax.set_yscale("log" if log else "linear")
         ax.set_title(f"{name}: inputs of {len(ordered)} features")
         ax.set_xlabel("input feature (sorted)")
     _label_rows(axes, rf"$\|X_j\|_2$ over {tokens:,} tokens")
+    return fig
+
+
+def perplexity_bands(ranges: pd.DataFrame, split: str = "validation", *,
+                     dense: float | None = None) -> Figure:
+    """Perplexity against sparsity, a line per criterion, from the ranges over calibration
+    sets that :func:`labkit.pruning.llm.ranges` computed: the middle of each range, a band
+    for its extent, the ``dense`` model's perplexity dashed. N:M targets, not a sparsity
+    of the axis, are left out."""
+    if list(ranges.index.names) != ["target", "criterion"]:
+        raise ValueError(f"ranges must be indexed by target and criterion, as llm.ranges "
+                         f"gives them by default, got {list(ranges.index.names)}")
+    columns = [f"{split} min", f"{split} max"]
+    if not set(columns) <= set(ranges.columns):
+        raise ValueError(f"split must name a split of the ranges, got {split!r}; its "
+                         f"columns are {list(ranges.columns)}")
+    low, high = (ranges[column].unstack("criterion") for column in columns)
+    kept = sorted((label for label in low.index if label.endswith("%")),
+                  key=lambda label: float(label.removesuffix("%")))
+    if not kept:
+        raise ValueError(f"ranges must hold a sparsity target, got {list(low.index)}")
+    xs = [float(label.removesuffix("%")) for label in kept]
+    criteria = ranges.index.unique("criterion")
+    middle, half = (high + low).loc[kept] / 2, (high - low).loc[kept] / 2
+    return curves({name: (xs, middle[name].tolist()) for name in criteria},
+                  "sparsity of every linear layer (%)", f"{split} perplexity",
+                  spread={name: half[name].tolist() for name in criteria},
+                  hline=dense, hline_label="dense" if dense is not None else None)
+
+
+def layer_error_bars(errors: pd.DataFrame) -> Figure:
+    """Each layer's calibration reconstruction error at one target, a bar per criterion
+    on a log scale, from :func:`labkit.pruning.llm.layer_errors`."""
+    targets = list(errors.columns.unique("target"))
+    if len(targets) != 1:
+        raise ValueError(f"errors must hold one target, got {targets}")
+    fig = grouped_bars(errors[targets[0]].to_dict("list"),
+                       [name.removeprefix("blocks.") for name in errors.index],
+                       "reconstruction error", f"at {targets[0]}", logy=True)
+    fig.axes[0].legend(loc="upper left", bbox_to_anchor=(1, 1))
+    fig.axes[0].tick_params(axis="x", labelrotation=45)
     return fig
