@@ -226,6 +226,31 @@ def test_input_norms_on_a_log_or_a_linear_scale():
     assert viz.input_norms(norms, tokens=10, log=False).axes[0].get_yscale() == "linear"
 
 
+def test_scene_views_format_the_benchmark_and_draw_sparse_against_dense():
+    from labkit.hardware.sparseconv import SceneBenchmark
+    from labkit.measure import Latency
+
+    scenes = pd.DataFrame({"occupancy": [0.0102, 0.2018], "voxels": [2198, 43583],
+                           "fewer MACs": [923.1, 12.0], "sparse ms": [2.05, 111.65],
+                           "sparse IQR": [0.72, 15.29], "sparse runs": [470, 10],
+                           "kernel map ms": [12.19, 219.31], "speed-up": [35.3, 0.6],
+                           "speed-up with map": [5.1, 0.2]},
+                          index=pd.Index(["about 1%", "about 20%"], name="scene"))
+    html = viz.scene_table(scenes, caption="one thread").to_html()
+    for text in ("1.02%", "43,583", "923.1x", "111.65", "0.6x", "one thread"):
+        assert text in html
+    ax = viz.scene_timings(SceneBenchmark(scenes, Latency(72.4, 9.3, 42, 1), (60, 60, 60)),
+                           "a title").axes[0]
+    assert [patch.get_height() for patch in ax.patches] == [2.05, 111.65, 72.4, 72.4]
+    assert [label.get_text() for label in ax.get_xticklabels()] == ["1.0% occupied",
+                                                                   "20.2% occupied"]
+    assert ax.get_title() == "a title" and ax.get_yscale() == "log"
+    with pytest.raises(TypeError, match="bench must be a SceneBenchmark"):
+        viz.scene_timings(scenes)
+    with pytest.raises(ValueError, match="formats names columns"):
+        viz.scene_table(scenes.drop(columns=["voxels"]))
+
+
 class _Family:
     def __init__(self, model, widths, ms, val, candidates=()):
         self.model, self.widths, self.latency_ms, self.constraint_ms = model, widths, ms, ms

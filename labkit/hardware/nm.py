@@ -253,10 +253,35 @@ def semi_structured_layers(model: nn.Module, layers: Sequence[str], batch_size: 
         weight = modules[name].weight.detach()
         timing = semi_structured_linear_benchmark(pad_to_semi_structured(weight),
                                                   batch_size, **options)
-        rows[name] = {"out x in": " x ".join(map(str, weight.shape)),
-                      "dense (µs)": timing.dense_seconds * 1e6,
-                      "2:4 (µs)": timing.sparse_seconds * 1e6, "speed-up": timing.speedup}
+        rows[name] = {"out x in": " x ".join(map(str, weight.shape)), **_timing_row(timing)}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("layer")
+
+
+def semi_structured_shapes(shapes: Sequence[tuple[int, int, int]], seed: int = 0,
+                           **options) -> pd.DataFrame:
+    """:func:`semi_structured_linear_benchmark` on a normal random weight (drawn with
+    ``seed``) of each ``(out_features, in_features, batch)`` in ``shapes``: a row per
+    shape (index ``in -> out``) with its batch, the dense and 2:4 medians in microseconds,
+    the speed-up and the largest output difference. ``options`` go to the benchmark."""
+    import pandas as pd  # imported on use (see semi_structured_layers)
+
+    rows = {}
+    for shape in shapes:
+        if len(shape) != 3:
+            raise ValueError(f"shapes must hold (out_features, in_features, batch) "
+                             f"triples, got {shape!r}")
+        out_features, in_features, batch = (check_count(size, "shapes") for size in shape)
+        weight = torch.randn(out_features, in_features,
+                             generator=torch.Generator().manual_seed(check_seed(seed)))
+        timing = semi_structured_linear_benchmark(weight, batch_size=batch, **options)
+        rows[f"{in_features} -> {out_features}"] = {"batch": batch, **_timing_row(timing)}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("in -> out")
+
+
+def _timing_row(timing: SemiStructuredTiming) -> dict[str, float]:
+    """The columns of a :class:`SemiStructuredTiming` in a table: microseconds."""
+    return {"dense (µs)": timing.dense_seconds * 1e6, "2:4 (µs)": timing.sparse_seconds * 1e6,
+            "speed-up": timing.speedup, "max difference": timing.max_abs_difference}
 
 
 def _median_linear_seconds(x: torch.Tensor, weight: torch.Tensor, min_run_time: float) -> float:

@@ -44,6 +44,8 @@ from labkit.viz.labs import (
     perplexity_bands,
     point_cloud_voxels,
     prune_finetune_staircase,
+    scene_table,
+    scene_timings,
     search_history,
     steps_table,
 )
@@ -79,6 +81,8 @@ __all__ = [
     "pe_load_balance",
     "layout_24",
     "point_cloud_voxels",
+    "scene_table",
+    "scene_timings",
     "input_norms",
     "perplexity_bands",
     "layer_error_bars",

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from labkit.hardware.sparseconv import SceneBenchmark
 from labkit.pruning.schedule import agp_sparsity
 from labkit.viz.generic import (
     COLUMN_INCHES,
@@ -290,6 +291,30 @@ def point_cloud_voxels(points: torch.Tensor, occupied: torch.Tensor, title: str,
     for ax in (ax_points, ax_voxels):
         ax.set_box_aspect((1, 1, 0.4))
     return fig
+
+
+
+def scene_table(scenes: pd.DataFrame, caption: str | None = None) -> Any:
+    """Sparse against dense convolution, a row per scene, as
+    :func:`labkit.hardware.sparseconv.benchmark_scenes` measured it: occupancy in
+    percent, the MAC reduction and the speed-ups as factors, times in ms."""
+    return table(scenes, {"occupancy": "{:.2%}", "voxels": "{:,}", "fewer MACs": "{:.1f}x",
+                          "sparse ms": "{:.2f}", "sparse IQR": "{:.2f}",
+                          "kernel map ms": "{:.2f}", "speed-up": "{:.1f}x",
+                          "speed-up with map": "{:.1f}x"}, caption=caption)
+
+
+def scene_timings(bench: SceneBenchmark, title: str = "") -> Figure:
+    """The median time of the sparse convolution per scene against the one dense
+    ``conv3d`` (a :class:`labkit.hardware.sparseconv.SceneBenchmark`), on a log scale."""
+    if not isinstance(bench, SceneBenchmark):
+        raise TypeError(f"bench must be a SceneBenchmark from sparseconv.benchmark_scenes, "
+                        f"got {type(bench).__name__}")
+    scenes = bench.table
+    return grouped_bars({"sparse (gather-GEMM-scatter)": scenes["sparse ms"].tolist(),
+                         "dense conv3d": [bench.dense.median_ms] * len(scenes)},
+                        [f"{occupancy:.1%} occupied" for occupancy in scenes["occupancy"]],
+                        "median time (ms)", title, logy=True)
 
 
 # --- lab 08: pruning a language model -------------------------------------------------
