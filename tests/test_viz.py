@@ -251,6 +251,32 @@ def test_scene_views_format_the_benchmark_and_draw_sparse_against_dense():
         viz.scene_table(scenes.drop(columns=["voxels"]))
 
 
+def test_eie_views_show_the_codebook_the_storage_and_the_load_balance():
+    weight = torch.tensor([[0.0, 0.5, -0.5], [0.25, 0.0, 0.0]])
+    ax = viz.codebook_histogram(weight, torch.tensor([0.0, -0.5, 0.4]), "conv9").axes[0]
+    assert ax.get_title() == "conv9's surviving weights (blue) and the 2 shared values (red)"
+    assert [line.get_xdata()[0] for line in ax.lines] == pytest.approx([-0.5, 0.4])
+    assert sum(patch.get_height() > 0 for patch in ax.patches) == 3
+    with pytest.raises(ValueError, match=r"codebook must be 1-d .* got shape \(1,\)"):
+        viz.codebook_histogram(weight, torch.tensor([0.0]), "conv9")
+    storage = pd.DataFrame({"bits": [1000, 400], "vs dense": [1.0, 2.5],
+                            "entries": [None, 42.0], "padding": [None, 3.0],
+                            "pointer bits": [None, 160.0], "pointer share": [None, 0.4]},
+                           index=pd.Index(["dense, 32-bit", "EIE, 1 PE"], name="format"))
+    html = viz.eie_storage_table(storage, caption="a layer").to_html()
+    for text in ("1,000", "2.50x", "42", "40%", "a layer"):
+        assert text in html
+    assert "nan" not in html
+    balance = pd.DataFrame({"cycles": [1200, 700], "perfect balance": [1200.0, 600.0],
+                            "lock-step efficiency": [1.0, 0.857], "mean/max work": [1.0, 0.9],
+                            "work per PE": [[1200], [650, 550]]},
+                           index=pd.Index([1, 2], name="PEs N"))
+    html = viz.load_balance_table(balance).to_html()
+    for text in ("1,200", "600", "86%", "90%"):
+        assert text in html
+    assert "650" not in html
+
+
 class _Family:
     def __init__(self, model, widths, ms, val, candidates=()):
         self.model, self.widths, self.latency_ms, self.constraint_ms = model, widths, ms, ms

@@ -25,6 +25,7 @@ from labkit.viz.generic import (
     bars,
     curves,
     grouped_bars,
+    histograms,
     table,
 )
 
@@ -200,6 +201,20 @@ def lottery_table(results: Mapping[float, Any], lr: float, epochs: Sequence[int]
 # --- lab 07: EIE ----------------------------------------------------------------------
 
 
+def codebook_histogram(weight: torch.Tensor, codebook: torch.Tensor, layer: str) -> Figure:
+    """The non-zero weights of ``layer`` as a histogram (blue) and the shared values of
+    its ``codebook`` (red lines; entry 0, the value zero, left out), as
+    :func:`labkit.hardware.eie.share_weights` found them."""
+    if codebook.dim() != 1 or len(codebook) < 2:
+        raise ValueError(f"codebook must be 1-d with zero and at least one shared value, "
+                         f"got shape {tuple(codebook.shape)}")
+    fig = histograms({f"{layer}'s surviving weights (blue) and the {len(codebook) - 1} "
+                      "shared values (red)": weight[weight != 0]}, bins=80)
+    for value in codebook[1:].tolist():
+        fig.axes[0].axvline(value, color="tab:red", linewidth=1)
+    return fig
+
+
 def pe_interleave(matrix: torch.Tensor, num_pes: int) -> Figure:
     """A small sparse matrix with each non-zero coloured by the processing element that
     stores it (row ``i`` on PE ``i mod num_pes``), its value written in the cell."""
@@ -243,6 +258,25 @@ def pe_load_balance(balance: pd.DataFrame, num_pes: int = 8) -> Figure:
     for ax in fig.axes:
         ax.legend()
     return fig
+
+
+
+def eie_storage_table(storage: pd.DataFrame, caption: str | None = None) -> Any:
+    """A layer's storage, dense, CSR and EIE on several PE counts, as
+    :func:`labkit.hardware.eie.storage_table` computed it: bits, the factor against
+    dense, entries, padding entries, column pointer bits and their share."""
+    return table(storage, {"bits": "{:,}", "vs dense": "{:.2f}x", "entries": "{:,.0f}",
+                           "padding": "{:,.0f}", "pointer bits": "{:,.0f}",
+                           "pointer share": "{:.0%}"}, caption=caption, missing="")
+
+
+def load_balance_table(balance: pd.DataFrame) -> Any:
+    """EIE's load balance per PE count (:func:`labkit.hardware.eie.load_balance`) without
+    the work of each PE (:func:`pe_load_balance` draws it): cycles, perfect balance and
+    the two efficiencies in percent."""
+    return table(balance.drop(columns="work per PE"),
+                 {"cycles": "{:,}", "perfect balance": "{:,.0f}",
+                  "lock-step efficiency": "{:.0%}", "mean/max work": "{:.0%}"})
 
 
 # --- lab 07b: 2:4 sparsity and sparse convolution -------------------------------------
