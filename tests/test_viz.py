@@ -335,6 +335,28 @@ def test_steps_table_staircase_and_lottery_table():
     assert frame.loc[("80%", "re-init")].tolist() == [5.0, 6.0, 7.0, 8.0, 42.0]
 
 
+def test_lab_06_views_of_the_steps_the_methods_and_the_lottery():
+    from labkit.pruning.schedule import LotteryResult, Step, steps_frame
+
+    steps = [Step(0.5, 80.0, 95.0), Step(0.75, 70.0, 90.0)]
+    html = viz.steps_frame_table(steps_frame(steps)).to_html()
+    for text in ("50%", "80.0", "95.0", "0.75", "sparsity"):
+        assert text in html
+    ax = viz.accuracy_against_sparsity({"a": steps, "b": steps[:1]}, 99.0).axes[0]
+    assert [line.get_label() for line in ax.lines] == ["a", "b"]
+    assert list(ax.lines[0].get_ydata()) == [95.0, 90.0] and len(ax.patches) == 1
+    result = LotteryResult(0.8, None, None, [10.0, 20.0], [5.0, 6.0])
+    figure = viz.lottery_curves({0.8: result, 0.9: result}, 99.0)
+    assert [ax.get_title() for ax in figure.axes] == ["80% sparsity", "90% sparsity"]
+    assert [line.get_label() for line in figure.axes[0].lines] == [
+        "winning ticket (rewound)", "random re-initialisation", "dense"]
+    assert list(figure.axes[0].lines[1].get_ydata()) == [5.0, 6.0]
+    with pytest.raises(ValueError, match="methods must name at least one method"):
+        viz.accuracy_against_sparsity({}, 99.0)
+    with pytest.raises(ValueError, match="results must hold at least one sparsity"):
+        viz.lottery_curves({}, 99.0)
+
+
 def test_tables_pad_cells_right_align_numbers_and_keep_headers_on_one_line():
     styled = viz.table({"a": {"accuracy, finetuned (%)": 91.5, "count": 3, "name": "x"}},
                        {"accuracy, finetuned (%)": "{:.1f}"})

@@ -28,6 +28,7 @@ from labkit.viz.generic import (
     wrap,
 )
 from labkit.viz.labs import (
+    accuracy_against_sparsity,
     agp_schedule,
     codebook_histogram,
     cost_table,
@@ -39,6 +40,7 @@ from labkit.viz.labs import (
     layer_error_bars,
     layout_24,
     load_balance_table,
+    lottery_curves,
     lottery_table,
     netadapt_family,
     network_table,
@@ -50,6 +52,7 @@ from labkit.viz.labs import (
     scene_table,
     scene_timings,
     search_history,
+    steps_frame_table,
     steps_table,
 )
 
@@ -79,6 +82,9 @@ __all__ = [
     "agp_schedule",
     "steps_table",
     "prune_finetune_staircase",
+    "steps_frame_table",
+    "accuracy_against_sparsity",
+    "lottery_curves",
     "lottery_table",
     "codebook_histogram",
     "pe_interleave",

@@ -26,6 +26,7 @@ from labkit.viz.generic import (
     curves,
     grouped_bars,
     histograms,
+    learning_curves,
     table,
 )
 
@@ -178,6 +179,40 @@ def prune_finetune_staircase(steps: Sequence[Any], dense_accuracy: float) -> Fig
         ys += [step.pruned_val_accuracy, step.val_accuracy]
     return curves({"iterative": (xs, ys)}, "sparsity", "validation accuracy (%)",
                   "iterative pruning: prune (down), finetune (up)")
+
+
+def steps_frame_table(steps: pd.DataFrame) -> Any:
+    """The steps of one pruning run as :func:`labkit.pruning.schedule.steps_frame`
+    computed them: the share of the survivors each step removes, in percent, and the
+    validation accuracy after pruning and after finetuning."""
+    return table(steps, {"removes of the survivors": "{:.0%}", "after pruning (%)": "{:.1f}",
+                         "after finetuning (%)": "{:.1f}"})
+
+
+def accuracy_against_sparsity(methods: Mapping[str, Sequence[Any]],
+                              dense_accuracy: float) -> Figure:
+    """Validation accuracy against sparsity, a line per method
+    (``{method: [schedule.Step, ...]}``), the band one point below the dense model."""
+    if not methods:
+        raise ValueError("methods must name at least one method, got none")
+    return curves({name: ([step.sparsity for step in steps],
+                          [step.val_accuracy for step in steps])
+                   for name, steps in methods.items()}, "sparsity", "validation accuracy (%)",
+                  hspan=(dense_accuracy - 1, dense_accuracy))
+
+
+def lottery_curves(results: Mapping[float, Any], dense_accuracy: float) -> Figure:
+    """Validation accuracy after every epoch of retraining, the winning ticket against
+    the random re-initialisation of its mask, a panel per sparsity
+    (:class:`labkit.pruning.schedule.LotteryResult`), the dense model dotted."""
+    if not results:
+        raise ValueError("results must hold at least one sparsity, got none")
+    return learning_curves(
+        {f"{sparsity:.0%} sparsity": {"winning ticket (rewound)": result.ticket_history,
+                                      "random re-initialisation": result.reinit_history}
+         for sparsity, result in results.items()},
+        "epoch of retraining", "validation accuracy (%)", baseline=dense_accuracy,
+        baseline_label="dense")
 
 
 def lottery_table(results: Mapping[float, Any], lr: float, epochs: Sequence[int] = (1, 2, 3)
