@@ -23,9 +23,10 @@ LayerNorm and an output head tied to the token embedding.
 
 from __future__ import annotations
 
+import copy
 import numbers
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -320,6 +321,28 @@ def randomize_batchnorms(model: nn.Module) -> nn.Module:
             module.running_mean.uniform_(-0.3, 0.3)
             module.running_var.uniform_(0.5, 2.0)
     return model.eval()
+
+
+@torch.no_grad()
+def with_parameters(model: nn.Module, values: Mapping[str, torch.Tensor]) -> nn.Module:
+    """A copy of ``model`` whose named parameters hold ``values``, each reshaped to its
+    parameter's shape (a conv weight may come as its ``out x (in * k * k)`` matrix);
+    ``model`` is not changed."""
+    parameters = dict(model.named_parameters())
+    for name, value in values.items():
+        if name not in parameters:
+            raise ValueError(f"values names a parameter {name!r} that the model does not "
+                             f"have; parameters are {sorted(parameters)}")
+        if not isinstance(value, torch.Tensor) or value.numel() != parameters[name].numel():
+            raise ValueError(f"value of {name!r} must be a tensor of "
+                             f"{parameters[name].numel()} elements (shape "
+                             f"{tuple(parameters[name].shape)}), got "
+                             f"{tuple(getattr(value, 'shape', ()))}")
+    changed = copy.deepcopy(model)
+    changed_parameters = dict(changed.named_parameters())
+    for name, value in values.items():
+        changed_parameters[name].copy_(value.reshape(parameters[name].shape))
+    return changed
 
 
 class CausalSelfAttention(nn.Module):

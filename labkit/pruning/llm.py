@@ -47,7 +47,13 @@ from torch import nn
 
 from labkit.pruning.granularity import mask_from_scores, nm_mask
 from labkit.training import perplexity
-from labkit.validation import check_count, check_real, check_seed, check_sparsity
+from labkit.validation import (
+    check_count,
+    check_names,
+    check_real,
+    check_seed,
+    check_sparsity,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -609,6 +615,37 @@ def sweep(
     return pd.DataFrame(rows)
 
 
+def sweep_calibration_sizes(
+    model: nn.Module,
+    calibrations: Mapping[int, torch.Tensor],
+    evaluation: Mapping[str, torch.Tensor],
+    counts: Sequence[int],
+    **options,
+) -> pd.DataFrame:
+    """:func:`sweep` on the first ``count`` windows of every calibration set, for each of
+    ``counts``: the rows of all sweeps in one table, with a ``windows`` column.
+
+    Wanda estimates one number per input feature, ``||X_j||_2`` (Sun et al. 2023);
+    SparseGPT a whole ``in x in`` Hessian ``H = 2 X X^T / n`` (Frantar and Alistarh 2023),
+    which a few windows estimate badly. Each count must be in ``[1, smallest calibration
+    set]``; ``options`` (criteria, targets, sequential) go to :func:`sweep`.
+    """
+    import pandas as pd  # imported on use (see sweep)
+
+    if not calibrations or not counts:
+        raise ValueError("calibrations and counts must each hold at least one entry, got "
+                         f"{len(calibrations)} and {len(counts)}")
+    for calibration in calibrations.values():
+        check_calibration(model, calibration)
+    available = min(len(calibration) for calibration in calibrations.values())
+    for count in counts:
+        check_count(count, "counts", maximum=available)
+    return pd.concat([sweep(model, {seed: calibration[:count]
+                                    for seed, calibration in calibrations.items()},
+                            evaluation, **options).assign(windows=count)
+                      for count in counts], ignore_index=True)
+
+
 def ranges(results: pd.DataFrame, by: Sequence[str] = ("target", "criterion")) -> pd.DataFrame:
     """The lowest and highest perplexity over the seeds of a :func:`sweep`, per split
     (columns ``"<split> min"``, ``"<split> max"``), and the mean pruning ``seconds``, for
@@ -655,6 +692,36 @@ def compare(results: pd.DataFrame, first: str, second: str, *, by: str = "criter
     import pandas as pd  # imported on use (see sweep)
 
     return pd.DataFrame(rows)
+
+
+def layer_errors(results: pd.DataFrame, layers: Sequence[str], *,
+                 targets: Sequence[float | tuple[int, int]] | None = None,
+                 seed: int = 0) -> pd.DataFrame:
+    """Each layer's calibration reconstruction error ``||W X - W' X||^2 / n`` in a
+    :func:`sweep`, with the calibration set drawn by ``seed``: a row per layer (index
+    ``layer``), a column per target and criterion.
+
+    ``targets`` are sparsities or N:M pairs as :func:`sweep` takes them, in the order the
+    columns show them; ``None`` keeps every target of the sweep.
+    """
+    _perplexity_columns(results)
+    names = check_names(layers, "layers")
+    missing = sorted(set(names) - set(results.columns))
+    if missing:
+        raise ValueError(f"layers must name error columns of results, got {missing}")
+    rows = results[results["seed"] == seed]
+    if rows.empty:
+        raise ValueError(f"seed must be one of the sweep's seeds "
+                         f"{sorted(results['seed'].unique().tolist())}, got {seed!r}")
+    errors = rows.set_index(["target", "criterion"])[list(names)].T.rename_axis("layer")
+    if targets is None:
+        return errors
+    labels = [target_label(target) for target in targets]
+    unknown = [label for label in labels if label not in errors.columns.unique("target")]
+    if unknown:
+        raise ValueError(f"targets must be targets of the sweep "
+                         f"{list(errors.columns.unique('target'))}, got {unknown}")
+    return errors[labels]
 
 
 def _perplexity_columns(results: pd.DataFrame) -> list[str]:

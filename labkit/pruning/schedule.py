@@ -259,6 +259,25 @@ def iterative(model: nn.Module, sparsities: Sequence[float], recipe: Recipe, *,
     return PruningResult(pruned, steps, _test_accuracy(pruned, recipe.test_loader))
 
 
+def steps_frame(steps: Sequence[Step]) -> pd.DataFrame:
+    """Pruning steps of one run as a table, a row per step (index ``sparsity``): the
+    share of the surviving weights each step removes, ``(s_t - s_{t-1}) / (1 - s_{t-1})``
+    with ``s_0 = 0`` (what a step costs grows with it; Zhu and Gupta 2017), and the
+    validation accuracy (%) just ``after pruning`` and ``after finetuning``."""
+    import pandas as pd
+
+    if not steps or not all(isinstance(step, Step) for step in steps):
+        raise ValueError(f"steps must be a non-empty list of schedule.Step, got {steps!r}")
+    _check_increasing([step.sparsity for step in steps])
+    before = [0.0, *(step.sparsity for step in steps)]
+    return pd.DataFrame.from_dict(
+        {step.sparsity: {"removes of the survivors": (step.sparsity - last) / (1 - last),
+                         "after pruning (%)": step.pruned_val_accuracy,
+                         "after finetuning (%)": step.val_accuracy}
+         for step, last in zip(steps, before, strict=False)},
+        orient="index").rename_axis("sparsity")
+
+
 def agp_sparsity(t: int, n: int, s_initial: float, s_final: float) -> float:
     """The sparsity of automated gradual pruning (Zhu and Gupta 2017) at pruning step ``t``:
 

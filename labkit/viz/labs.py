@@ -16,8 +16,19 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from labkit.hardware.sparseconv import SceneBenchmark
 from labkit.pruning.schedule import agp_sparsity
-from labkit.viz.generic import COLUMN_INCHES, _label_rows, _panels, bars, curves, table
+from labkit.viz.generic import (
+    COLUMN_INCHES,
+    _label_rows,
+    _panels,
+    bars,
+    curves,
+    grouped_bars,
+    histograms,
+    learning_curves,
+    table,
+)
 
 # --- lab 01: granularity --------------------------------------------------------------
 
@@ -170,6 +181,40 @@ def prune_finetune_staircase(steps: Sequence[Any], dense_accuracy: float) -> Fig
                   "iterative pruning: prune (down), finetune (up)")
 
 
+def steps_frame_table(steps: pd.DataFrame) -> Any:
+    """The steps of one pruning run as :func:`labkit.pruning.schedule.steps_frame`
+    computed them: the share of the survivors each step removes, in percent, and the
+    validation accuracy after pruning and after finetuning."""
+    return table(steps, {"removes of the survivors": "{:.0%}", "after pruning (%)": "{:.1f}",
+                         "after finetuning (%)": "{:.1f}"})
+
+
+def accuracy_against_sparsity(methods: Mapping[str, Sequence[Any]],
+                              dense_accuracy: float) -> Figure:
+    """Validation accuracy against sparsity, a line per method
+    (``{method: [schedule.Step, ...]}``), the band one point below the dense model."""
+    if not methods:
+        raise ValueError("methods must name at least one method, got none")
+    return curves({name: ([step.sparsity for step in steps],
+                          [step.val_accuracy for step in steps])
+                   for name, steps in methods.items()}, "sparsity", "validation accuracy (%)",
+                  hspan=(dense_accuracy - 1, dense_accuracy))
+
+
+def lottery_curves(results: Mapping[float, Any], dense_accuracy: float) -> Figure:
+    """Validation accuracy after every epoch of retraining, the winning ticket against
+    the random re-initialisation of its mask, a panel per sparsity
+    (:class:`labkit.pruning.schedule.LotteryResult`), the dense model dotted."""
+    if not results:
+        raise ValueError("results must hold at least one sparsity, got none")
+    return learning_curves(
+        {f"{sparsity:.0%} sparsity": {"winning ticket (rewound)": result.ticket_history,
+                                      "random re-initialisation": result.reinit_history}
+         for sparsity, result in results.items()},
+        "epoch of retraining", "validation accuracy (%)", baseline=dense_accuracy,
+        baseline_label="dense")
+
+
 def lottery_table(results: Mapping[float, Any], lr: float, epochs: Sequence[int] = (1, 2, 3)
                   ) -> Any:
     """Winning tickets against random re-initialisation
@@ -189,6 +234,20 @@ def lottery_table(results: Mapping[float, Any], lr: float, epochs: Sequence[int]
 
 
 # --- lab 07: EIE ----------------------------------------------------------------------
+
+
+def codebook_histogram(weight: torch.Tensor, codebook: torch.Tensor, layer: str) -> Figure:
+    """The non-zero weights of ``layer`` as a histogram (blue) and the shared values of
+    its ``codebook`` (red lines; entry 0, the value zero, left out), as
+    :func:`labkit.hardware.eie.share_weights` found them."""
+    if codebook.dim() != 1 or len(codebook) < 2:
+        raise ValueError(f"codebook must be 1-d with zero and at least one shared value, "
+                         f"got shape {tuple(codebook.shape)}")
+    fig = histograms({f"{layer}'s surviving weights (blue) and the {len(codebook) - 1} "
+                      "shared values (red)": weight[weight != 0]}, bins=80)
+    for value in codebook[1:].tolist():
+        fig.axes[0].axvline(value, color="tab:red", linewidth=1)
+    return fig
 
 
 def pe_interleave(matrix: torch.Tensor, num_pes: int) -> Figure:
@@ -234,6 +293,25 @@ def pe_load_balance(balance: pd.DataFrame, num_pes: int = 8) -> Figure:
     for ax in fig.axes:
         ax.legend()
     return fig
+
+
+
+def eie_storage_table(storage: pd.DataFrame, caption: str | None = None) -> Any:
+    """A layer's storage, dense, CSR and EIE on several PE counts, as
+    :func:`labkit.hardware.eie.storage_table` computed it: bits, the factor against
+    dense, entries, padding entries, column pointer bits and their share."""
+    return table(storage, {"bits": "{:,}", "vs dense": "{:.2f}x", "entries": "{:,.0f}",
+                           "padding": "{:,.0f}", "pointer bits": "{:,.0f}",
+                           "pointer share": "{:.0%}"}, caption=caption, missing="")
+
+
+def load_balance_table(balance: pd.DataFrame) -> Any:
+    """EIE's load balance per PE count (:func:`labkit.hardware.eie.load_balance`) without
+    the work of each PE (:func:`pe_load_balance` draws it): cycles, perfect balance and
+    the two efficiencies in percent."""
+    return table(balance.drop(columns="work per PE"),
+                 {"cycles": "{:,}", "perfect balance": "{:,.0f}",
+                  "lock-step efficiency": "{:.0%}", "mean/max work": "{:.0%}"})
 
 
 # --- lab 07b: 2:4 sparsity and sparse convolution -------------------------------------
@@ -284,20 +362,86 @@ def point_cloud_voxels(points: torch.Tensor, occupied: torch.Tensor, title: str,
     return fig
 
 
+
+def scene_table(scenes: pd.DataFrame, caption: str | None = None) -> Any:
+    """Sparse against dense convolution, a row per scene, as
+    :func:`labkit.hardware.sparseconv.benchmark_scenes` measured it: occupancy in
+    percent, the MAC reduction and the speed-ups as factors, times in ms."""
+    return table(scenes, {"occupancy": "{:.2%}", "voxels": "{:,}", "fewer MACs": "{:.1f}x",
+                          "sparse ms": "{:.2f}", "sparse IQR": "{:.2f}",
+                          "kernel map ms": "{:.2f}", "speed-up": "{:.1f}x",
+                          "speed-up with map": "{:.1f}x"}, caption=caption)
+
+
+def scene_timings(bench: SceneBenchmark, title: str = "") -> Figure:
+    """The median time of the sparse convolution per scene against the one dense
+    ``conv3d`` (a :class:`labkit.hardware.sparseconv.SceneBenchmark`), on a log scale."""
+    if not isinstance(bench, SceneBenchmark):
+        raise TypeError(f"bench must be a SceneBenchmark from sparseconv.benchmark_scenes, "
+                        f"got {type(bench).__name__}")
+    scenes = bench.table
+    return grouped_bars({"sparse (gather-GEMM-scatter)": scenes["sparse ms"].tolist(),
+                         "dense conv3d": [bench.dense.median_ms] * len(scenes)},
+                        [f"{occupancy:.1%} occupied" for occupancy in scenes["occupancy"]],
+                        "median time (ms)", title, logy=True)
+
+
 # --- lab 08: pruning a language model -------------------------------------------------
 
 
-def input_norms(norms: Mapping[str, torch.Tensor], tokens: int) -> Figure:
+def input_norms(norms: Mapping[str, torch.Tensor], tokens: int, log: bool = True) -> Figure:
     """One panel per layer: the L2 norm of each input feature over ``tokens`` calibration
-    tokens, sorted, on a log scale, drawn as one filled outline (sharp at any resolution,
-    where hundreds of one-pixel bars blur). A few outlier features dominate a transformer's
-    inputs, the reason Wanda weighs :math:`|W_{ij}|` by :math:`\\|X_j\\|_2`."""
+    tokens, sorted, on a log scale (a linear one when ``log`` is false), drawn as one filled
+    outline (sharp at any resolution, where hundreds of one-pixel bars blur). A few outlier
+    features dominate a transformer's inputs, the reason Wanda weighs :math:`|W_{ij}|` by
+    :math:`\\|X_j\\|_2`."""
     fig, axes = _panels(len(norms), 3.5, 2.8)
     for ax, (name, values) in zip(axes, norms.items(), strict=True):
         ordered = values.sort(descending=True).values
         ax.stairs(ordered.tolist(), fill=True, color="#1f5f99")
-        ax.set_yscale("log")
+        ax.set_yscale("log" if log else "linear")
         ax.set_title(f"{name}: inputs of {len(ordered)} features")
         ax.set_xlabel("input feature (sorted)")
     _label_rows(axes, rf"$\|X_j\|_2$ over {tokens:,} tokens")
+    return fig
+
+
+def perplexity_bands(ranges: pd.DataFrame, split: str = "validation", *,
+                     dense: float | None = None) -> Figure:
+    """Perplexity against sparsity, a line per criterion, from the ranges over calibration
+    sets that :func:`labkit.pruning.llm.ranges` computed: the middle of each range, a band
+    for its extent, the ``dense`` model's perplexity dashed. N:M targets, not a sparsity
+    of the axis, are left out."""
+    if list(ranges.index.names) != ["target", "criterion"]:
+        raise ValueError(f"ranges must be indexed by target and criterion, as llm.ranges "
+                         f"gives them by default, got {list(ranges.index.names)}")
+    columns = [f"{split} min", f"{split} max"]
+    if not set(columns) <= set(ranges.columns):
+        raise ValueError(f"split must name a split of the ranges, got {split!r}; its "
+                         f"columns are {list(ranges.columns)}")
+    low, high = (ranges[column].unstack("criterion") for column in columns)
+    kept = sorted((label for label in low.index if label.endswith("%")),
+                  key=lambda label: float(label.removesuffix("%")))
+    if not kept:
+        raise ValueError(f"ranges must hold a sparsity target, got {list(low.index)}")
+    xs = [float(label.removesuffix("%")) for label in kept]
+    criteria = ranges.index.unique("criterion")
+    middle, half = (high + low).loc[kept] / 2, (high - low).loc[kept] / 2
+    return curves({name: (xs, middle[name].tolist()) for name in criteria},
+                  "sparsity of every linear layer (%)", f"{split} perplexity",
+                  spread={name: half[name].tolist() for name in criteria},
+                  hline=dense, hline_label="dense" if dense is not None else None)
+
+
+def layer_error_bars(errors: pd.DataFrame) -> Figure:
+    """Each layer's calibration reconstruction error at one target, a bar per criterion
+    on a log scale, from :func:`labkit.pruning.llm.layer_errors`."""
+    targets = list(errors.columns.unique("target"))
+    if len(targets) != 1:
+        raise ValueError(f"errors must hold one target, got {targets}")
+    fig = grouped_bars(errors[targets[0]].to_dict("list"),
+                       [name.removeprefix("blocks.") for name in errors.index],
+                       "reconstruction error", f"at {targets[0]}", logy=True)
+    fig.axes[0].legend(loc="upper left", bbox_to_anchor=(1, 1))
+    fig.axes[0].tick_params(axis="x", labelrotation=45)
     return fig

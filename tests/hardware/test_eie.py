@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from labkit.hardware.eie import (
     CODEBOOK_SIZE,
     MAX_ZERO_RUN,
+    conv_input_vectors,
     decode_eie,
     encode_eie,
     load_balance,
@@ -264,3 +265,23 @@ def test_load_balance_sums_work_and_cycles_over_the_vectors():
     assert table.loc[2, "perfect balance"] == work.sum().item() / 2
     assert 0 < table.loc[2, "lock-step efficiency"] <= 1
     assert table.loc[2, "mean/max work"] == pytest.approx(work.double().mean() / work.max())
+
+
+def test_conv_input_vectors_make_each_conv_output_pixel_a_matrix_product():
+    from labkit.models import VGG
+
+    torch.manual_seed(0)
+    model = VGG((4, "M", 8), in_channels=1, num_classes=10).train()
+    images = torch.randn(3, 1, 8, 8)
+    inputs, vectors = conv_input_vectors(model, "backbone.conv1", images)
+    conv = model.backbone.conv1
+    assert inputs.shape == (3, 4, 4, 4) and vectors.shape == (3 * 16, 4 * 9)
+    outputs = conv(inputs).flatten(2).transpose(1, 2).reshape(-1, 8)
+    products = vectors @ conv.weight.flatten(1).T
+    assert torch.allclose(products, outputs, atol=1e-5)
+    assert model.training
+    with pytest.raises(ValueError, match="layer must name an nn.Conv2d of the model, got "
+                                         "'backbone.bn1'"):
+        conv_input_vectors(model, "backbone.bn1", images)
+    with pytest.raises(ValueError, match="images must be 4-D"):
+        conv_input_vectors(model, "backbone.conv1", images[0])

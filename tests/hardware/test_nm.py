@@ -4,17 +4,23 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import nn
 
+from labkit.hardware import nm
 from labkit.hardware.nm import (
     SEMI_STRUCTURED_SKIPPED,
     Compressed24,
+    SemiStructuredTiming,
     compress_2_4,
     decompress_2_4,
     mask_2_4,
     matmul_2_4,
     pack_positions,
+    pad_to_semi_structured,
     prune_2_4,
+    semi_structured_layers,
     semi_structured_linear_benchmark,
+    semi_structured_shapes,
     semi_structured_unavailable_reason,
     unpack_positions,
 )
@@ -201,3 +207,67 @@ def test_semi_structured_benchmark_matches_dense_on_gpu():
 def test_semi_structured_benchmark_rejects_bad_arguments(weight, keywords, match):
     with pytest.raises(ValueError, match=match):
         semi_structured_linear_benchmark(weight, **keywords)
+
+
+@given(rows=st.integers(1, 70), columns=st.integers(1, 130))
+def test_padding_to_the_fp16_tiles_appends_zeros_only(rows, columns):
+    weight = torch.randn(rows, columns)
+    padded = pad_to_semi_structured(weight)
+    assert padded.shape[0] % 32 == 0 and padded.shape[1] % 64 == 0
+    assert padded.shape[0] - rows < 32 and padded.shape[1] - columns < 64
+    assert torch.equal(padded[:rows, :columns], weight)
+    assert not padded[rows:].any() and not padded[:, columns:].any()
+
+
+def test_semi_structured_layers_time_each_padded_layer(monkeypatch):
+    seen = []
+
+    def benchmark(weight, batch_size, **options):
+        seen.append((tuple(weight.shape), batch_size, options))
+        return SemiStructuredTiming((batch_size, *weight.shape), 4e-6, 1e-6, 0.0)
+
+    monkeypatch.setattr(nm, "semi_structured_linear_benchmark", benchmark)
+    model = nn.Sequential(nn.Linear(64, 40), nn.ReLU(), nn.Linear(40, 8))
+    table = semi_structured_layers(model, ["0", "2"], 512, min_run_time=0.1)
+    assert seen == [((64, 64), 512, {"min_run_time": 0.1}),
+                    ((32, 64), 512, {"min_run_time": 0.1})]
+    assert table.index.name == "layer" and list(table.index) == ["0", "2"]
+    assert table["out x in"].tolist() == ["40 x 64", "8 x 40"]
+    assert table["dense (µs)"].tolist() == pytest.approx([4.0, 4.0])
+    assert table["2:4 (µs)"].tolist() == pytest.approx([1.0, 1.0])
+    assert table["speed-up"].tolist() == pytest.approx([4.0, 4.0])
+    assert table["max difference"].tolist() == [0.0, 0.0]
+    for name in ("1", "missing"):
+        with pytest.raises(ValueError, match=f"layers must name nn.Linear layers of the "
+                                             f"model, got '{name}'"):
+            semi_structured_layers(model, [name], 512)
+    with pytest.raises(TypeError, match="layers must be a list of names"):
+        semi_structured_layers(model, "0", 512)
+
+
+def test_semi_structured_shapes_time_a_seeded_random_weight_per_shape(monkeypatch):
+    seen = []
+
+    def benchmark(weight, batch_size, **options):
+        seen.append((weight, batch_size))
+        return SemiStructuredTiming((batch_size, *weight.shape), 3e-6, 2e-6, 1e-3)
+
+    monkeypatch.setattr(nm, "semi_structured_linear_benchmark", benchmark)
+    table = semi_structured_shapes([(64, 128, 32), (32, 64, 8)], seed=3)
+    assert list(table.index) == ["128 -> 64", "64 -> 32"] and table.index.name == "in -> out"
+    assert table["batch"].tolist() == [32, 8]
+    assert [tuple(weight.shape) for weight, _ in seen] == [(64, 128), (32, 64)]
+    expected = torch.randn(64, 128, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(seen[0][0], expected)
+    assert table["speed-up"].tolist() == pytest.approx([1.5, 1.5])
+    assert table["max difference"].tolist() == [1e-3, 1e-3]
+    with pytest.raises(ValueError, match=r"shapes must hold .* triples, got \(64, 128\)"):
+        semi_structured_shapes([(64, 128)])
+    with pytest.raises(ValueError, match="shapes must be an int >= 1, got 0"):
+        semi_structured_shapes([(64, 128, 0)])
+
+
+@pytest.mark.skipif(not NO_SPARSE_TENSOR_CORES, reason="this machine has sparse Tensor Cores")
+def test_semi_structured_shapes_say_why_they_are_skipped():
+    with pytest.raises(RuntimeError, match=r"^skipped: needs CUDA sm80\+"):
+        semi_structured_shapes([(64, 128, 32)])

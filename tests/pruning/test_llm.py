@@ -224,6 +224,45 @@ def test_sweep_matches_prune_and_perplexity(swept, corpus, model):
     assert row["blocks.1.mlp.fc"] == pytest.approx(pruned.errors["blocks.1.mlp.fc"])
 
 
+def test_layer_errors_are_a_column_per_target_and_criterion(swept, model):
+    layers = list(llm.linear_layers(model))
+    errors = llm.layer_errors(swept, layers, targets=((2, 4), 0.5), seed=1)
+    assert errors.index.name == "layer" and list(errors.index) == layers
+    assert list(errors.columns.unique("target")) == ["2:4", "50%"]
+    assert list(errors["50%"].columns) == list(llm.CRITERIA)
+    row = swept[(swept.criterion == "wanda") & (swept.target == "2:4") & (swept.seed == 1)]
+    assert errors[("2:4", "wanda")].tolist() == row[layers].iloc[0].tolist()
+    assert llm.layer_errors(swept, layers[:1]).shape == (1, len(llm.CRITERIA) * 2)
+    with pytest.raises(ValueError, match=r"layers must name error columns of results, got "
+                                         r"\['blocks.0.ln1'\]"):
+        llm.layer_errors(swept, ["blocks.0.ln1"])
+    with pytest.raises(ValueError, match=r"seed must be one of the sweep's seeds \[0, 1\], "
+                                         "got 7"):
+        llm.layer_errors(swept, layers, seed=7)
+    with pytest.raises(ValueError, match=r"targets must be targets of the sweep .* "
+                                         r"got \['30%'\]"):
+        llm.layer_errors(swept, layers, targets=(0.3,))
+
+
+def test_sweep_calibration_sizes_repeats_the_sweep_on_the_first_windows(swept, corpus,
+                                                                        model):
+    calibrations = {seed: corpus.windows("train", 16, count=8, seed=seed) for seed in (0, 1)}
+    evaluation = {"validation": corpus.windows("val", 16)[:16]}
+    sizes = llm.sweep_calibration_sizes(model, calibrations, evaluation, (1, 8),
+                                        criteria=["wanda"], targets=(0.5,))
+    assert sizes["windows"].tolist() == [1, 1, 8, 8] and set(sizes["seed"]) == {0, 1}
+    full = swept[(swept.criterion == "wanda") & (swept.target == "50%")]
+    assert sizes[sizes.windows == 8]["validation perplexity"].tolist() == pytest.approx(
+        full["validation perplexity"].tolist())
+    assert (sizes[sizes.windows == 1]["validation perplexity"].to_numpy()
+            != full["validation perplexity"].to_numpy()).all()
+    for counts, match in (((0,), r"counts must be an int in \[1, 8\], got 0"),
+                          ((9,), r"counts must be an int in \[1, 8\], got 9"),
+                          ((), "counts must each hold at least one entry")):
+        with pytest.raises(ValueError, match=match):
+            llm.sweep_calibration_sizes(model, calibrations, evaluation, counts)
+
+
 def sweep_rows(values: dict[str, list[list[float]]]):
     """A sweep-like table: ``{criterion: [validation values, test values]}`` over seeds."""
     import pandas as pd

@@ -332,3 +332,24 @@ def test_layer_sparsity_table_shows_each_layers_share_and_sparsity():
         assert table.loc[name, "sparsity for 80% overall"] == sparsity
     overall = (table["share"] * table["sparsity for 80% overall"]).sum()
     assert overall == pytest.approx(0.8)
+
+
+@given(st.lists(st.floats(0.01, 0.99), min_size=1, max_size=6, unique=True))
+def test_steps_frame_gives_the_share_of_the_survivors_each_step_removes(sparsities):
+    sparsities = sorted(sparsities)
+    steps = [schedule.Step(s, 50.0 + k, 90.0 + k) for k, s in enumerate(sparsities)]
+    frame = schedule.steps_frame(steps)
+    assert frame.index.name == "sparsity" and list(frame.index) == sparsities
+    survivors = 1.0
+    for step, share in zip(steps, frame["removes of the survivors"], strict=True):
+        assert survivors * (1 - share) == pytest.approx(1 - step.sparsity)
+        survivors = 1 - step.sparsity
+    assert frame["after pruning (%)"].tolist() == [step.pruned_val_accuracy for step in steps]
+    assert frame["after finetuning (%)"].tolist() == [step.val_accuracy for step in steps]
+
+
+def test_steps_frame_bad_input():
+    with pytest.raises(ValueError, match="steps must be a non-empty list of schedule.Step"):
+        schedule.steps_frame([])
+    with pytest.raises(ValueError, match="sparsities must be strictly increasing"):
+        schedule.steps_frame([schedule.Step(0.5, 1.0, 2.0), schedule.Step(0.4, 1.0, 2.0)])

@@ -208,6 +208,102 @@ def test_curves_mark_thresholds_and_bands():
     assert len(ax.patches) == 1
 
 
+def llm_ranges(values: dict[tuple[str, str], tuple[float, float]]) -> pd.DataFrame:
+    """A table like labkit.pruning.llm.ranges: ``{(target, criterion): (min, max)}``."""
+    index = pd.MultiIndex.from_tuples(list(values), names=["target", "criterion"])
+    return pd.DataFrame([{"validation min": low, "validation max": high}
+                         for low, high in values.values()], index=index)
+
+
+def test_perplexity_bands_draw_the_middle_of_each_range_against_sparsity():
+    ranges = llm_ranges({("50%", "a"): (6.0, 8.0), ("50%", "b"): (5.0, 5.0),
+                         ("30%", "a"): (4.0, 4.0), ("30%", "b"): (3.0, 5.0),
+                         ("2:4", "a"): (9.0, 9.0), ("2:4", "b"): (9.0, 9.0)})
+    ax = viz.perplexity_bands(ranges, dense=3.5).axes[0]
+    assert [line.get_label() for line in ax.lines] == ["a", "b", "dense"]
+    assert list(ax.lines[0].get_xdata()) == [30.0, 50.0]
+    assert list(ax.lines[0].get_ydata()) == [4.0, 7.0]
+    assert list(ax.lines[1].get_ydata()) == [4.0, 5.0]
+    assert tuple(ax.lines[2].get_ydata()) == (3.5, 3.5)
+    assert ax.get_ylabel() == "validation perplexity" and len(ax.collections) == 2
+    with pytest.raises(ValueError, match="split must name a split of the ranges, got 'test'"):
+        viz.perplexity_bands(ranges, "test")
+    with pytest.raises(ValueError, match=r"ranges must hold a sparsity target, got \['2:4'\]"):
+        viz.perplexity_bands(llm_ranges({("2:4", "a"): (9.0, 9.0)}))
+    with pytest.raises(ValueError, match="indexed by target and criterion"):
+        viz.perplexity_bands(ranges.reset_index("target"))
+
+
+def test_layer_error_bars_draw_a_bar_per_layer_and_criterion_at_one_target():
+    columns = pd.MultiIndex.from_tuples([("50%", "a"), ("50%", "b"), ("2:4", "a")],
+                                        names=["target", "criterion"])
+    errors = pd.DataFrame([[1.0, 2.0, 3.0], [0.5, 0.25, 4.0]], columns=columns,
+                          index=pd.Index(["blocks.0.fc", "blocks.1.fc"], name="layer"))
+    ax = viz.layer_error_bars(errors[["50%"]]).axes[0]
+    assert [patch.get_height() for patch in ax.patches] == [1.0, 0.5, 2.0, 0.25]
+    assert [label.get_text() for label in ax.get_xticklabels()] == ["0.fc", "1.fc"]
+    assert ax.get_title() == "at 50%" and ax.get_yscale() == "log"
+    with pytest.raises(ValueError, match=r"errors must hold one target, got \['50%', '2:4'\]"):
+        viz.layer_error_bars(errors)
+
+
+def test_input_norms_on_a_log_or_a_linear_scale():
+    norms = {"blocks.0.fc": torch.rand(8) + 0.1}
+    assert viz.input_norms(norms, tokens=10).axes[0].get_yscale() == "log"
+    assert viz.input_norms(norms, tokens=10, log=False).axes[0].get_yscale() == "linear"
+
+
+def test_scene_views_format_the_benchmark_and_draw_sparse_against_dense():
+    from labkit.hardware.sparseconv import SceneBenchmark
+    from labkit.measure import Latency
+
+    scenes = pd.DataFrame({"occupancy": [0.0102, 0.2018], "voxels": [2198, 43583],
+                           "fewer MACs": [923.1, 12.0], "sparse ms": [2.05, 111.65],
+                           "sparse IQR": [0.72, 15.29], "sparse runs": [470, 10],
+                           "kernel map ms": [12.19, 219.31], "speed-up": [35.3, 0.6],
+                           "speed-up with map": [5.1, 0.2]},
+                          index=pd.Index(["about 1%", "about 20%"], name="scene"))
+    html = viz.scene_table(scenes, caption="one thread").to_html()
+    for text in ("1.02%", "43,583", "923.1x", "111.65", "0.6x", "one thread"):
+        assert text in html
+    ax = viz.scene_timings(SceneBenchmark(scenes, Latency(72.4, 9.3, 42, 1), (60, 60, 60)),
+                           "a title").axes[0]
+    assert [patch.get_height() for patch in ax.patches] == [2.05, 111.65, 72.4, 72.4]
+    assert [label.get_text() for label in ax.get_xticklabels()] == ["1.0% occupied",
+                                                                   "20.2% occupied"]
+    assert ax.get_title() == "a title" and ax.get_yscale() == "log"
+    with pytest.raises(TypeError, match="bench must be a SceneBenchmark"):
+        viz.scene_timings(scenes)
+    with pytest.raises(ValueError, match="formats names columns"):
+        viz.scene_table(scenes.drop(columns=["voxels"]))
+
+
+def test_eie_views_show_the_codebook_the_storage_and_the_load_balance():
+    weight = torch.tensor([[0.0, 0.5, -0.5], [0.25, 0.0, 0.0]])
+    ax = viz.codebook_histogram(weight, torch.tensor([0.0, -0.5, 0.4]), "conv9").axes[0]
+    assert ax.get_title() == "conv9's surviving weights (blue) and the 2 shared values (red)"
+    assert [line.get_xdata()[0] for line in ax.lines] == pytest.approx([-0.5, 0.4])
+    assert sum(patch.get_height() > 0 for patch in ax.patches) == 3
+    with pytest.raises(ValueError, match=r"codebook must be 1-d .* got shape \(1,\)"):
+        viz.codebook_histogram(weight, torch.tensor([0.0]), "conv9")
+    storage = pd.DataFrame({"bits": [1000, 400], "vs dense": [1.0, 2.5],
+                            "entries": [None, 42.0], "padding": [None, 3.0],
+                            "pointer bits": [None, 160.0], "pointer share": [None, 0.4]},
+                           index=pd.Index(["dense, 32-bit", "EIE, 1 PE"], name="format"))
+    html = viz.eie_storage_table(storage, caption="a layer").to_html()
+    for text in ("1,000", "2.50x", "42", "40%", "a layer"):
+        assert text in html
+    assert "nan" not in html
+    balance = pd.DataFrame({"cycles": [1200, 700], "perfect balance": [1200.0, 600.0],
+                            "lock-step efficiency": [1.0, 0.857], "mean/max work": [1.0, 0.9],
+                            "work per PE": [[1200], [650, 550]]},
+                           index=pd.Index([1, 2], name="PEs N"))
+    html = viz.load_balance_table(balance).to_html()
+    for text in ("1,200", "600", "86%", "90%"):
+        assert text in html
+    assert "650" not in html
+
+
 class _Family:
     def __init__(self, model, widths, ms, val, candidates=()):
         self.model, self.widths, self.latency_ms, self.constraint_ms = model, widths, ms, ms
@@ -264,6 +360,28 @@ def test_steps_table_staircase_and_lottery_table():
     frame = viz.lottery_table({0.8: result}, 0.01).data
     assert frame.loc[("80%", "ticket")].tolist() == [10.0, 20.0, 30.0, 30.0, 41.0]
     assert frame.loc[("80%", "re-init")].tolist() == [5.0, 6.0, 7.0, 8.0, 42.0]
+
+
+def test_lab_06_views_of_the_steps_the_methods_and_the_lottery():
+    from labkit.pruning.schedule import LotteryResult, Step, steps_frame
+
+    steps = [Step(0.5, 80.0, 95.0), Step(0.75, 70.0, 90.0)]
+    html = viz.steps_frame_table(steps_frame(steps)).to_html()
+    for text in ("50%", "80.0", "95.0", "0.75", "sparsity"):
+        assert text in html
+    ax = viz.accuracy_against_sparsity({"a": steps, "b": steps[:1]}, 99.0).axes[0]
+    assert [line.get_label() for line in ax.lines] == ["a", "b"]
+    assert list(ax.lines[0].get_ydata()) == [95.0, 90.0] and len(ax.patches) == 1
+    result = LotteryResult(0.8, None, None, [10.0, 20.0], [5.0, 6.0])
+    figure = viz.lottery_curves({0.8: result, 0.9: result}, 99.0)
+    assert [ax.get_title() for ax in figure.axes] == ["80% sparsity", "90% sparsity"]
+    assert [line.get_label() for line in figure.axes[0].lines] == [
+        "winning ticket (rewound)", "random re-initialisation", "dense"]
+    assert list(figure.axes[0].lines[1].get_ydata()) == [5.0, 6.0]
+    with pytest.raises(ValueError, match="methods must name at least one method"):
+        viz.accuracy_against_sparsity({}, 99.0)
+    with pytest.raises(ValueError, match="results must hold at least one sparsity"):
+        viz.lottery_curves({}, 99.0)
 
 
 def test_tables_pad_cells_right_align_numbers_and_keep_headers_on_one_line():
