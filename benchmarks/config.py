@@ -67,6 +67,9 @@ class Config:
     labs: tuple[Path, ...] = field(default=LABS)
     labs_runs: int = 3
     grading_submissions: int = 40
+    grading_jobs: tuple[int, ...] = (1, 2)
+    grading_shards: tuple[int, ...] = (1, 2, 4)
+    grading_every_mode: bool = True
 
     def __post_init__(self) -> None:
         for name in ("threads", "rounds", "csr_size", "grid_size", "conv_channels",
@@ -74,9 +77,12 @@ class Config:
                      "grading_submissions"):
             _check_positive_int(name, getattr(self, name))
         for value in (*self.batch_sizes, *self.csr_columns, *self.dense_grid_sizes,
-                      *self.resnet_widths):
-            _check_positive_int("batch_sizes, csr_columns, dense_grid_sizes and resnet_widths",
-                                value)
+                      *self.resnet_widths, *self.grading_jobs, *self.grading_shards):
+            _check_positive_int("batch_sizes, csr_columns, dense_grid_sizes, resnet_widths, "
+                                "grading_jobs and grading_shards", value)
+        if not self.grading_jobs or not self.grading_shards:
+            raise ValueError("grading_jobs and grading_shards must each name at least one "
+                             f"count, got {self.grading_jobs!r} and {self.grading_shards!r}")
         _check_range("min_run_time", self.min_run_time, lambda v: v > 0, "(0, inf) seconds")
         _check_range("voxel_size", self.voxel_size, lambda v: v > 0, "(0, inf)")
         for name in ("mask_sparsities", "channel_ratios", "speedup_ratios", "csr_sparsities"):
@@ -119,7 +125,8 @@ def smoke(labs: tuple[Path, ...] = ()) -> Config:
                   csr_size=32, csr_columns=(2,), csr_sparsities=(0.5, 0.9), grid_size=6,
                   dense_grid_sizes=(6,),
                   conv_channels=2, occupancies=(0.2,), point_cloud_points=200,
-                  voxel_size=0.5, labs=labs, labs_runs=1, grading_submissions=1)
+                  voxel_size=0.5, labs=labs, labs_runs=1, grading_submissions=1,
+                  grading_jobs=(2,), grading_shards=(2,), grading_every_mode=False)
 
 
 PRESETS = {"full": full, "quick": quick, "smoke": smoke}

@@ -4,12 +4,13 @@ A made-up class of ``grading_submissions`` students hands in lab 00 (released no
 each exercise cell filled with one of a few correct or wrong implementations, so the
 grades and the similarity report have something to find). Measured, in one run:
 
-- seconds per submission of ``labkit grade`` in the strongest isolation with 1 and with
-  2 jobs, and at 1 job in every isolation mode this machine can run (``bwrap``,
-  ``container``, ``process``), side by side, to show what each costs;
-- the wall time of the class graded as 1, 2 and 4 shards run one after another
-  (``--shard I/N``, 2 jobs each), plus ``labkit merge``; sharding splits the work and
-  adds only the merge, so the shards' sum should stay within 10% of one unsharded run;
+- seconds per submission of ``labkit grade`` in the strongest isolation with each of
+  ``grading_jobs`` jobs (1 and 2), and at 1 job in every isolation mode this machine can
+  run (``bwrap``, ``container``, ``process``), side by side, to show what each costs;
+- the wall time of the class graded as each of ``grading_shards`` shards (1, 2 and 4)
+  run one after another (``--shard I/N``, with the most jobs each), plus ``labkit
+  merge``; sharding splits the work and adds only the merge, so the shards' sum should
+  stay within 10% of one unsharded run;
 - the similarity report (``labkit similarity``) of the class.
 """
 
@@ -35,9 +36,6 @@ from .config import ROOT, Config
 NAME = "grading"
 TITLE = "Grading a class: jobs, shards and the similarity report"
 LAB = ROOT / "labs" / "00_baseline.ipynb"
-SHARD_COUNTS = (1, 2, 4)
-JOBS = (1, 2)
-SHARD_JOBS = 2
 SPARSITY = (
     "    return 1.0 - tensor.count_nonzero().item() / tensor.numel()\n",
     "    zeros = (tensor == 0).sum().item()\n    return zeros / tensor.numel()\n",
@@ -90,38 +88,39 @@ def run(config: Config) -> dict:
                                 secret=seeds.secret_of_seed(config.seed))
         options = {"config": grading}
         per_submission = {}
-        for jobs in JOBS:
+        for jobs in config.grading_jobs:
             wall = _seconds(grade, submissions, labs, root / f"jobs-{jobs}.csv", jobs=jobs,
                             **options)
             per_submission[jobs] = wall / students
             print(f"    {jobs} job(s): {wall / students:.1f} s per submission", flush=True)
         modes = {}
-        for mode in (mode for mode in MODES if isolation.probe(mode) is None):
+        runnable = [mode for mode in MODES if isolation.probe(mode) is None]
+        for mode in runnable if config.grading_every_mode else ():
             modes[mode] = _seconds(grade, submissions, labs, root / f"{mode}.csv", jobs=1,
                                    config=GradingConfig(grading.limits, grading.secret, mode,
                                                         grading.cache)) / students
             print(f"    1 job, {mode} isolation: {modes[mode]:.1f} s per submission",
                   flush=True)
-        shards = []
-        for count in SHARD_COUNTS:
+        shards, shard_jobs = [], max(config.grading_jobs)
+        for count in config.grading_shards:
             parts = [root / f"shards-{count}" / f"grades-{index}.csv"
                      for index in range(1, count + 1)]
             walls = [_seconds(grade_shard, submissions, labs, part, Shard(index, count),
-                              jobs=SHARD_JOBS, **options)
+                              jobs=shard_jobs, **options)
                      for index, part in enumerate(parts, start=1)]
             merge_s = _seconds(merge_parts, parts, root / f"merged-{count}.csv")
             same = (root / f"merged-{count}.csv").read_bytes() == \
-                (root / f"jobs-{SHARD_JOBS}.csv").read_bytes()
+                (root / f"jobs-{shard_jobs}.csv").read_bytes()
             shards.append({"shards": count, "shard_s": walls, "merge_s": merge_s,
                            "total_s": sum(walls) + merge_s, "same_tables": same})
             print(f"    {count} shard(s): {sum(walls) + merge_s:.0f} s", flush=True)
         similarity_s = _seconds(similarity_report, submissions, labs, root / "similarity.html")
-    unsharded = per_submission[SHARD_JOBS] * students
+    unsharded = per_submission[shard_jobs] * students
     for row in shards:
         row["ratio_to_unsharded"] = row["total_s"] / unsharded
-    return {"lab": LAB.stem, "submissions": students, "shard_jobs": SHARD_JOBS,
+    return {"lab": LAB.stem, "submissions": students, "shard_jobs": shard_jobs,
             "isolation": isolation.choose(), "per_submission_s": per_submission,
-            "modes_per_submission_s": modes,
+            "modes_per_submission_s": modes, "runnable_modes": runnable,
             "unsharded_s": unsharded, "shards": shards,
             "similarity_s": similarity_s}
 
@@ -138,9 +137,11 @@ def markdown(results: dict) -> str:
                         [(mode, f"{seconds:.1f} s",
                           report.ratio(seconds / modes["bwrap"]) if "bwrap" in modes else "")
                          for mode, seconds in modes.items()])
-    missing = [mode for mode in MODES if mode not in modes]
-    sandbox = f"{side}\n\nNot measured (this machine cannot run it): {', '.join(missing)}." \
-        if missing else side
+    runnable = results.get("runnable_modes", list(modes))
+    notes = [f"{text}: {', '.join(left)}." for text, left in (
+        ("Not measured (this machine cannot run it)", [m for m in MODES if m not in runnable]),
+        ("Not measured in this preset", [m for m in runnable if m not in modes])) if left]
+    sandbox = "\n\n".join([side, *notes])
     shards = report.table(
         ("shards", "each shard", "merge", "sum", "against unsharded", "same tables"),
         [(row["shards"], ", ".join(f"{s:.0f} s" for s in row["shard_s"]),

@@ -13,9 +13,9 @@ import sys
 import nbformat
 import pytest
 
+from benchmarks.run import COMPARISONS
 from tests.support.paths import ROOT
 
-COMPARISONS = ("masks", "channels", "macs", "speedup", "sparse_kernels", "labs")
 MARKER = re.compile(r"<!-- (\w+):(start|end) -->")
 INCLUDED = re.compile(r":(?:start-after|end-before): (<!-- \w+:(?:start|end) -->)")
 
@@ -155,3 +155,26 @@ def test_a_bad_option_is_refused_with_its_range(option):
     assert completed.returncode == 2
     name = option.removeprefix("--").replace("-", "_")
     assert f"{name} must be a positive int, got 0" in completed.stderr
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"grading_jobs": ()}, "grading_jobs and grading_shards must each name at least one"),
+    ({"grading_shards": (2, 0)}, "grading_shards must be a positive int, got 0"),
+])
+def test_a_bad_grading_preset_is_refused(options, message):
+    from benchmarks.config import Config
+
+    with pytest.raises(ValueError, match=message):
+        Config(**options)
+
+
+def test_the_smoke_run_grades_once_per_measured_setting_and_says_what_it_skipped(smoke_run):
+    from benchmarks import grading
+
+    results = smoke_run[0]["grading"]["results"]
+    assert list(results["per_submission_s"]) == ["2"] and results["shard_jobs"] == 2
+    assert [row["shards"] for row in results["shards"]] == [2]
+    assert all(row["same_tables"] for row in results["shards"])
+    assert results["modes_per_submission_s"] == {}
+    assert "Not measured in this preset: " + ", ".join(results["runnable_modes"]) \
+        in grading.markdown(results)
