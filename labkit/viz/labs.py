@@ -17,7 +17,15 @@ import torch
 from matplotlib.figure import Figure
 
 from labkit.pruning.schedule import agp_sparsity
-from labkit.viz.generic import COLUMN_INCHES, _label_rows, _panels, bars, curves, table
+from labkit.viz.generic import (
+    COLUMN_INCHES,
+    _label_rows,
+    _panels,
+    bars,
+    curves,
+    seed_table,
+    table,
+)
 
 # --- lab 01: granularity --------------------------------------------------------------
 
@@ -72,6 +80,57 @@ def cost_table(costs: pd.DataFrame) -> Any:
 
 
 # --- lab 05: AMC and NetAdapt ---------------------------------------------------------
+
+
+def layer_macs(macs: Mapping[str, int]) -> Any:
+    """MACs per layer, ``{layer: MACs}`` as :func:`labkit.measure.macs_per_layer` counts
+    them, a row per layer."""
+    return table({name: {"MACs": count} for name, count in macs.items()}, {"MACs": "{:,}"},
+                 index="layer")
+
+
+def channel_sensitivity(ratios: Sequence[float], scan: Mapping[int, Sequence[float]],
+                        convs: Sequence[str]) -> Figure:
+    """A :func:`labkit.pruning.sensitivity.channel_ratio_scan` over the grid ``ratios``:
+    a curve per conv (``convs``, in the scan's order), validation accuracy against the
+    ratio of that conv alone."""
+    if len(convs) != len(scan):
+        raise ValueError(f"convs must name each of the scan's {len(scan)} convs, got "
+                         f"{list(convs)}")
+    return curves({name.removeprefix("backbone."): (list(ratios), scan[layer])
+                   for layer, name in enumerate(convs)},
+                  "pruning ratio of this conv alone", "validation accuracy (%)",
+                  "Channel-pruning sensitivity")
+
+
+def policy_table(policies: pd.DataFrame) -> Any:
+    """Policies over runs, as :func:`labkit.search.comparison.compare_policies` evaluated
+    them: a row per policy with the mean validation accuracy, its range over the runs,
+    each run's accuracy and the most MACs any run costs (a fraction of the dense MACs)."""
+    runs = policies.groupby(level="policy", sort=False)
+    return seed_table({label: run["val (%)"].tolist() for label, run in runs}, "val (%)",
+                      index="policy", extra={"MACs, most": runs["MACs"].max().to_dict()},
+                      formats={"MACs, most": "{:.3f}"})
+
+
+def channel_cost_table(costs: pd.DataFrame) -> Any:
+    """A conv's channels, the MACs one of them costs and the accuracy with the conv
+    pruned alone, as :func:`labkit.search.comparison.channel_costs` computed them."""
+    accuracy = [column for column in costs.columns if column.startswith("val (%)")]
+    return table(costs, {"MACs of one channel": "{:,}", **dict.fromkeys(accuracy, "{:.1f}")})
+
+
+def netadapt_curve(family: Sequence[Any], latency_budget: float) -> Figure:
+    """NetAdapt's family (:class:`labkit.search.netadapt.NetAdaptStep` s): validation
+    accuracy against estimated latency, step by step, with the budget, a fraction
+    ``latency_budget`` of the first network's latency, as a dashed line."""
+    if not family:
+        raise ValueError("netadapt_curve needs at least one step, got none")
+    return curves({"NetAdapt family (steps 0, 1, ...)": (
+                       [step.latency_ms for step in family],
+                       [step.val_accuracy for step in family])},
+                  "estimated latency (ms per batch of 64)", "validation accuracy (%)",
+                  vline=latency_budget * family[0].latency_ms)
 
 
 def search_history(accuracy: Sequence[float], warmup: int, baseline: float,
