@@ -341,3 +341,20 @@ def test_netadapt_curve_marks_the_latency_budget():
     assert tuple(ax.lines[1].get_xdata()) == (1.0, 1.0)
     with pytest.raises(ValueError, match="at least one step"):
         viz.netadapt_curve([], 0.5)
+
+
+def test_lab03_views_draw_apoz_selection_accuracy_and_reconstruction_errors():
+    fig = viz.apoz_bars({"backbone.relu0": torch.tensor([0.1, 0.7, 0.4]),
+                         "backbone.relu1": torch.tensor([0.2, 0.3])})
+    assert [ax.get_title() for ax in fig.axes] == ["relu0", "relu1"]
+    assert [bar.get_height() for bar in fig.axes[0].patches] == pytest.approx([0.7, 0.4, 0.1])
+    accuracy = pd.DataFrame({"first channels": [91.234], "lowest APoZ": [80.0]},
+                            index=pd.Index([0.3], name="prune ratio"))
+    html = viz.selection_accuracy_table(accuracy).to_html()
+    assert "91.23%" in html and "80.00%" in html and "no finetuning" in html
+    errors = pd.DataFrame({"magnitude": [0.5, 0.2], "LASSO + LS": [0.1, 0.05]},
+                          index=pd.Index([4, 8], name="channels kept"))
+    ax = viz.reconstruction_errors(errors, "conv1", "conv2", 32).axes[0]
+    assert ax.get_xlabel() == "channels of conv1 kept (of 32)" and ax.get_yscale() == "log"
+    assert [line.get_label() for line in ax.lines] == ["magnitude", "LASSO + LS"]
+    assert list(ax.lines[1].get_ydata()) == [0.1, 0.05]

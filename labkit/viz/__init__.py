@@ -29,6 +29,7 @@ from labkit.viz.generic import (
 )
 from labkit.viz.labs import (
     agp_schedule,
+    apoz_bars,
     channel_cost_table,
     channel_sensitivity,
     cost_table,
@@ -47,7 +48,9 @@ from labkit.viz.labs import (
     point_cloud_voxels,
     policy_table,
     prune_finetune_staircase,
+    reconstruction_errors,
     search_history,
+    selection_accuracy_table,
     steps_table,
 )
 
@@ -69,6 +72,9 @@ __all__ = [
     "learning_curves",
     "kernel_grid",
     "kernel_masks",
+    "apoz_bars",
+    "selection_accuracy_table",
+    "reconstruction_errors",
     "cost_table",
     "layer_macs",
     "channel_sensitivity",

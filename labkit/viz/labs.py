@@ -67,6 +67,33 @@ def kernel_masks(weight: torch.Tensor, masks: Mapping[str, torch.Tensor], rows: 
 # --- labs 03 and 03b: neurons and residual networks -----------------------------------
 
 
+def apoz_bars(apoz_per_layer: Mapping[str, torch.Tensor]) -> Figure:
+    """APoZ of every channel, a panel per ReLU (:func:`labkit.pruning.neurons.collect_apoz`),
+    channels sorted from most to fewest zeros."""
+    return bars({name.removeprefix("backbone."): values
+                 for name, values in apoz_per_layer.items()},
+                ylabel="APoZ", xlabel="channel (sorted)", sort=True, sharey=True)
+
+
+def selection_accuracy_table(accuracy: pd.DataFrame) -> Any:
+    """Validation accuracy per way of choosing channels, a row per prune ratio, as
+    :func:`labkit.pruning.neurons.channel_selection_accuracy` computed it."""
+    return table(accuracy, dict.fromkeys(accuracy.columns, "{:.2f}%"),
+                 caption="validation accuracy, no finetuning")
+
+
+def reconstruction_errors(errors: pd.DataFrame, conv: str, next_conv: str,
+                          channels: int) -> Figure:
+    """Relative error of ``next_conv``'s output against the channels of ``conv`` kept (of
+    ``channels``), a line per way of keeping them, as
+    :func:`labkit.pruning.neurons.selection_errors` computed it."""
+    counts = list(errors.index)
+    return curves({method: (counts, errors[method].tolist()) for method in errors.columns},
+                  xlabel=f"channels of {conv} kept (of {channels})",
+                  ylabel=f"relative error of {next_conv}'s output", logy=True,
+                  title="Reconstruction error on validation images")
+
+
 def cost_table(costs: pd.DataFrame) -> Any:
     """Parameters, MACs and latencies of models against the first (dense) one, as
     :func:`labkit.measure.costs` (or :func:`labkit.measure.cost_frame`) computed them."""
