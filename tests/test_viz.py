@@ -358,3 +358,17 @@ def test_lab03_views_draw_apoz_selection_accuracy_and_reconstruction_errors():
     assert ax.get_xlabel() == "channels of conv1 kept (of 32)" and ax.get_yscale() == "log"
     assert [line.get_label() for line in ax.lines] == ["magnitude", "LASSO + LS"]
     assert list(ax.lines[1].get_ydata()) == [0.1, 0.05]
+
+
+def test_lab02_views_draw_accuracy_by_sparsity():
+    accuracy = pd.DataFrame({0.6: [97.84, 50.0], 0.7: [79.3, 13.0]},
+                            index=pd.Index(["OBD", "random"], name="criterion"))
+    ax = viz.sparsity_curves(accuracy, "sparsity", "criteria").axes[0]
+    assert [line.get_label() for line in ax.lines] == ["OBD", "random"]
+    assert list(ax.lines[0].get_xdata()) == [0.6, 0.7]
+    assert list(ax.lines[1].get_ydata()) == [50.0, 13.0]
+    assert ax.get_title() == "criteria" and ax.get_ylabel() == "validation accuracy (%)"
+    styled = viz.sparsity_table(accuracy, "accuracy (%)")
+    assert list(styled.data.columns) == ["60%", "70%"]
+    html = styled.to_html()
+    assert "97.8" in html and "97.84" not in html and "criterion" in html

@@ -51,6 +51,8 @@ from labkit.viz.labs import (
     reconstruction_errors,
     search_history,
     selection_accuracy_table,
+    sparsity_curves,
+    sparsity_table,
     steps_table,
 )
 
@@ -72,6 +74,8 @@ __all__ = [
     "learning_curves",
     "kernel_grid",
     "kernel_masks",
+    "sparsity_curves",
+    "sparsity_table",
     "apoz_bars",
     "selection_accuracy_table",
     "reconstruction_errors",

@@ -64,6 +64,25 @@ def kernel_masks(weight: torch.Tensor, masks: Mapping[str, torch.Tensor], rows: 
     return fig
 
 
+# --- lab 02: criteria -----------------------------------------------------------------
+
+
+def sparsity_curves(accuracy: pd.DataFrame, xlabel: str, title: str = "") -> Figure:
+    """Validation accuracy against sparsity, a line per row of ``accuracy`` (a column per
+    sparsity), as :func:`labkit.pruning.masking.accuracy_by_sparsity` or
+    :func:`~labkit.pruning.masking.slimming_accuracy` computed it."""
+    sparsities = list(accuracy.columns)
+    return curves({label: (sparsities, row.tolist()) for label, row in accuracy.iterrows()},
+                  xlabel=xlabel, ylabel="validation accuracy (%)", title=title)
+
+
+def sparsity_table(accuracy: pd.DataFrame, caption: str) -> Any:
+    """The accuracies of :func:`sparsity_curves` as a table, a column per sparsity (as a
+    percentage), one decimal."""
+    renamed = accuracy.rename(columns=lambda sparsity: f"{sparsity:.0%}")
+    return table(renamed, dict.fromkeys(renamed.columns, "{:.1f}"), caption=caption)
+
+
 # --- labs 03 and 03b: neurons and residual networks -----------------------------------
 
 
