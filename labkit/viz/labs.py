@@ -167,9 +167,9 @@ def channel_cost_table(costs: pd.DataFrame) -> Any:
 
 
 def netadapt_curve(family: Sequence[Any], latency_budget: float) -> Figure:
-    """NetAdapt's family (:class:`labkit.search.netadapt.NetAdaptStep` s): validation
-    accuracy against estimated latency, step by step, with the budget, a fraction
-    ``latency_budget`` of the first network's latency, as a dashed line."""
+    """NetAdapt's family, a list of :class:`labkit.search.netadapt.NetAdaptStep`:
+    validation accuracy against estimated latency, step by step, with the budget, a
+    fraction ``latency_budget`` of the first network's latency, as a dashed line."""
     if not family:
         raise ValueError("netadapt_curve needs at least one step, got none")
     return curves({"NetAdapt family (steps 0, 1, ...)": (
