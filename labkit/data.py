@@ -27,7 +27,7 @@ from pydoc_data.topics import topics
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from labkit.validation import check_count, check_real, check_seed
 
@@ -78,6 +78,22 @@ class Splits:
         val = DataLoader(self.val, batch_size=512)
         test = DataLoader(self.test, batch_size=512)
         return train, val, test
+
+
+def subset_loader(dataset: Dataset, size: int, *, batch_size: int,
+                  seed: int | None = None) -> DataLoader:
+    """A DataLoader over ``size`` examples of ``dataset``, unshuffled, in batches of
+    ``batch_size``: the first ``size`` when ``seed`` is None, else ``size`` drawn without
+    replacement by ``torch.randperm`` with ``seed`` (a fixed validation subset for a
+    search's reward, or calibration images for a criterion)."""
+    size = check_count(size, "size", 1, len(dataset))
+    batch_size = check_count(batch_size, "batch_size")
+    if seed is None:
+        indices = list(range(size))
+    else:
+        generator = torch.Generator().manual_seed(check_seed(seed))
+        indices = torch.randperm(len(dataset), generator=generator)[:size].tolist()
+    return DataLoader(Subset(dataset, indices), batch_size=batch_size)
 
 
 def load(

@@ -115,3 +115,26 @@ def test_download_rejects_wrong_checksum_and_leaves_nothing(tmp_path):
     with pytest.raises(ValueError, match="checksum mismatch"):
         data.download_cifar10(tmp_path / "root", url=archive.as_uri(), md5="0" * 32)
     assert list((tmp_path / "root").iterdir()) == []
+
+
+def test_subset_loader_takes_the_first_or_a_seeded_random_draw(digits):
+    first = data.subset_loader(digits.val, 10, batch_size=4)
+    assert [len(labels) for _, labels in first] == [4, 4, 2]
+    assert torch.equal(torch.cat([images for images, _ in first]),
+                       digits.val.tensors[0][:10])
+    drawn = data.subset_loader(digits.val, 150, batch_size=512, seed=0).dataset.indices
+    expected = torch.randperm(len(digits.val), generator=torch.Generator().manual_seed(0))
+    assert drawn == expected[:150].tolist() and len(set(drawn)) == 150
+    assert drawn != data.subset_loader(digits.val, 150, batch_size=512, seed=1).dataset.indices
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"size": 0}, r"size must be an int in \[1, 20\], got 0"),
+    ({"size": 21}, r"size must be an int in \[1, 20\], got 21"),
+    ({"batch_size": 0}, "batch_size must be an int >= 1, got 0"),
+    ({"seed": -1}, "seed"),
+])
+def test_subset_loader_rejects_bad_arguments(kwargs, match):
+    dataset = torch.utils.data.TensorDataset(torch.zeros(20, 1))
+    with pytest.raises(ValueError, match=match):
+        data.subset_loader(dataset, **{"size": 5, "batch_size": 4, **kwargs})

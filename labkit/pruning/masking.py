@@ -10,20 +10,30 @@ zero again (the momentum buffer remembers past gradients). The :class:`Pruner` i
 called after every optimizer step (``train(..., after_step=[pruner])``) and zeroes
 them again, so the model the forward pass sees always has exactly the pruned
 weights at zero, as in the original lab's ``FineGrainedPruner`` (Han et al. 2015).
+
+To compare criteria, a model is masked at a range of sparsities and judged without
+finetuning: :func:`accuracy_by_sparsity` for importance scores (each layer keeps its
+largest scores), :func:`slimming_accuracy` for network slimming's global channel ranking.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import fx, nn
+from torch.utils.data import DataLoader
 
 from labkit.measure import get_sparsity, prunable_layers
 from labkit.pruning.criteria import BATCHNORM_TYPES, scaling_factors
 from labkit.pruning.granularity import granularity_mask, mask_from_scores
+from labkit.training import evaluate
 from labkit.validation import check_module, check_sparsity
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class Pruner:
@@ -186,3 +196,45 @@ def slimming_masks(model: nn.Module, sparsity: float) -> dict[str, torch.Tensor]
         masks[f"{bn_name}.weight"] = channels.clone()
         masks[f"{bn_name}.bias"] = channels.clone()
     return masks
+
+
+def _check_sparsities(sparsities: Sequence[float]) -> None:
+    if not sparsities:
+        raise ValueError("sparsities must hold at least one sparsity, got none")
+    for sparsity in sparsities:
+        check_sparsity(sparsity, "sparsities")
+
+
+def accuracy_by_sparsity(model: nn.Module, scores: Mapping[str, Mapping[str, torch.Tensor]],
+                         sparsities: Sequence[float], loader: DataLoader) -> pd.DataFrame:
+    """Accuracy of ``model`` pruned by each criterion at each sparsity, without finetuning.
+
+    ``scores[criterion]`` maps parameter names to importance scores of the parameter's
+    shape; at sparsity ``s`` each of them keeps its largest scores,
+    ``mask_from_scores(score, s)`` (the same sparsity in every layer), on a copy of
+    ``model`` (:func:`apply_masks`). A row per criterion (index ``criterion``), a column
+    per sparsity, the accuracy (%) on ``loader``.
+    """
+    import pandas as pd
+
+    _check_sparsities(sparsities)
+    rows = {criterion: {sparsity: evaluate(apply_masks(model, {
+                name: mask_from_scores(score, sparsity) for name, score in by_name.items()}),
+                loader) for sparsity in sparsities}
+            for criterion, by_name in scores.items()}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("criterion")
+
+
+def slimming_accuracy(models: Mapping[str, nn.Module], sparsities: Sequence[float],
+                      loader: DataLoader) -> pd.DataFrame:
+    """Accuracy of each of ``models`` with a fraction ``s`` of its channels pruned by
+    :func:`slimming_masks` (smallest ``|gamma|`` over all layers), without finetuning:
+    a row per model (index ``model``), a column per sparsity, the accuracy (%) on
+    ``loader``."""
+    import pandas as pd
+
+    _check_sparsities(sparsities)
+    rows = {label: {sparsity: evaluate(apply_masks(model, slimming_masks(model, sparsity)),
+                                       loader) for sparsity in sparsities}
+            for label, model in models.items()}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")

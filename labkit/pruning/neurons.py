@@ -34,7 +34,9 @@ which :func:`labkit.pruning.channels.remove_channels` does.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -44,19 +46,26 @@ from torch.utils.data import DataLoader
 
 from labkit.models import VGG
 from labkit.pruning.channels import (
+    channel_prune,
     conv_blocks,
     get_input_channel_importance,
+    get_num_channels_to_keep,
     remove_channels,
 )
+from labkit.training import evaluate
 from labkit.validation import (
     batches,
     check_choice,
     check_count,
     check_indices,
+    check_real,
     check_seed,
     check_tensor,
     parameter_device,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SELECTIONS = ("lasso", "magnitude")
 """How :func:`regression_channel_prune` chooses the channels to keep."""
@@ -122,6 +131,39 @@ def collect_apoz(model: nn.Module, loader: DataLoader) -> dict[str, torch.Tensor
             handle.remove()
         model.train(was_training)
     return {name: (zeros[name] / counts[name]).float() for name in relus}
+
+
+def lowest_apoz_channels(apoz_per_layer: Mapping[str, torch.Tensor],
+                         ratio: float) -> list[torch.Tensor]:
+    """The channels APoZ keeps when a fraction ``ratio`` of each layer is pruned: per
+    layer of ``apoz_per_layer`` (:func:`collect_apoz`), the
+    ``get_num_channels_to_keep(c, ratio)`` channels of lowest APoZ, lowest first (ties in
+    channel order), ready for :func:`labkit.pruning.channels.remove_channels`."""
+    check_real(ratio, "ratio", 0.0, 1.0, high_open=True)
+    return [torch.argsort(values, stable=True)[:get_num_channels_to_keep(values.numel(), ratio)]
+            for values in apoz_per_layer.values()]
+
+
+def channel_selection_accuracy(model: VGG, sorted_model: VGG,
+                               apoz_per_layer: Mapping[str, torch.Tensor],
+                               val_loader: DataLoader, ratios: Sequence[float]) -> pd.DataFrame:
+    """Three ways to choose the channels a ratio keeps, judged without finetuning.
+
+    A row per ratio of ``ratios`` (index ``prune ratio``), the accuracy on ``val_loader``
+    of ``model`` with its ``first channels`` kept, of ``sorted_model`` (``model`` with
+    channels sorted by importance) with its first channels kept (``L2-sorted``) and of
+    ``model`` keeping the channels of ``lowest APoZ`` (:func:`lowest_apoz_channels`).
+    """
+    import pandas as pd
+
+    if not ratios:
+        raise ValueError("ratios must hold at least one ratio, got none")
+    rows = {ratio: {"first channels": evaluate(channel_prune(model, ratio), val_loader),
+                    "L2-sorted": evaluate(channel_prune(sorted_model, ratio), val_loader),
+                    "lowest APoZ": evaluate(remove_channels(
+                        model, lowest_apoz_channels(apoz_per_layer, ratio)), val_loader)}
+            for ratio in ratios}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("prune ratio")
 
 
 @dataclass(frozen=True)
@@ -318,6 +360,18 @@ def compare_selections(
         "LASSO + LS": reconstruction_error(
             held_out, least_squares_weight(fit, by_lasso, kernel_size), by_lasso),
     }
+
+
+def selection_errors(fit: ConvSample, weight: torch.Tensor, counts: Sequence[int],
+                     held_out: ConvSample | None = None) -> pd.DataFrame:
+    """:func:`compare_selections` for each number of kept channels in ``counts``: a row
+    per count (index ``channels kept``), a column per way of keeping them."""
+    import pandas as pd
+
+    if not counts:
+        raise ValueError("counts must hold at least one number of channels, got none")
+    rows = {count: compare_selections(fit, weight, count, held_out) for count in counts}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("channels kept")
 
 
 def regression_channel_prune(

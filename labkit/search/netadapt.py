@@ -124,6 +124,11 @@ class LatencyTable:
     latency_ms: tuple[dict[tuple[int, int], float], ...]
     key: dict
 
+    @property
+    def entries(self) -> int:
+        """How many blocks were measured: the table's size, all layers together."""
+        return sum(map(len, self.latency_ms))
+
     def input_widths(self, layer: int) -> tuple[int, ...]:
         return (self.in_channels,) if layer == 0 else self.widths[layer - 1]
 
@@ -354,6 +359,18 @@ def _iterate(family: list[NetAdaptStep], table: LatencyTable, batches: list,
                 accuracy, name, tuple((n, w, a) for a, n, w, _ in proposals)))
             bar.update()
     return family
+
+
+def first_within_macs(family: Sequence[NetAdaptStep], budget_macs: float,
+                      example: torch.Tensor) -> int:
+    """The step of the first network of ``family`` whose MACs per ``example`` are within
+    ``budget_macs``, or the last step when none is (NetAdapt's budget is latency, so its
+    family crosses a MAC budget anywhere, or not at all)."""
+    check_real(budget_macs, "budget_macs", 0.0)
+    if not family:
+        raise ValueError("first_within_macs needs at least one step, got none")
+    return next((i for i, step in enumerate(family)
+                 if count_macs(step.model, example) <= budget_macs), len(family) - 1)
 
 
 def family_frame(family: Sequence[NetAdaptStep], example: torch.Tensor) -> pd.DataFrame:

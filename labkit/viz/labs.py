@@ -27,6 +27,7 @@ from labkit.viz.generic import (
     grouped_bars,
     histograms,
     learning_curves,
+    seed_table,
     table,
 )
 
@@ -67,7 +68,53 @@ def kernel_masks(weight: torch.Tensor, masks: Mapping[str, torch.Tensor], rows: 
     return fig
 
 
+# --- lab 02: criteria -----------------------------------------------------------------
+
+
+def sparsity_curves(accuracy: pd.DataFrame, xlabel: str, title: str = "") -> Figure:
+    """Validation accuracy against sparsity, a line per row of ``accuracy`` (a column per
+    sparsity), as :func:`labkit.pruning.masking.accuracy_by_sparsity` or
+    :func:`~labkit.pruning.masking.slimming_accuracy` computed it."""
+    sparsities = list(accuracy.columns)
+    return curves({label: (sparsities, row.tolist()) for label, row in accuracy.iterrows()},
+                  xlabel=xlabel, ylabel="validation accuracy (%)", title=title)
+
+
+def sparsity_table(accuracy: pd.DataFrame, caption: str) -> Any:
+    """The accuracies of :func:`sparsity_curves` as a table, a column per sparsity (as a
+    percentage), one decimal."""
+    renamed = accuracy.rename(columns=lambda sparsity: f"{sparsity:.0%}")
+    return table(renamed, dict.fromkeys(renamed.columns, "{:.1f}"), caption=caption)
+
+
 # --- labs 03 and 03b: neurons and residual networks -----------------------------------
+
+
+def apoz_bars(apoz_per_layer: Mapping[str, torch.Tensor]) -> Figure:
+    """APoZ of every channel, a panel per ReLU (:func:`labkit.pruning.neurons.collect_apoz`),
+    channels sorted from most to fewest zeros."""
+    return bars({name.removeprefix("backbone."): values
+                 for name, values in apoz_per_layer.items()},
+                ylabel="APoZ", xlabel="channel (sorted)", sort=True, sharey=True)
+
+
+def selection_accuracy_table(accuracy: pd.DataFrame) -> Any:
+    """Validation accuracy per way of choosing channels, a row per prune ratio, as
+    :func:`labkit.pruning.neurons.channel_selection_accuracy` computed it."""
+    return table(accuracy, dict.fromkeys(accuracy.columns, "{:.2f}%"),
+                 caption="validation accuracy, no finetuning")
+
+
+def reconstruction_errors(errors: pd.DataFrame, conv: str, next_conv: str,
+                          channels: int) -> Figure:
+    """Relative error of ``next_conv``'s output against the channels of ``conv`` kept (of
+    ``channels``), a line per way of keeping them, as
+    :func:`labkit.pruning.neurons.selection_errors` computed it."""
+    counts = list(errors.index)
+    return curves({method: (counts, errors[method].tolist()) for method in errors.columns},
+                  xlabel=f"channels of {conv} kept (of {channels})",
+                  ylabel=f"relative error of {next_conv}'s output", logy=True,
+                  title="Reconstruction error on validation images")
 
 
 def cost_table(costs: pd.DataFrame) -> Any:
@@ -83,6 +130,57 @@ def cost_table(costs: pd.DataFrame) -> Any:
 
 
 # --- lab 05: AMC and NetAdapt ---------------------------------------------------------
+
+
+def layer_macs(macs: Mapping[str, int]) -> Any:
+    """MACs per layer, ``{layer: MACs}`` as :func:`labkit.measure.macs_per_layer` counts
+    them, a row per layer."""
+    return table({name: {"MACs": count} for name, count in macs.items()}, {"MACs": "{:,}"},
+                 index="layer")
+
+
+def channel_sensitivity(ratios: Sequence[float], scan: Mapping[int, Sequence[float]],
+                        convs: Sequence[str]) -> Figure:
+    """A :func:`labkit.pruning.sensitivity.channel_ratio_scan` over the grid ``ratios``:
+    a curve per conv (``convs``, in the scan's order), validation accuracy against the
+    ratio of that conv alone."""
+    if len(convs) != len(scan):
+        raise ValueError(f"convs must name each of the scan's {len(scan)} convs, got "
+                         f"{list(convs)}")
+    return curves({name.removeprefix("backbone."): (list(ratios), scan[layer])
+                   for layer, name in enumerate(convs)},
+                  "pruning ratio of this conv alone", "validation accuracy (%)",
+                  "Channel-pruning sensitivity")
+
+
+def policy_table(policies: pd.DataFrame) -> Any:
+    """Policies over runs, as :func:`labkit.search.comparison.compare_policies` evaluated
+    them: a row per policy with the mean validation accuracy, its range over the runs,
+    each run's accuracy and the most MACs any run costs (a fraction of the dense MACs)."""
+    runs = policies.groupby(level="policy", sort=False)
+    return seed_table({label: run["val (%)"].tolist() for label, run in runs}, "val (%)",
+                      index="policy", extra={"MACs, most": runs["MACs"].max().to_dict()},
+                      formats={"MACs, most": "{:.3f}"})
+
+
+def channel_cost_table(costs: pd.DataFrame) -> Any:
+    """A conv's channels, the MACs one of them costs and the accuracy with the conv
+    pruned alone, as :func:`labkit.search.comparison.channel_costs` computed them."""
+    accuracy = [column for column in costs.columns if column.startswith("val (%)")]
+    return table(costs, {"MACs of one channel": "{:,}", **dict.fromkeys(accuracy, "{:.1f}")})
+
+
+def netadapt_curve(family: Sequence[Any], latency_budget: float) -> Figure:
+    """NetAdapt's family, a list of :class:`labkit.search.netadapt.NetAdaptStep`:
+    validation accuracy against estimated latency, step by step, with the budget, a
+    fraction ``latency_budget`` of the first network's latency, as a dashed line."""
+    if not family:
+        raise ValueError("netadapt_curve needs at least one step, got none")
+    return curves({"NetAdapt family (steps 0, 1, ...)": (
+                       [step.latency_ms for step in family],
+                       [step.val_accuracy for step in family])},
+                  "estimated latency (ms per batch of 64)", "validation accuracy (%)",
+                  vline=latency_budget * family[0].latency_ms)
 
 
 def search_history(accuracy: Sequence[float], warmup: int, baseline: float,

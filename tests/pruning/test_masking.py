@@ -5,8 +5,15 @@ from torch import nn
 from labkit import training
 from labkit.models import MLP
 from labkit.pruning.channels import conv_blocks
-from labkit.pruning.granularity import channel_mask, fine_grained_mask
-from labkit.pruning.masking import Pruner, apply_masks, batchnorm_pairs, slimming_masks
+from labkit.pruning.granularity import channel_mask, fine_grained_mask, mask_from_scores
+from labkit.pruning.masking import (
+    Pruner,
+    accuracy_by_sparsity,
+    apply_masks,
+    batchnorm_pairs,
+    slimming_accuracy,
+    slimming_masks,
+)
 from tests.support.tiny_models import tiny_loader, tiny_vgg
 
 
@@ -147,3 +154,35 @@ def test_channel_removal_pairs_convs_and_batchnorms_as_slimming_does():
     assert pairs == {"backbone.bn0": "backbone.conv0", "backbone.bn1": "backbone.conv1"}
     assert {f"backbone.{bn}": f"backbone.{conv}"
             for conv, bn in conv_blocks(model)} == pairs
+
+
+def test_accuracy_by_sparsity_masks_each_criterion_at_each_sparsity():
+    model, loader = tiny_vgg().eval(), tiny_loader()
+    weight = model.classifier.weight
+    scores = {"magnitude": {"classifier.weight": weight.detach().abs()},
+              "reversed": {"classifier.weight": -weight.detach().abs()}}
+    frame = accuracy_by_sparsity(model, scores, [0.0, 0.5, 0.9], loader)
+    assert frame.index.name == "criterion" and list(frame.index) == ["magnitude", "reversed"]
+    assert list(frame.columns) == [0.0, 0.5, 0.9]
+    dense = training.evaluate(model, loader)
+    assert frame.loc["magnitude", 0.0] == frame.loc["reversed", 0.0] == dense
+    kept = mask_from_scores(-weight.detach().abs(), 0.5)
+    assert frame.loc["reversed", 0.5] == training.evaluate(
+        apply_masks(model, {"classifier.weight": kept}), loader)
+    with pytest.raises(ValueError, match=r"sparsities must be in \[0, 1\), got 1.0"):
+        accuracy_by_sparsity(model, scores, [0.5, 1.0], loader)
+    with pytest.raises(ValueError, match="at least one sparsity"):
+        accuracy_by_sparsity(model, scores, [], loader)
+
+
+def test_slimming_accuracy_prunes_each_model_by_its_own_gammas():
+    loader = tiny_loader()
+    models = {"a": tiny_vgg(0).eval(), "b": tiny_vgg(1).eval()}
+    frame = slimming_accuracy(models, [0.25, 0.5], loader)
+    assert frame.index.name == "model" and list(frame.index) == ["a", "b"]
+    for label, model in models.items():
+        for sparsity in (0.25, 0.5):
+            assert frame.loc[label, sparsity] == training.evaluate(
+                apply_masks(model, slimming_masks(model, sparsity)), loader)
+    with pytest.raises(ValueError, match=r"sparsities must be in \[0, 1\)"):
+        slimming_accuracy(models, [-0.1], loader)

@@ -219,3 +219,49 @@ def test_an_all_zero_sample_is_refused_rather_than_answered_arbitrarily():
             neurons.lasso_channel_selection(sample, weight, 2)
     assert neurons.reconstruction_error(zero_patches, weight[:, :2], torch.tensor([0, 1])) \
         == pytest.approx(1.0)
+
+
+def test_lowest_apoz_channels_keep_the_least_zero_channels_in_order():
+    apoz_per_layer = {"relu0": torch.tensor([0.9, 0.1, 0.5, 0.1]),
+                      "relu1": torch.tensor([0.2, 0.8])}
+    keep = neurons.lowest_apoz_channels(apoz_per_layer, 0.5)
+    assert [k.tolist() for k in keep] == [[1, 3], [0]]
+    assert [k.tolist() for k in neurons.lowest_apoz_channels(apoz_per_layer, 0.0)] == [
+        [1, 3, 2, 0], [0, 1]]
+    with pytest.raises(ValueError, match=r"ratio must be a finite number in \[0, 1\), got 1.0"):
+        neurons.lowest_apoz_channels(apoz_per_layer, 1.0)
+
+
+def test_channel_selection_accuracy_judges_each_choice_on_the_validation_data():
+    from labkit.pruning.channels import apply_channel_sorting, channel_prune, remove_channels
+    from labkit.training import evaluate
+
+    model = small_vgg()
+    loader = DataLoader(TensorDataset(torch.randn(40, 1, 8, 8, generator=torch.Generator()
+                                                   .manual_seed(0)),
+                                      torch.arange(40) % 10), batch_size=40)
+    apoz_per_layer = neurons.collect_apoz(model, loader)
+    sorted_model = apply_channel_sorting(model)
+    frame = neurons.channel_selection_accuracy(model, sorted_model, apoz_per_layer, loader,
+                                               (0.25, 0.5))
+    assert frame.index.name == "prune ratio" and list(frame.index) == [0.25, 0.5]
+    row = frame.loc[0.5]
+    assert row["first channels"] == evaluate(channel_prune(model, 0.5), loader)
+    assert row["L2-sorted"] == evaluate(channel_prune(sorted_model, 0.5), loader)
+    keep = neurons.lowest_apoz_channels(apoz_per_layer, 0.5)
+    assert row["lowest APoZ"] == evaluate(remove_channels(model, keep), loader)
+    with pytest.raises(ValueError, match="at least one ratio"):
+        neurons.channel_selection_accuracy(model, sorted_model, apoz_per_layer, loader, ())
+
+
+def test_selection_errors_compare_the_selections_at_each_count():
+    model = small_vgg()
+    fit = neurons.sample_next_conv(model, 0, images_loader(count=48), seed=0)
+    held_out = neurons.sample_next_conv(model, 0, images_loader(seed=1))
+    weight = model.backbone.conv1.weight
+    frame = neurons.selection_errors(fit, weight, [2, 4], held_out)
+    assert frame.index.name == "channels kept" and list(frame.index) == [2, 4]
+    assert frame.loc[4].to_dict() == neurons.compare_selections(fit, weight, 4, held_out)
+    assert frame.loc[2, "magnitude"] > frame.loc[4, "magnitude"]
+    with pytest.raises(ValueError, match="at least one number of channels"):
+        neurons.selection_errors(fit, weight, [])

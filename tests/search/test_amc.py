@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from labkit.measure import count_macs
 from labkit.models import MLP, VGG
 from labkit.pruning.channels import channel_prune, get_num_channels_to_keep
-from labkit.search import amc
+from labkit.search import amc, comparison
 from labkit.training import evaluate
 
 WIDTHS = (6, "M", 8, 5)
@@ -347,3 +347,35 @@ def test_channel_macs_are_what_one_channel_less_saves():
         assert widths[index] == layer.out_channels - 1
         assert cost == count_macs(small_vgg(), example) - count_macs(
             channel_prune(small_vgg(), ratios), example)
+
+
+# --- the policies compared ------------------------------------------------------------
+
+
+def test_compare_policies_evaluates_each_run_of_each_policy():
+    loader = random_loader()
+    env = amc.ChannelPruningEnv(small_vgg(), loader, mac_budget=0.6)
+    policies = {"rule": [[0.5, 0.5, 0.5]], "search": [[0.0, 0.25, 0.5], [0.5, 0.0, 0.25]]}
+    frame = comparison.compare_policies(env, policies, loader)
+    assert list(frame.index) == [("rule", 0), ("search", 0), ("search", 1)]
+    for (label, run), row in frame.iterrows():
+        ratios = policies[label][run]
+        assert row["val (%)"] == evaluate(channel_prune(env.model, ratios), loader)
+        assert row["MACs"] == env.policy_macs(ratios) / env.dense_macs < 1
+    assert frame.loc[("search", 0), "MACs"] != frame.loc[("search", 1), "MACs"]
+    with pytest.raises(ValueError, match="at least one policy per label"):
+        comparison.compare_policies(env, {"rule": []}, loader)
+
+
+def test_channel_costs_put_the_cost_of_a_channel_next_to_the_scan():
+    env = amc.ChannelPruningEnv(small_vgg(), random_loader(), mac_budget=0.6)
+    scan = {0: [90.0, 80.0, 70.0], 1: [90.0, 85.0, 60.0], 2: [90.0, 88.0, 50.0]}
+    frame = comparison.channel_costs(env, scan, [0.0, 0.5, 0.75], 0.5)
+    assert list(frame.index) == [layer.name for layer in env.layers]
+    assert frame["channels"].tolist() == [layer.out_channels for layer in env.layers]
+    assert frame["MACs of one channel"].tolist() == env.channel_macs()
+    assert frame["val (%), pruned alone by 0.5"].tolist() == [80.0, 85.0, 88.0]
+    with pytest.raises(ValueError, match=r"ratio must be one of the scanned ratios .* got 0.4"):
+        comparison.channel_costs(env, scan, [0.0, 0.5, 0.75], 0.4)
+    with pytest.raises(ValueError, match="one curve for each of the 3 convs, got 2"):
+        comparison.channel_costs(env, {0: scan[0], 1: scan[1]}, [0.0, 0.5, 0.75], 0.5)

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from labkit.measure import count_macs
 from labkit.models import VGG
 from labkit.search import netadapt
 
@@ -161,3 +162,27 @@ def test_netadapt_rejects_bad_input():
         netadapt.netadapt(small_vgg((8, "M", 16)), table, *loaders)
     with pytest.raises(ValueError, match="iterations"):
         netadapt.netadapt(model, table, *loaders, iterations=0)
+
+
+def test_table_entries_count_every_measured_block():
+    table = mac_like_table(small_vgg())
+    inputs = [(1,), *table.widths[:-1]]
+    assert table.entries == sum(len(w_in) * len(w_out)
+                                for w_in, w_out in zip(inputs, table.widths, strict=True))
+    assert table.entries == 1 * 2 + 2 * 4 + 4 * 4
+
+
+def test_first_within_macs_picks_the_first_step_under_the_budget_else_the_last():
+    table = mac_like_table(small_vgg())
+    family = netadapt.netadapt(small_vgg(), table, random_loader(), random_loader(seed=1),
+                               latency_budget=0.4, iterations=3, finetune_batches=2,
+                               progress=False)
+    example = torch.zeros(1, 1, 8, 8)
+    macs = [count_macs(step.model, example) for step in family]
+    assert netadapt.first_within_macs(family, macs[0], example) == 0
+    assert netadapt.first_within_macs(family, macs[1], example) == 1
+    assert netadapt.first_within_macs(family, min(macs) - 1, example) == len(family) - 1
+    with pytest.raises(ValueError, match="at least one step"):
+        netadapt.first_within_macs([], 1.0, example)
+    with pytest.raises(ValueError, match="budget_macs"):
+        netadapt.first_within_macs(family, -1.0, example)

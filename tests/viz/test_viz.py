@@ -466,3 +466,70 @@ def test_wrap_indents_continuations_and_refuses_a_narrow_width():
     assert viz.wrap("short") == "short"
     with pytest.raises(ValueError, match="width must be at least 20 characters, got 5"):
         viz.wrap("text", 5)
+
+
+def test_lab05_views_draw_what_comparison_computed():
+    html = viz.layer_macs({"backbone.conv0": 1234, "classifier": 56}).to_html()
+    assert "1,234" in html and "classifier" in html
+    fig = viz.channel_sensitivity([0.0, 0.5], {0: [90.0, 70.0], 1: [90.0, 80.0]},
+                                  ["backbone.conv0", "backbone.conv1"])
+    assert [line.get_label() for line in fig.axes[0].lines] == ["conv0", "conv1"]
+    assert list(fig.axes[0].lines[1].get_ydata()) == [90.0, 80.0]
+    with pytest.raises(ValueError, match="convs must name each of the scan's 2 convs"):
+        viz.channel_sensitivity([0.0, 0.5], {0: [90.0, 70.0], 1: [90.0, 80.0]}, ["a"])
+    policies = pd.DataFrame(
+        {"val (%)": [95.0, 90.0, 94.0], "MACs": [0.49, 0.5, 0.47]},
+        index=pd.MultiIndex.from_tuples([("rule", 0), ("search", 0), ("search", 1)],
+                                        names=["policy", "run"]))
+    styled = viz.policy_table(policies)
+    assert list(styled.data.index) == ["rule", "search"]
+    assert styled.data.loc["search", "val (%), mean"] == 92.0
+    assert styled.data.loc["search", "range"] == 4.0
+    assert styled.data.loc["search", "MACs, most"] == 0.5
+    assert "90.0 / 94.0" in styled.to_html()
+    costs = pd.DataFrame({"channels": [8], "MACs of one channel": [12345],
+                          "val (%), pruned alone by 0.5": [87.25]},
+                         index=pd.Index(["backbone.conv0"], name="conv"))
+    html = viz.channel_cost_table(costs).to_html()
+    assert "12,345" in html and "87.2" in html and "87.25" not in html
+
+
+def test_netadapt_curve_marks_the_latency_budget():
+    family = [_Family(None, (4, 8), 2.0, 90.0), _Family(None, (2, 4), 1.0, 80.0)]
+    ax = viz.netadapt_curve(family, 0.5).axes[0]
+    assert list(ax.lines[0].get_xdata()) == [2.0, 1.0]
+    assert list(ax.lines[0].get_ydata()) == [90.0, 80.0]
+    assert tuple(ax.lines[1].get_xdata()) == (1.0, 1.0)
+    with pytest.raises(ValueError, match="at least one step"):
+        viz.netadapt_curve([], 0.5)
+
+
+def test_lab03_views_draw_apoz_selection_accuracy_and_reconstruction_errors():
+    fig = viz.apoz_bars({"backbone.relu0": torch.tensor([0.1, 0.7, 0.4]),
+                         "backbone.relu1": torch.tensor([0.2, 0.3])})
+    assert [ax.get_title() for ax in fig.axes] == ["relu0", "relu1"]
+    assert [bar.get_height() for bar in fig.axes[0].patches] == pytest.approx([0.7, 0.4, 0.1])
+    accuracy = pd.DataFrame({"first channels": [91.234], "lowest APoZ": [80.0]},
+                            index=pd.Index([0.3], name="prune ratio"))
+    html = viz.selection_accuracy_table(accuracy).to_html()
+    assert "91.23%" in html and "80.00%" in html and "no finetuning" in html
+    errors = pd.DataFrame({"magnitude": [0.5, 0.2], "LASSO + LS": [0.1, 0.05]},
+                          index=pd.Index([4, 8], name="channels kept"))
+    ax = viz.reconstruction_errors(errors, "conv1", "conv2", 32).axes[0]
+    assert ax.get_xlabel() == "channels of conv1 kept (of 32)" and ax.get_yscale() == "log"
+    assert [line.get_label() for line in ax.lines] == ["magnitude", "LASSO + LS"]
+    assert list(ax.lines[1].get_ydata()) == [0.1, 0.05]
+
+
+def test_lab02_views_draw_accuracy_by_sparsity():
+    accuracy = pd.DataFrame({0.6: [97.84, 50.0], 0.7: [79.3, 13.0]},
+                            index=pd.Index(["OBD", "random"], name="criterion"))
+    ax = viz.sparsity_curves(accuracy, "sparsity", "criteria").axes[0]
+    assert [line.get_label() for line in ax.lines] == ["OBD", "random"]
+    assert list(ax.lines[0].get_xdata()) == [0.6, 0.7]
+    assert list(ax.lines[1].get_ydata()) == [50.0, 13.0]
+    assert ax.get_title() == "criteria" and ax.get_ylabel() == "validation accuracy (%)"
+    styled = viz.sparsity_table(accuracy, "accuracy (%)")
+    assert list(styled.data.columns) == ["60%", "70%"]
+    html = styled.to_html()
+    assert "97.8" in html and "97.84" not in html and "criterion" in html
