@@ -156,7 +156,7 @@ def interactive(draw: Callable[..., Any], **controls: Any) -> None:
         return draw(**{name: control.value for name, control in controls.items()})
 
     display(ipywidgets.HBox(list(controls.values())))
-    print(RELOAD_NOTE)
+    print(wrap(RELOAD_NOTE))
     handle = display(output(), display_id=True)
 
     def redraw(_change: Any) -> None:

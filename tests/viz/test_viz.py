@@ -114,7 +114,8 @@ def test_interactive_prints_its_reload_note_between_the_controls_and_the_output(
     viz.interactive(lambda sparsity: sparsity, sparsity=slider)
     (controls, before), (output, printed) = shown
     assert list(controls.children) == [slider] and before == ""
-    assert output == 0.5 and printed == RELOAD_NOTE + "\n"
+    assert output == 0.5 and printed == viz.wrap(RELOAD_NOTE) + "\n"
+    assert max(len(line) for line in printed.splitlines()) <= 88
     assert "after reloading the page, run the cell again" in RELOAD_NOTE
 
 
