@@ -183,7 +183,7 @@ def test_no_doc_roles_in_markdown(lab_file):
                 "markdown link such as [the chapter](../book/granularity.md)")
 
 
-MAX_CODE_LINES = 120
+MAX_CODE_LINES = 100
 
 
 def test_labs_show_the_idea_not_the_plumbing(lab_file):
