@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -34,6 +35,24 @@ def check_sparsity(value: float, argument: str = "sparsity") -> None:
         raise TypeError(f"{argument} must be a real number, got {_type_name(value)} {value!r}")
     if not 0.0 <= value < 1.0:
         raise ValueError(f"{argument} must be in [0, 1), got {value!r}")
+
+
+def check_sparsities(values: Sequence[float], argument: str = "sparsities", *,
+                     increasing: bool = False) -> None:
+    """``values`` must be a non-empty list of sparsities (:func:`check_sparsity`), and
+    strictly increasing when ``increasing`` (the steps of a schedule)."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise TypeError(f"{argument} must be a list of sparsities, got "
+                        f"{_type_name(values)} {values!r}")
+    if len(values) == 0:
+        raise ValueError(f"{argument} must hold at least one sparsity, got an empty list")
+    for value in values:
+        check_sparsity(value, argument)
+    if increasing:
+        for before, after in pairwise(values):
+            if after <= before:
+                raise ValueError(f"{argument} must be strictly increasing, got {before!r} "
+                                 f"then {after!r} in {list(values)}")
 
 
 def check_count(value: int, argument: str, minimum: int = 1, maximum: int | None = None) -> int:

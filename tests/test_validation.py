@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from labkit import validation
-from labkit.validation import check_count, check_sparsity
+from labkit.validation import check_count, check_sparsities, check_sparsity
 
 
 @pytest.mark.parametrize("value", [0, 0.0, 0.5, 0.999])
@@ -118,3 +118,16 @@ def test_a_model_without_parameters_has_no_device():
         validation.parameter_device(nn.ReLU(), "net")
     with pytest.raises(TypeError, match="net must be a torch.nn.Module, got str"):
         validation.parameter_device("model", "net")
+
+
+def test_check_sparsities_takes_a_non_empty_list_and_asks_for_increase_when_told():
+    check_sparsities([0.5, 0.2])
+    check_sparsities((0.2, 0.5), increasing=True)
+    with pytest.raises(TypeError, match="sparsities must be a list of sparsities, got str"):
+        check_sparsities("0.5")
+    with pytest.raises(ValueError, match="steps must hold at least one sparsity"):
+        check_sparsities([], "steps")
+    with pytest.raises(ValueError, match=r"sparsities must be in \[0, 1\), got 1.0"):
+        check_sparsities([0.5, 1.0])
+    with pytest.raises(ValueError, match="strictly increasing, got 0.5 then 0.5"):
+        check_sparsities([0.2, 0.5, 0.5], increasing=True)

@@ -30,7 +30,7 @@ from labkit.measure import get_sparsity, prunable_layers
 from labkit.pruning.criteria import BATCHNORM_TYPES, scaling_factors
 from labkit.pruning.granularity import granularity_mask, mask_from_scores
 from labkit.training import evaluate
-from labkit.validation import check_module, check_sparsity
+from labkit.validation import check_module, check_sparsities, check_sparsity
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -198,13 +198,6 @@ def slimming_masks(model: nn.Module, sparsity: float) -> dict[str, torch.Tensor]
     return masks
 
 
-def _check_sparsities(sparsities: Sequence[float]) -> None:
-    if not sparsities:
-        raise ValueError("sparsities must hold at least one sparsity, got none")
-    for sparsity in sparsities:
-        check_sparsity(sparsity, "sparsities")
-
-
 def accuracy_by_sparsity(model: nn.Module, scores: Mapping[str, Mapping[str, torch.Tensor]],
                          sparsities: Sequence[float], loader: DataLoader) -> pd.DataFrame:
     """Accuracy of ``model`` pruned by each criterion at each sparsity, without finetuning.
@@ -217,7 +210,7 @@ def accuracy_by_sparsity(model: nn.Module, scores: Mapping[str, Mapping[str, tor
     """
     import pandas as pd
 
-    _check_sparsities(sparsities)
+    check_sparsities(sparsities)
     rows = {criterion: {sparsity: evaluate(apply_masks(model, {
                 name: mask_from_scores(score, sparsity) for name, score in by_name.items()}),
                 loader) for sparsity in sparsities}
@@ -233,7 +226,7 @@ def slimming_accuracy(models: Mapping[str, nn.Module], sparsities: Sequence[floa
     ``loader``."""
     import pandas as pd
 
-    _check_sparsities(sparsities)
+    check_sparsities(sparsities)
     rows = {label: {sparsity: evaluate(apply_masks(model, slimming_masks(model, sparsity)),
                                        loader) for sparsity in sparsities}
             for label, model in models.items()}

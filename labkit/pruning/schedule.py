@@ -33,7 +33,6 @@ import copy
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from itertools import pairwise
 from typing import TYPE_CHECKING
 
 import torch
@@ -51,6 +50,7 @@ from labkit.validation import (
     check_names,
     check_real,
     check_seed,
+    check_sparsities,
     check_sparsity,
 )
 
@@ -130,20 +130,6 @@ def _check_recipe(recipe: Recipe) -> None:
     if not isinstance(recipe, Recipe):
         raise TypeError(f"recipe must be a schedule.Recipe (loaders, lr, granularity, "
                         f"dense_layers, seed), got {type(recipe).__name__}")
-
-
-def _check_increasing(sparsities: Sequence[float]) -> None:
-    if isinstance(sparsities, (str, bytes)) or not isinstance(sparsities, Sequence):
-        raise TypeError(f"sparsities must be a list of sparsities, got "
-                        f"{type(sparsities).__name__} {sparsities!r}")
-    if len(sparsities) == 0:
-        raise ValueError("sparsities must hold at least one sparsity, got an empty list")
-    for sparsity in sparsities:
-        check_sparsity(sparsity, "every entry of sparsities")
-    for before, after in pairwise(sparsities):
-        if after <= before:
-            raise ValueError(f"sparsities must be strictly increasing, got {before!r} "
-                             f"then {after!r} in {list(sparsities)}")
 
 
 def layer_sparsities(
@@ -246,7 +232,7 @@ def iterative(model: nn.Module, sparsities: Sequence[float], recipe: Recipe, *,
     adapted. Pruned weights are exactly zero, hence the smallest, so masks nest.
     """
     _check_recipe(recipe)
-    _check_increasing(sparsities)
+    check_sparsities(sparsities, increasing=True)
     check_count(finetune_epochs_per_step, "finetune_epochs_per_step", 1)
     check_seed(recipe.seed + len(sparsities) - 1, "seed + len(sparsities) - 1")
     pruned = copy.deepcopy(model)
@@ -268,7 +254,7 @@ def steps_frame(steps: Sequence[Step]) -> pd.DataFrame:
 
     if not steps or not all(isinstance(step, Step) for step in steps):
         raise ValueError(f"steps must be a non-empty list of schedule.Step, got {steps!r}")
-    _check_increasing([step.sparsity for step in steps])
+    check_sparsities([step.sparsity for step in steps], "steps' sparsities", increasing=True)
     before = [0.0, *(step.sparsity for step in steps)]
     return pd.DataFrame.from_dict(
         {step.sparsity: {"removes of the survivors": (step.sparsity - last) / (1 - last),
