@@ -153,7 +153,6 @@ def score(notebook: NotebookNode, checks: list[CheckCell], run: NbvalRun,
     return results
 
 
-
 def failed(submission: Submission, checks: list[CheckCell], reason: str,
            problem: str = "") -> LabGrade:
     """Every check failed for ``reason``, which is also the submission's note; with a

@@ -131,8 +131,6 @@ def get_input_channel_importance(weight: torch.Tensor) -> torch.Tensor:
     return row_norm(weight.transpose(0, 1), p=2)
 
 
-
-
 class _UnionFind:
     """Disjoint sets of channel ids: ``union`` when two tensors' channels are the same."""
 
@@ -713,7 +711,6 @@ def _ratios(prune_ratio: float | Sequence[float], count: int) -> list[float]:
     return ratios
 
 
-
 def channel_prune(model: nn.Module, prune_ratio: float | Sequence[float]) -> nn.Module:
     """A new model keeping the first ``get_num_channels_to_keep(c_g, r_g)`` channels of each
     channel group ``g`` (:func:`channel_groups`; for a VGG, each conv).
@@ -749,8 +746,6 @@ def reader_importance(weights: Sequence[torch.Tensor]) -> torch.Tensor:
         raise ValueError(f"weights must all read the same number of input channels (dim 1), "
                          f"got {sizes}")
     return torch.linalg.vector_norm(torch.stack(per_reader), dim=0).float()
-
-
 
 
 def _input_importance(reader: nn.Module) -> torch.Tensor:

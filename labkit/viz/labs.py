@@ -393,7 +393,6 @@ def pe_load_balance(balance: pd.DataFrame, num_pes: int = 8) -> Figure:
     return fig
 
 
-
 def eie_storage_table(storage: pd.DataFrame, caption: str | None = None) -> Any:
     """A layer's storage, dense, CSR and EIE on several PE counts, as
     :func:`labkit.hardware.eie.storage_table` computed it: bits, the factor against
@@ -458,7 +457,6 @@ def point_cloud_voxels(points: torch.Tensor, occupied: torch.Tensor, title: str,
     for ax in (ax_points, ax_voxels):
         ax.set_box_aspect((1, 1, 0.4))
     return fig
-
 
 
 def scene_table(scenes: pd.DataFrame, caption: str | None = None) -> Any:
