@@ -77,12 +77,15 @@ class Config:
                      "grading_submissions"):
             _check_positive_int(name, getattr(self, name))
         for value in (*self.batch_sizes, *self.csr_columns, *self.dense_grid_sizes,
-                      *self.resnet_widths, *self.grading_jobs, *self.grading_shards):
-            _check_positive_int("batch_sizes, csr_columns, dense_grid_sizes, resnet_widths, "
-                                "grading_jobs and grading_shards", value)
-        if not self.grading_jobs or not self.grading_shards:
-            raise ValueError("grading_jobs and grading_shards must each name at least one "
-                             f"count, got {self.grading_jobs!r} and {self.grading_shards!r}")
+                      *self.resnet_widths):
+            _check_positive_int("batch_sizes, csr_columns, dense_grid_sizes and resnet_widths",
+                                value)
+        for name in ("grading_jobs", "grading_shards"):
+            counts = getattr(self, name)
+            if not counts:
+                raise ValueError(f"{name} must name at least one count, got {counts!r}")
+            for count in counts:
+                _check_positive_int(name, count)
         _check_range("min_run_time", self.min_run_time, lambda v: v > 0, "(0, inf) seconds")
         _check_range("voxel_size", self.voxel_size, lambda v: v > 0, "(0, inf)")
         for name in ("mask_sparsities", "channel_ratios", "speedup_ratios", "csr_sparsities"):

@@ -95,7 +95,8 @@ def run(config: Config) -> dict:
             print(f"    {jobs} job(s): {wall / students:.1f} s per submission", flush=True)
         modes = {}
         runnable = [mode for mode in MODES if isolation.probe(mode) is None]
-        for mode in runnable if config.grading_every_mode else ():
+        measured = runnable if config.grading_every_mode else []
+        for mode in measured:
             modes[mode] = _seconds(grade, submissions, labs, root / f"{mode}.csv", jobs=1,
                                    config=GradingConfig(grading.limits, grading.secret, mode,
                                                         grading.cache)) / students

@@ -13,9 +13,10 @@ import sys
 import nbformat
 import pytest
 
-from benchmarks.run import COMPARISONS
 from tests.support.paths import ROOT
 
+COMPARISONS = ("masks", "channels", "macs", "speedup", "sparse_kernels", "labs", "llm",
+               "grading")
 MARKER = re.compile(r"<!-- (\w+):(start|end) -->")
 INCLUDED = re.compile(r":(?:start-after|end-before): (<!-- \w+:(?:start|end) -->)")
 
@@ -157,14 +158,22 @@ def test_a_bad_option_is_refused_with_its_range(option):
     assert f"{name} must be a positive int, got 0" in completed.stderr
 
 
+def test_the_runner_offers_every_comparison():
+    from benchmarks import run
+
+    assert run.COMPARISONS == COMPARISONS
+
+
 @pytest.mark.parametrize(("options", "message"), [
-    ({"grading_jobs": ()}, "grading_jobs and grading_shards must each name at least one"),
+    ({"grading_jobs": ()}, "grading_jobs must name at least one count, got ()"),
+    ({"grading_shards": ()}, "grading_shards must name at least one count, got ()"),
+    ({"grading_jobs": (0, 2)}, "grading_jobs must be a positive int, got 0"),
     ({"grading_shards": (2, 0)}, "grading_shards must be a positive int, got 0"),
 ])
 def test_a_bad_grading_preset_is_refused(options, message):
     from benchmarks.config import Config
 
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=re.escape(message)):
         Config(**options)
 
 

@@ -166,9 +166,6 @@ def test_netadapt_rejects_bad_input():
 
 def test_table_entries_count_every_measured_block():
     table = mac_like_table(small_vgg())
-    inputs = [(1,), *table.widths[:-1]]
-    assert table.entries == sum(len(w_in) * len(w_out)
-                                for w_in, w_out in zip(inputs, table.widths, strict=True))
     assert table.entries == 1 * 2 + 2 * 4 + 4 * 4
 
 
