@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections import Counter
 from urllib.parse import urljoin, urlparse
 from xml.etree import ElementTree
 
@@ -76,7 +77,7 @@ CONTENT_JS = """() => {
               loaded: i.complete && i.naturalWidth > 0,
               alt: (i.getAttribute("alt") || "").trim(),
               caption: caption ? caption.innerText.trim() : "",
-              shown: i.getBoundingClientRect().width, natural: i.naturalWidth};
+              shown: i.getBoundingClientRect().width};
     }),
     figures: [...article.querySelectorAll("figure")].map(f => {
       const caption = f.querySelector("figcaption");
@@ -236,8 +237,8 @@ def test_figure_numbers_are_unique_and_references_show_them(browser, site):
         for figure in report["figures"]:
             numbers[f"{site.url}/{document}.html#{figure['id']}"] = figure["number"]
         references += [(document, ref["href"], ref["text"]) for ref in report["numrefs"]]
-    repeated = sorted({number for number in numbers.values()
-                       if list(numbers.values()).count(number) > 1})
+    repeated = sorted(number for number, count in Counter(numbers.values()).items()
+                      if count > 1)
     assert not repeated, f"{site.edition}: figure numbers used twice {repeated}"
     assert references, f"{site.edition}: no page refers to a figure by its number"
     wrong = [(document, href, text, numbers.get(href)) for document, href, text in references
@@ -282,8 +283,7 @@ def smallest_text_px(site, image: dict) -> float | None:
         return min(sizes) * image["shown"] / width if sizes else None
     with Image.open(path) as png:
         dpi, width = png.info["dpi"][0], png.width
-    smallest_pt = min(size for key, size in viz.STYLE.items() if key.endswith("size"))
-    return smallest_pt * dpi / 72 * image["shown"] / width
+    return viz.SMALLEST_FONT_PT * dpi / 72 * image["shown"] / width
 
 
 @pytest.mark.parametrize("document", PAGES)

@@ -1,17 +1,14 @@
-"""Shared fixtures: a private model cache, the digits splits, and the tiny lab.
+"""Shared fixtures: a private model cache and the digits splits.
 
 With ``LABKIT_REQUIRE_SANDBOX=1`` (as CI sets it) the run stops at once when the bwrap
 sandbox cannot start here, instead of skipping the sandbox tests.
 """
 
 import os
-from pathlib import Path
 
-import nbformat
 import pytest
 
 from labkit import data
-from tests.support.tinylab import TINY, tiny_instructor
 
 
 def pytest_sessionstart(session):
@@ -32,12 +29,3 @@ def private_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def digits():
     return data.load("digits")
-
-
-@pytest.fixture
-def tiny_labs(tmp_path) -> Path:
-    """A labs folder holding the tiny lab (:mod:`tinylab`)."""
-    labs = tmp_path / "labs"
-    labs.mkdir()
-    nbformat.write(tiny_instructor(), labs / f"{TINY}.ipynb")
-    return labs

@@ -12,6 +12,7 @@ other modules computed; ``viz`` trains, evaluates and times nothing.
 
 from labkit.viz.generic import (
     COLUMN_INCHES,
+    SMALLEST_FONT_PT,
     STYLE,
     bars,
     curves,
@@ -67,6 +68,7 @@ from labkit.viz.labs import (
 )
 
 __all__ = [
+    "SMALLEST_FONT_PT",
     "STYLE",
     "COLUMN_INCHES",
     "use_style",

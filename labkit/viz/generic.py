@@ -38,6 +38,10 @@ STYLE = {
 }
 """matplotlib settings for every lab figure."""
 
+SMALLEST_FONT_PT = min(size for key, size in STYLE.items() if key.endswith("size"))
+"""The smallest text :data:`STYLE` draws, in points: what a lab figure's legibility is
+measured from, as a stored image does not say what sizes it holds."""
+
 TABLE_STYLE = [
     {"selector": "th, td", "props": "padding: 0.3em 0.75em;"},
     {"selector": "th", "props": "white-space: nowrap;"},

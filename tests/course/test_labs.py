@@ -6,9 +6,8 @@ import nbformat
 import pytest
 import yaml
 
-from tests.support.paths import LABS, ROOT
+from tests.support.paths import NOTEBOOKS, ROOT
 
-NOTEBOOKS = sorted(LABS.glob("*.ipynb"))
 CHECK_LINE = re.compile(r"^[\w.]+: (\d+)/\1 cases passed\n$")
 
 

@@ -8,12 +8,10 @@ import pytest
 from nbclient import NotebookClient
 
 from labkit.grading.release import release_notebook
-from tests.support.paths import LABS
-
-SHIPPED = sorted(LABS.glob("*.ipynb"))
+from tests.support.paths import LABS, NOTEBOOKS
 
 
-@pytest.mark.parametrize("lab", SHIPPED, ids=[path.stem for path in SHIPPED])
+@pytest.mark.parametrize("lab", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
 def test_a_released_lab_runs_to_its_last_cell(lab, tmp_path):
     released = release_notebook(nbformat.read(lab, as_version=4))
     NotebookClient(released, timeout=600, kernel_name="python3",

@@ -14,10 +14,8 @@ from labkit.grading.checks import CHECKS
 from labkit.grading.checks.core import GRADING_CASES, GRADING_DIR, GRADING_SEED
 from labkit.grading.grade import portable_cases
 from labkit.grading.submissions import check_cells, replaced_functions
-from tests.support.paths import LABS
+from tests.support.paths import NOTEBOOKS
 from tests.support.tinylab import tiny_instructor
-
-NOTEBOOKS = sorted(LABS.glob("*.ipynb"))
 
 
 def test_the_check_process_runs_the_cells_the_exercises_need_and_no_other():

@@ -44,11 +44,10 @@ from labkit.grading.submissions import (
 )
 from labkit.grading.tables import ALL_LABS, safe_cell, table_paths, write_tables
 from labkit.grading.untrusted import UntrustedFileError, clean_text, read_text
-from tests.support.paths import LABS
+from tests.support.lab_submissions import LAB_00
+from tests.support.paths import NOTEBOOKS
 from tests.support.tinylab import TINY, solutions, student_copy, tiny_instructor
 
-LAB_00 = LABS / "00_baseline.ipynb"
-SHIPPED = sorted(LABS.glob("*.ipynb"))
 TINY_LIMITS = Limits(cell_timeout_s=8, notebook_timeout_s=300)
 
 def read_csv(path: Path) -> list[tuple]:
@@ -268,7 +267,7 @@ def test_review_notes_flag_exercise_code_that_reaches_for_the_checks():
         "review exercise cell cell-2: it uses checks, import builtins"]
 
 
-@pytest.mark.parametrize("lab", SHIPPED, ids=[path.stem for path in SHIPPED])
+@pytest.mark.parametrize("lab", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
 def test_shipped_labs_merge_their_released_and_solved_notebooks(tmp_path, lab):
     instructor = nbformat.read(lab, as_version=4)
     checks = check_cells(instructor, lab.name)

@@ -19,9 +19,7 @@ from labkit.grading.release import (
     release_notebook,
     strip_solutions,
 )
-from tests.support.paths import LABS
-
-SHIPPED = sorted(LABS.glob("*.ipynb"))
+from tests.support.paths import NOTEBOOKS
 
 EXERCISE = f"""def double(x):
     \"\"\"Twice x.\"\"\"
@@ -197,7 +195,7 @@ def test_cli_release_writes_and_then_refuses_without_force(tmp_path, capsys):
     assert main(["release", str(labs), "--out", str(out), "--force"]) == 0
 
 
-@pytest.mark.parametrize("lab", SHIPPED, ids=[path.stem for path in SHIPPED])
+@pytest.mark.parametrize("lab", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
 def test_shipped_labs_release_without_a_trace_of_their_solutions(lab):
     instructor = nbformat.read(lab, as_version=4)
     released = release_notebook(instructor, lab.name)
@@ -234,7 +232,7 @@ def test_release_clears_widget_views_progress_bars_and_solution_outputs():
     assert "widgets" not in released.metadata
 
 
-@pytest.mark.parametrize("lab", SHIPPED, ids=[path.stem for path in SHIPPED])
+@pytest.mark.parametrize("lab", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
 def test_shipped_labs_release_no_output_a_student_should_not_see(lab):
     released = release_notebook(nbformat.read(lab, as_version=4))
     assert not any(live_only(output) for cell in released.cells if cell.cell_type == "code"
@@ -309,7 +307,7 @@ SHOWN_IN_THE_STUDENT_EDITION = {
 """Figures and tables drawn from labkit alone, which the student edition shows."""
 
 
-@pytest.mark.parametrize("lab", SHIPPED, ids=[path.stem for path in SHIPPED])
+@pytest.mark.parametrize("lab", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
 def test_release_clears_exactly_the_cells_that_use_the_students_results(lab):
     instructor = nbformat.read(lab, as_version=4)
     released = release_notebook(instructor, lab.name)

@@ -166,7 +166,7 @@ def test_search_schedule_and_hardware_figures_are_not_kept_by_pyplot():
 def test_figures_draw_no_text_smaller_than_the_styles_smallest_size(draw):
     """The book measures a lab figure's text from this size (browser_tests), as the
     stored image does not say what it holds."""
-    smallest = min(size for key, size in viz.STYLE.items() if key.endswith("size"))
+    smallest = viz.SMALLEST_FONT_PT
     for figure in draw():
         figure.draw_without_rendering()
         sizes = [text.get_fontsize() for text in figure.findobj(Text)
@@ -450,7 +450,7 @@ def test_a_wrapped_figure_stored_as_the_notebook_stores_it_is_at_most_700_px_wid
        st.integers(min_value=0, max_value=12), st.integers(min_value=20, max_value=60))
 @example([" ===", "===="], 12, 20)
 def test_wrap_keeps_every_word_and_fits_lines_of_short_words(words, indent, width):
-    text = " " * indent + " ".join(word for word in words)
+    text = " " * indent + " ".join(words)
     wrapped = viz.wrap(text + "\n" + text, width)
     assert wrapped.split() == (text + " " + text).split()
     continuation = len(text) - len(text.lstrip()) + 4
