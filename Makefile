@@ -58,7 +58,7 @@ endif
 # Tests and labs run in parallel, each process on one thread: small tensors gain nothing
 # from more threads. The labs take one process per core; the tests three per two cores,
 # because the grading tests wait on kernels and sandboxes much of their time (on two
-# cores, `pytest -n N --dist loadfile tests`: 13 min with two processes, 11.5 to 12.5
+# cores, `pytest -n N --dist loadfile tests`: 13 min with two processes, 11.5 to 13
 # with three, no faster with four; with three the cores were 39% busy).
 test: $(STAMP)
 	@command -v bwrap >/dev/null || { echo "make test needs bubblewrap, the grader's sandbox:" \
